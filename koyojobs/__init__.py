@@ -1,0 +1,55 @@
+"""koyojobs: a job queue on PostgreSQL, woken by LISTEN/NOTIFY.
+
+Example:
+    >>> from koyojobs import define_job
+    >>> @define_job(name="doc.say_hello")
+    ... async def say_hello(name: str) -> str:
+    ...     return name
+"""
+
+from .broker import Broker
+from .context import (
+    current_broker,
+    current_job,
+    execute_jobs_synchronously,
+    retry,
+    set_current_broker,
+)
+from .database import Database
+from .errors import (
+    JobDefinitionError,
+    KoyojobsError,
+    PayloadError,
+    SerializationError,
+    WiringError,
+)
+from .jobs import JobCall, JobDefinition, define_job, schedule_at
+from .models import Job, RunningJob, Status
+from .outcomes import default_backoff
+from .system import System
+from .worker import Worker
+
+__all__ = [
+    "Broker",
+    "Database",
+    "Job",
+    "JobCall",
+    "JobDefinition",
+    "JobDefinitionError",
+    "KoyojobsError",
+    "PayloadError",
+    "RunningJob",
+    "SerializationError",
+    "Status",
+    "System",
+    "WiringError",
+    "Worker",
+    "current_broker",
+    "current_job",
+    "default_backoff",
+    "define_job",
+    "execute_jobs_synchronously",
+    "retry",
+    "schedule_at",
+    "set_current_broker",
+]

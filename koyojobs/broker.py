@@ -1,0 +1,252 @@
+"""``Broker``: enqueue, inspect and cancel jobs; wake the workers of this process."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from types import TracebackType
+from typing import Any, Self
+
+import asyncpg
+
+from .context import execute_jobs_synchronously
+from .database import Database
+from .jobs import JobCall
+from .listener import Listener
+from .models import Job
+from .schema import migrate
+from .serializer import Secret, Serializer
+from .sql import QUERIES
+
+__all__ = ["Broker"]
+
+log = logging.getLogger("koyojobs.broker")
+
+Executor = asyncpg.Connection | asyncpg.Pool
+Wake = Callable[[], None]
+
+
+class Broker:
+    """The door to the jobs table, and the process's one LISTEN connection.
+
+    ``db`` is a :class:`Database` (started by its owner) or a DSN string (the
+    broker then owns a pool). On start the schema is created or upgraded,
+    unless ``migrate=False``. ``secret`` (or ``KOYOJOBS_SECRET``) signs every
+    payload; a list signs with its first key and accepts any. ``listen_dsn``
+    opens the LISTEN connection elsewhere than the pool (a pool behind
+    PgBouncer in transaction mode cannot LISTEN).
+
+    Example:
+        >>> from koyojobs import Broker, set_current_broker
+        >>> async with Broker("postgresql://localhost/app") as broker:  # doctest: +SKIP
+        ...     set_current_broker(broker)
+        ...     job_id = await say_hello("Bogdan")
+        ...     job = await broker.get_job(job_id)
+    """
+
+    def __init__(
+        self,
+        db: Database | str,
+        *,
+        migrate: bool = True,
+        secret: Secret | Sequence[Secret] | None = None,
+        listen_dsn: str | None = None,
+    ) -> None:
+        if isinstance(db, Database):
+            self.database, self._owns_database = db, False
+        elif isinstance(db, str):
+            self.database, self._owns_database = Database(db), True
+        else:
+            raise TypeError(f"Broker needs a Database or a DSN string, got {db!r}")
+        self.serializer = Serializer.from_options(secret)
+        self._migrate = migrate
+        self._listen_dsn = listen_dsn
+        self._listener: Listener | None = None
+        self._subscribers: dict[str, set[Wake]] = defaultdict(set)
+        self._started = False
+
+    # -- life -------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the pool if the broker owns it, and migrate the schema."""
+        if self._started:
+            return
+        if self._owns_database:
+            await self.database.start()
+        elif not self.database.started:
+            raise RuntimeError("start the Database before the Broker that uses it")
+        if self._migrate:
+            await migrate(self.database.pool)
+        self._started = True
+
+    async def stop(self) -> None:
+        """Close the LISTEN connection, and the pool if the broker owns it."""
+        self._started = False
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            await listener.stop()
+        if self._owns_database:
+            await self.database.stop()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The pool queries go through."""
+        if not self._started:
+            raise RuntimeError("Broker is not started: use 'async with broker:' or await start()")
+        return self.database.pool
+
+    # -- wake-ups -----------------------------------------------------------
+
+    async def subscribe(self, queue: str, wake: Wake) -> None:
+        """Call ``wake()`` whenever jobs are inserted into ``queue`` (or may have been).
+
+        The LISTEN connection opens with the first subscription, so a process
+        that only enqueues holds none.
+        """
+        if self._listener is None:
+            listener = Listener(
+                self._listen_dsn or self.database.dsn,
+                self.database.connect_options,
+                on_notify=self._notified,
+                on_reconnect=self._wake_all,
+            )
+            await listener.start()
+            self._listener = listener
+        self._subscribers[queue].add(wake)
+
+    def unsubscribe(self, queue: str, wake: Wake) -> None:
+        """Stop waking ``wake`` for ``queue``."""
+        self._subscribers[queue].discard(wake)
+
+    @property
+    def listener(self) -> Listener | None:
+        """The LISTEN connection's keeper, once a worker subscribed."""
+        return self._listener
+
+    def _notified(self, queue: str) -> None:
+        for wake in tuple(self._subscribers.get(queue, ())):
+            wake()
+
+    def _wake_all(self) -> None:
+        for wakes in tuple(self._subscribers.values()):
+            for wake in tuple(wakes):
+                wake()
+
+    # -- enqueue --------------------------------------------------------------
+
+    async def enqueue(
+        self, call: JobCall[Any], *, connection: asyncpg.Connection | None = None
+    ) -> int | None:
+        """Insert one job; with ``connection``, inside the caller's transaction.
+
+        Returns the new id (``None`` in the synchronous mode, where the job
+        has run). Workers wake when the inserting transaction commits. An
+        enqueue that raises because the connection broke may still have
+        committed.
+
+        Example:
+            >>> async with broker.pool.acquire() as conn, conn.transaction():  # doctest: +SKIP
+            ...     await conn.execute("INSERT INTO orders ...")
+            ...     await broker.enqueue(send_receipt(order_id), connection=conn)
+        """
+        ids = await self.enqueue_many([call], connection=connection)
+        return None if ids is None else ids[0]
+
+    async def enqueue_many(
+        self, calls: Iterable[JobCall[Any]], *, connection: asyncpg.Connection | None = None
+    ) -> list[int] | None:
+        """Insert many jobs in one statement and one round trip; returns their ids in order.
+
+        Example:
+            >>> ids = await broker.enqueue_many(say_hello(n) for n in names)  # doctest: +SKIP
+        """
+        calls = list(calls)
+        for call in calls:
+            if not isinstance(call, JobCall):
+                raise TypeError(f"enqueue needs job calls such as my_job(1, 2), got {call!r}")
+            call.consume()
+        if execute_jobs_synchronously.enabled():
+            from .execution import run_inline
+
+            for call in calls:
+                await run_inline(call, self)
+            return None
+        if not calls:
+            return []
+        sign = self.serializer.sign
+        target: Executor = connection if connection is not None else self.pool
+        rows = await target.fetch(
+            QUERIES["insert_jobs"],
+            [c.definition.name for c in calls],
+            [c.definition.queue for c in calls],
+            [c.definition.priority for c in calls],
+            [c.definition.max_attempts for c in calls],
+            [sign(c.payload) for c in calls],
+            [c.scheduled_at for c in calls],
+        )
+        # Identity values are drawn in insertion order, which follows the input.
+        return sorted(row[0] for row in rows)
+
+    # -- inspect and control ----------------------------------------------------
+
+    async def get_job(self, job_id: int) -> Job | None:
+        """The job with ``job_id``, or ``None`` if there is none.
+
+        Example:
+            >>> job = await broker.get_job(job_id)  # doctest: +SKIP
+            >>> job.status  # doctest: +SKIP
+            <Status.DONE: 'done'>
+        """
+        row = await self.pool.fetchrow(QUERIES["get_job"], job_id)
+        return None if row is None else Job.from_row(row, self.serializer.loads)
+
+    async def cancel(self, job_id: int) -> bool:
+        """Cancel a job that has not finished; returns whether it did.
+
+        A running job is stopped by its worker at the worker's next lease
+        renewal (a plain ``def`` job's thread runs on, its result dropped).
+
+        Example:
+            >>> await broker.cancel(job_id)  # doctest: +SKIP
+            True
+        """
+        return await self.pool.fetchval(QUERIES["cancel_job"], job_id) is not None
+
+    async def retry_job(self, job_id: int) -> bool:
+        """Run a finished (failed, cancelled or done) job again, with fresh attempts.
+
+        Example:
+            >>> await broker.retry_job(job_id)  # doctest: +SKIP
+            True
+        """
+        row = await self.pool.fetchrow(QUERIES["retry_job"], job_id)
+        if row is None:
+            return False
+        await self.pool.execute(QUERIES["notify_queue"], row["queue"])
+        return True
+
+    async def queue_status(self) -> list[tuple[str, str, int]]:
+        """Job counts as ``(queue, status, count)``, sorted.
+
+        Example:
+            >>> await broker.queue_status()  # doctest: +SKIP
+            [('default', 'done', 12), ('default', 'ready', 3)]
+        """
+        rows = await self.pool.fetch(QUERIES["queue_status"])
+        return [(r["queue"], r["status"], r["jobs"]) for r in rows]
+
+    def __repr__(self) -> str:
+        return f"<Broker {self.database!r} started={self._started}>"

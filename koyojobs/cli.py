@@ -1,0 +1,212 @@
+"""The ``koyojobs`` command: run workers, migrate, inspect, retry and cancel.
+
+Thin over the public API: each command opens a broker on ``--dsn`` (or
+``KOYOJOBS_DSN``), does one thing, and closes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import click
+
+from .broker import Broker
+from .database import Database
+from .schema import migrate as apply_migrations
+from .worker import Worker
+
+T = TypeVar("T")
+
+_RECORD_FIELDS = frozenset(vars(logging.makeLogRecord({})))
+
+
+class _UsageError(click.ClickException):
+    """A one-line usage error with exit status 2 (click's UsageError adds the usage text)."""
+
+    exit_code = 2
+
+
+class _ExtrasFormatter(logging.Formatter):
+    """Appends a record's ``extra`` details as key=value pairs."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        extras = {k: v for k, v in vars(record).items() if k not in _RECORD_FIELDS}
+        extras.pop("message", None)
+        extras.pop("asctime", None)
+        if extras:
+            line += " " + " ".join(f"{k}={v}" for k, v in extras.items())
+        return line
+
+
+def _setup_logging(level: str) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(_ExtrasFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("koyojobs")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+def _require_dsn(dsn: str | None) -> str:
+    if not dsn:
+        raise _UsageError("no database given: pass --dsn or set KOYOJOBS_DSN")
+    return dsn
+
+
+def _run(dsn: str | None, action: Callable[[Broker], Awaitable[T]], migrate: bool = True) -> T:
+    dsn = _require_dsn(dsn)
+
+    async def main() -> T:
+        async with Broker(dsn, migrate=migrate) as broker:
+            return await action(broker)
+
+    try:
+        return asyncio.run(main())
+    except (OSError, ConnectionError) as exc:
+        raise click.ClickException(f"cannot reach the database: {exc}") from None
+
+
+_dsn_option = click.option(
+    "--dsn", envvar="KOYOJOBS_DSN", help="PostgreSQL URL (default: $KOYOJOBS_DSN)."
+)
+
+
+@click.group()
+@click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
+def main(log_level: str) -> None:
+    """koyojobs: a job queue on PostgreSQL."""
+    _setup_logging(log_level)
+
+
+@main.command()
+@click.argument("modules", nargs=-1, required=True)
+@click.option("--queue", "queues", multiple=True, default=["default"], show_default=True,
+              help="Queue to work; repeat for several.")
+@click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Jobs run at once, per queue.")
+@click.option("--lease", type=click.FloatRange(min=0, min_open=True), default=30.0,
+              show_default=True)
+@click.option("--poll-interval", type=click.FloatRange(min=0, min_open=True), default=5.0,
+              show_default=True)
+@click.option("--shutdown-grace", type=click.FloatRange(min=0), default=10.0, show_default=True)
+@_dsn_option
+def worker(
+    modules: tuple[str, ...],
+    queues: tuple[str, ...],
+    concurrency: int,
+    lease: float,
+    poll_interval: float,
+    shutdown_grace: float,
+    dsn: str | None,
+) -> None:
+    """Import MODULES (which define jobs) and work QUEUEs until SIGINT or SIGTERM."""
+    dsn = _require_dsn(dsn)
+    sys.path.insert(0, os.getcwd())
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise _UsageError(f"cannot import job module {module!r}: {exc}") from None
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        database = Database(dsn, max_size=max(4, 2 + len(queues) * 2))
+        async with database, Broker(database) as broker:
+            workers = [
+                Worker(broker, queue=q, pool_size=concurrency, lease=lease,
+                       poll_interval=poll_interval, shutdown_grace=shutdown_grace)
+                for q in queues
+            ]
+            for w in workers:
+                await w.start()
+            logging.getLogger("koyojobs.cli").info(
+                "working", extra={"queues": ",".join(queues), "concurrency": concurrency})
+            await stop.wait()
+            logging.getLogger("koyojobs.cli").info("stopping gracefully")
+            await asyncio.gather(*(w.stop() for w in workers))
+
+    try:
+        asyncio.run(serve())
+    except (OSError, ConnectionError) as exc:
+        raise click.ClickException(f"cannot reach the database: {exc}") from None
+
+
+@main.command()
+@_dsn_option
+def migrate(dsn: str | None) -> None:
+    """Create or upgrade the schema."""
+
+    async def action(broker: Broker) -> list[int]:
+        return await apply_migrations(broker.pool)
+
+    applied = _run(dsn, action, migrate=False)
+    click.echo(f"applied migrations: {applied}" if applied else "schema is up to date")
+
+
+@main.command()
+@_dsn_option
+def status(dsn: str | None) -> None:
+    """Show job counts per queue and status."""
+
+    async def action(broker: Broker) -> list[tuple[str, str, int]]:
+        return await broker.queue_status()
+
+    rows = _run(dsn, action)
+    if not rows:
+        click.echo("no jobs")
+        return
+    table = [("queue", "status", "jobs"), *((q, s, str(n)) for q, s, n in rows)]
+    widths = [max(len(row[i]) for row in table) for i in range(3)]
+    for row in table:
+        click.echo(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}")
+
+
+def _job_command(verb: str, method: Callable[[Broker, int], Awaitable[bool]], done: str,
+                 refused: str) -> Callable[..., None]:
+    @click.argument("job_id", type=int)
+    @_dsn_option
+    def command(job_id: int, dsn: str | None) -> None:
+        async def action(broker: Broker) -> bool:
+            return await method(broker, job_id)
+
+        if not _run(dsn, action):
+            raise click.ClickException(f"job {job_id} {refused}")
+        click.echo(f"job {job_id} {done}")
+
+    command.__doc__ = f"{verb.capitalize()} job JOB_ID."
+    return command
+
+
+def _retry(broker: Broker, job_id: int) -> Awaitable[bool]:
+    return broker.retry_job(job_id)
+
+
+def _cancel(broker: Broker, job_id: int) -> Awaitable[bool]:
+    return broker.cancel(job_id)
+
+
+main.command("retry")(_job_command(
+    "retry", _retry, "is ready to run again", "was not retried: unknown, or not finished"))
+main.command("cancel")(_job_command(
+    "cancel", _cancel, "is cancelled", "was not cancelled: unknown, or already finished"))
+
+
+def run(argv: list[str] | None = None) -> Any:
+    """Entry point of the ``koyojobs`` script."""
+    return main.main(args=argv, prog_name="koyojobs")

@@ -1,0 +1,166 @@
+"""What a piece of code can ask about where it runs.
+
+The running job and the broker it came from live in context variables, set by
+the worker around each run (and copied into the thread of a plain ``def``
+job). The default broker and the synchronous mode are process-wide switches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, NoReturn
+
+from .models import RunningJob
+
+if TYPE_CHECKING:
+    from .broker import Broker
+
+__all__ = [
+    "RetryJob",
+    "current_broker",
+    "current_job",
+    "execute_jobs_synchronously",
+    "retry",
+    "running",
+    "set_current_broker",
+]
+
+_job: contextvars.ContextVar[RunningJob | None] = contextvars.ContextVar(
+    "koyojobs_job", default=None
+)
+_job_broker: contextvars.ContextVar[Broker | None] = contextvars.ContextVar(
+    "koyojobs_job_broker", default=None
+)
+_default_broker: Broker | None = None
+
+
+class RetryJob(BaseException):
+    """Raised by :func:`retry`; ends the job's attempt and schedules another.
+
+    It derives from ``BaseException`` so that a job's ``except Exception:``
+    does not swallow it.
+    """
+
+    def __init__(self, delay: float | None) -> None:
+        super().__init__(delay)
+        self.delay = delay
+
+
+def retry(delay: float | None = None) -> NoReturn:
+    """End the running job now and run it again later.
+
+    The job runs again after ``delay`` seconds, or after its backoff when
+    ``delay`` is ``None``. This attempt counts toward ``max_attempts``.
+
+    Example:
+        >>> from koyojobs import define_job, retry
+        >>> @define_job(name="doc.poll_payment")
+        ... async def poll_payment(payment_id: int) -> None:
+        ...     if not await is_settled(payment_id):
+        ...         retry(delay=30)
+    """
+    if _job.get() is None:
+        raise RuntimeError("retry() was called outside a running job")
+    if delay is not None and delay < 0:
+        raise ValueError(f"retry() delay must be >= 0 seconds, got {delay!r}")
+    raise RetryJob(delay)
+
+
+def current_job() -> RunningJob | None:
+    """The record of the job running in this task or thread, else ``None``.
+
+    Example:
+        >>> from koyojobs import current_job, define_job
+        >>> @define_job(name="doc.which_attempt")
+        ... async def which_attempt() -> int:
+        ...     job = current_job()
+        ...     assert job is not None
+        ...     return job.attempt
+        >>> current_job() is None
+        True
+    """
+    return _job.get()
+
+
+@contextlib.contextmanager
+def running(job: RunningJob, broker: Broker | None) -> Iterator[None]:
+    """Mark ``job`` as running in this context (for the worker and the synchronous mode)."""
+    job_token = _job.set(job)
+    broker_token = _job_broker.set(broker)
+    try:
+        yield
+    finally:
+        _job_broker.reset(broker_token)
+        _job.reset(job_token)
+
+
+def set_current_broker(broker: Broker | None) -> None:
+    """Make ``broker`` the one that awaited job calls enqueue on.
+
+    Example:
+        >>> from koyojobs import Broker, set_current_broker
+        >>> broker = Broker("postgresql://localhost/app")
+        >>> set_current_broker(broker)
+        >>> set_current_broker(None)
+    """
+    global _default_broker
+    _default_broker = broker
+
+
+def current_broker() -> Broker | None:
+    """The broker job calls enqueue on: the running job's, else the one set.
+
+    Example:
+        >>> from koyojobs import current_broker
+        >>> current_broker() is None
+        True
+    """
+    return _job_broker.get() or _default_broker
+
+
+class _SynchronousMode:
+    """Run jobs inline, in the caller's task, with no database.
+
+    Use it as a context manager in tests, or switch it for a REPL session
+    with ``enable()`` / ``disable()``. Arguments still round-trip through the
+    serializer; a job's exception reaches the caller; ``retry()`` runs the job
+    again at once, up to ``max_attempts``.
+
+    Example:
+        >>> from koyojobs import define_job, execute_jobs_synchronously
+        >>> @define_job(name="doc.add")
+        ... def add(a: int, b: int) -> int:
+        ...     return a + b
+        >>> with execute_jobs_synchronously():
+        ...     execute_jobs_synchronously.enabled()
+        True
+    """
+
+    def __init__(self) -> None:
+        self._enabled = False
+
+    def enabled(self) -> bool:
+        """Whether job calls run inline now."""
+        return self._enabled
+
+    def enable(self) -> None:
+        """Run job calls inline from now on."""
+        self._enabled = True
+
+    def disable(self) -> None:
+        """Enqueue job calls again."""
+        self._enabled = False
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        previous = self._enabled
+        self._enabled = True
+        try:
+            yield
+        finally:
+            self._enabled = previous
+
+
+execute_jobs_synchronously = _SynchronousMode()

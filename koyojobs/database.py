@@ -1,0 +1,91 @@
+"""``Database``: the asyncpg pool koyojobs talks through."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any, Self
+
+import asyncpg
+
+__all__ = ["Database"]
+
+
+class Database:
+    """An asyncpg connection pool with a start/stop life.
+
+    ``statement_cache_size=0`` turns off asyncpg's prepared-statement cache,
+    which a transaction-mode pooler (PgBouncer) needs; other keyword
+    arguments go to ``asyncpg.create_pool``.
+
+    Example:
+        >>> from koyojobs import Database
+        >>> db = Database("postgresql://localhost/app", max_size=20)
+        >>> async with db:  # doctest: +SKIP
+        ...     await db.pool.fetchval("SELECT 1")
+        1
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        statement_cache_size: int = 100,
+        **pool_options: Any,
+    ) -> None:
+        if not isinstance(dsn, str) or not dsn:
+            raise ValueError(f"Database needs a DSN string, got {dsn!r}")
+        self.dsn = dsn
+        self.connect_options: dict[str, Any] = {"statement_cache_size": statement_cache_size}
+        self._pool_options = {"min_size": min_size, "max_size": max_size, **pool_options}
+        self._pool: asyncpg.Pool | None = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The pool; only while started."""
+        if self._pool is None:
+            raise RuntimeError("Database is not started: use 'async with db:' or await db.start()")
+        return self._pool
+
+    @property
+    def started(self) -> bool:
+        """Whether the pool is open."""
+        return self._pool is not None
+
+    async def start(self) -> None:
+        """Open the pool (once; later calls do nothing)."""
+        if self._pool is None:
+            self._pool = await asyncpg.create_pool(
+                self.dsn, **self.connect_options, **self._pool_options
+            )
+
+    async def stop(self) -> None:
+        """Close the pool, waiting for connections in use to come back."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    def __repr__(self) -> str:
+        return f"<Database {_redacted(self.dsn)} started={self.started}>"
+
+
+def _redacted(dsn: str) -> str:
+    # Keep passwords out of reprs and logs.
+    scheme, sep, rest = dsn.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not at or ":" not in creds:
+        return dsn
+    return f"{scheme}{sep}{creds.split(':', 1)[0]}:***@{host}"

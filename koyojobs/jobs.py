@@ -1,0 +1,252 @@
+"""Defining jobs and calling them: ``define_job``, job calls, ``schedule_at``."""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from collections.abc import Awaitable, Callable, Generator
+from datetime import datetime
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+from .context import current_broker, execute_jobs_synchronously
+from .errors import JobDefinitionError
+from .outcomes import Backoff, default_backoff
+from .registry import register
+from .serializer import dump_arguments
+
+__all__ = ["JobCall", "JobDefinition", "define_job", "schedule_at"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_MAX_QUEUE_LENGTH = 200
+
+
+class JobDefinition(Generic[P, R]):
+    """A function made into a job by :func:`define_job`.
+
+    Calling it returns a :class:`JobCall`; the function itself stays
+    reachable as ``.fn``.
+
+    Example:
+        >>> from koyojobs import define_job
+        >>> @define_job(name="doc.double")
+        ... def double(x: int) -> int:
+        ...     return 2 * x
+        >>> double.fn(21)
+        42
+    """
+
+    def __init__(
+        self,
+        fn: Callable[P, R] | Callable[P, Awaitable[R]],
+        *,
+        name: str,
+        queue: str,
+        priority: int,
+        max_attempts: int,
+        timeout: float | None,
+        backoff: Backoff,
+    ) -> None:
+        self.fn = fn
+        self.name = name
+        self.queue = queue
+        self.priority = priority
+        self.max_attempts = max_attempts
+        self.timeout = timeout
+        self.backoff = backoff
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.signature = inspect.signature(fn)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> JobCall[R]:
+        try:
+            self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"job {self.name!r} called with bad arguments: {exc}") from None
+        payload = dump_arguments(self.name, self.fn, args, kwargs)
+        return JobCall(self, args, kwargs, payload)
+
+    def __repr__(self) -> str:
+        return f"<JobDefinition {self.name!r} queue={self.queue!r} priority={self.priority}>"
+
+
+class JobCall(Generic[R]):
+    """One call of a job, not yet enqueued: await it to enqueue.
+
+    Awaiting returns the new job's id, or ``None`` in the synchronous mode
+    (where the job has already run). A job call dropped without being awaited
+    warns with a ``RuntimeWarning``.
+
+    Example:
+        >>> job_id = await say_hello("Bogdan")  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        definition: JobDefinition[Any, R],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        payload: bytes,
+        scheduled_at: datetime | None = None,
+    ) -> None:
+        self.definition = definition
+        self.args = args
+        self.kwargs = kwargs
+        self.payload = payload
+        """The arguments as unsigned dill bytes, pickled at the call site."""
+        self.scheduled_at = scheduled_at
+        self._consumed = False
+
+    def consume(self) -> None:
+        """Mark the call as handed to a broker, so it does not warn when dropped."""
+        self._consumed = True
+
+    def __await__(self) -> Generator[Any, None, int | None]:
+        return self._enqueue().__await__()
+
+    async def _enqueue(self) -> int | None:
+        if execute_jobs_synchronously.enabled():
+            from .execution import run_inline  # execution imports this module
+
+            self.consume()
+            await run_inline(self, current_broker())
+            return None
+        broker = current_broker()
+        if broker is None:
+            self.consume()
+            raise RuntimeError(
+                f"no broker to enqueue {self!r} on: call koyojobs.set_current_broker(broker) "
+                "after starting one, or use koyojobs.execute_jobs_synchronously() in tests"
+            )
+        return await broker.enqueue(self)
+
+    def __del__(self) -> None:
+        if not getattr(self, "_consumed", True):
+            warnings.warn(
+                f"job call {self!r} was never awaited, so it was never enqueued",
+                RuntimeWarning,
+                stacklevel=1,
+            )
+
+    def __repr__(self) -> str:
+        return f"{self.definition.name}(...)"
+
+
+def schedule_at(when: datetime, call: JobCall[R]) -> JobCall[R]:
+    """A job call that runs no earlier than ``when`` (the database's clock decides).
+
+    ``when`` is a pendulum ``DateTime`` or a timezone-aware ``datetime``.
+
+    Example:
+        >>> import pendulum
+        >>> from koyojobs import schedule_at
+        >>> await schedule_at(pendulum.now().add(minutes=5), say_hello("Bogdan"))  # doctest: +SKIP
+    """
+    if not isinstance(when, datetime):
+        call.consume()
+        raise TypeError(f"schedule_at() needs a datetime, got {type(when).__name__}: {when!r}")
+    if when.tzinfo is None or when.utcoffset() is None:
+        call.consume()
+        raise ValueError(
+            f"schedule_at() needs a timezone-aware time, got the naive {when.isoformat()}; "
+            "use pendulum.now() or datetime.now(timezone.utc)"
+        )
+    call.consume()
+    return JobCall(call.definition, call.args, call.kwargs, call.payload, when)
+
+
+def _check_options(
+    name: str, queue: object, priority: object, max_attempts: object, timeout: object,
+    backoff: object,
+) -> None:
+    def bad(option: str, value: object, rule: str) -> JobDefinitionError:
+        return JobDefinitionError(f"job {name!r}: {option}={value!r} is invalid: {rule}")
+
+    if not isinstance(queue, str) or not queue or len(queue) > _MAX_QUEUE_LENGTH:
+        raise bad("queue", queue, f"a non-empty string of at most {_MAX_QUEUE_LENGTH} characters")
+    if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority < 2**31:
+        raise bad("priority", priority, "an int >= 0 (0 runs first)")
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+        raise bad("max_attempts", max_attempts, "an int >= 1")
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+    ):
+        raise bad("timeout", timeout, "seconds > 0, or None for no timeout")
+    if backoff is not None and not callable(backoff):
+        raise bad("backoff", backoff, "a callable attempt -> seconds")
+
+
+@overload
+def define_job(fn: Callable[P, Awaitable[R]], /) -> JobDefinition[P, R]: ...
+@overload
+def define_job(fn: Callable[P, R], /) -> JobDefinition[P, R]: ...
+@overload
+def define_job(
+    *,
+    queue: str = "default",
+    priority: int = 50,
+    max_attempts: int = 3,
+    timeout: float | None = None,
+    backoff: Backoff | None = None,
+    name: str | None = None,
+) -> Callable[[Callable[P, Any]], JobDefinition[P, Any]]: ...
+
+
+def define_job(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    queue: str = "default",
+    priority: int = 50,
+    max_attempts: int = 3,
+    timeout: float | None = None,
+    backoff: Backoff | None = None,
+    name: str | None = None,
+) -> Any:
+    """Make a function into a job; works bare and with options.
+
+    ``queue`` names the queue (``"default"``); ``priority`` orders jobs within
+    it (0 first, default 50); ``max_attempts`` (3) bounds the runs;
+    ``timeout`` is seconds per attempt (``None``: none); ``backoff`` maps a
+    failed attempt's number to the seconds to wait; ``name`` is the key a
+    worker finds the function by (``module.qualname`` unless given, and
+    required in ``__main__``). An ``async def`` runs on the worker's event
+    loop, a plain ``def`` on its thread pool.
+
+    Example:
+        >>> from koyojobs import define_job
+        >>> @define_job(queue="emails", priority=0, max_attempts=5, timeout=30, name="doc.send")
+        ... def send_email(to: str) -> None:
+        ...     ...
+        >>> send_email.queue, send_email.priority
+        ('emails', 0)
+    """
+
+    def wrap(target: Callable[..., Any]) -> JobDefinition[Any, Any]:
+        if not callable(target):
+            raise JobDefinitionError(f"define_job() needs a function, got {target!r}")
+        module = getattr(target, "__module__", None) or "__main__"
+        job_name = name if name is not None else f"{module}.{target.__qualname__}"
+        if not isinstance(job_name, str) or not job_name.strip():
+            raise JobDefinitionError(f"job name must be a non-empty string, got {name!r}")
+        if name is None and (module == "__main__" or "<locals>" in target.__qualname__):
+            raise JobDefinitionError(
+                f"job {target.__qualname__!r} is defined in {module} where workers cannot "
+                "import it by name; pass name=... to define_job"
+            )
+        _check_options(job_name, queue, priority, max_attempts, timeout, backoff)
+        definition: JobDefinition[Any, Any] = JobDefinition(
+            target,
+            name=job_name,
+            queue=queue,
+            priority=priority,
+            max_attempts=max_attempts,
+            timeout=None if timeout is None else float(timeout),
+            backoff=backoff or default_backoff,
+        )
+        register(definition)
+        return definition
+
+    if fn is not None:
+        return wrap(fn)
+    return wrap

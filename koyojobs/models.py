@@ -1,0 +1,115 @@
+"""The records koyojobs hands back: :class:`Job` and :class:`Status`."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pendulum
+
+__all__ = ["Job", "RunningJob", "Status"]
+
+
+class Status(enum.StrEnum):
+    """Where a job is in its life.
+
+    Example:
+        >>> Status("done") is Status.DONE
+        True
+    """
+
+    READY = "ready"
+    """Waiting to run, possibly scheduled for later."""
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    """Attempts spent, or the payload could not be read."""
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        """Whether the job will not run again by itself."""
+        return self in (Status.DONE, Status.FAILED, Status.CANCELLED)
+
+
+def _time(value: datetime | None) -> pendulum.DateTime | None:
+    return None if value is None else pendulum.instance(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A job as stored, read with :meth:`koyojobs.Broker.get_job`.
+
+    ``result`` is the job function's return value, deserialized (``None``
+    until the job is done). ``last_error`` is the one-line error of the latest
+    failed attempt and ``last_traceback`` its traceback.
+
+    Example:
+        >>> job = await broker.get_job(job_id)  # doctest: +SKIP
+        >>> job.status, job.attempts, job.result  # doctest: +SKIP
+        (<Status.DONE: 'done'>, 1, 'Bogdan')
+    """
+
+    id: int
+    name: str
+    queue: str
+    priority: int
+    status: Status
+    attempts: int
+    max_attempts: int
+    scheduled_at: pendulum.DateTime
+    created_at: pendulum.DateTime
+    started_at: pendulum.DateTime | None
+    finished_at: pendulum.DateTime | None
+    last_error: str | None
+    last_traceback: str | None
+    result: Any
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any], loads: Callable[[bytes], Any]) -> Job:
+        """Build a job from a ``get_job`` row, reading ``result`` with ``loads``."""
+        raw = row["result"]
+        scheduled_at = _time(row["scheduled_at"])
+        created_at = _time(row["created_at"])
+        assert scheduled_at is not None and created_at is not None
+        return cls(
+            id=row["id"],
+            name=row["name"],
+            queue=row["queue"],
+            priority=row["priority"],
+            status=Status(row["status"]),
+            attempts=row["attempts"],
+            max_attempts=row["max_attempts"],
+            scheduled_at=scheduled_at,
+            created_at=created_at,
+            started_at=_time(row["started_at"]),
+            finished_at=_time(row["finished_at"]),
+            last_error=row["last_error"],
+            last_traceback=row["last_traceback"],
+            result=None if raw is None else loads(raw),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RunningJob:
+    """What :func:`koyojobs.current_job` returns inside a running job.
+
+    Example:
+        >>> from koyojobs import current_job
+        >>> def attempt_number() -> int:
+        ...     job = current_job()
+        ...     return 0 if job is None else job.attempt
+        >>> attempt_number()
+        0
+    """
+
+    id: int
+    name: str
+    queue: str
+    attempt: int
+    """1-based: the first run is attempt 1."""
+    max_attempts: int
+    scheduled_at: pendulum.DateTime

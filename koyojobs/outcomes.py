@@ -1,0 +1,75 @@
+"""The one place that decides what happens after an attempt.
+
+The worker, the rescue of lapsed leases (in SQL, with the same rule) and the
+synchronous mode all follow it: success is ``done``; a failure or a
+``retry()`` goes back to ``ready`` after a delay while attempts remain, and
+is ``failed`` once they are spent; an unreadable payload is ``failed`` at once.
+"""
+
+from __future__ import annotations
+
+import random
+import traceback as tb
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .context import RetryJob
+from .models import Status
+
+__all__ = ["Backoff", "Decision", "default_backoff", "after_failure", "succeeded", "unreadable"]
+
+Backoff = Callable[[int], float]
+
+_BACKOFF_CAP = 3600.0
+
+
+def default_backoff(attempt: int) -> float:
+    """Seconds to wait after failed attempt ``attempt``: doubling, jittered, capped at an hour.
+
+    Example:
+        >>> 1.5 <= default_backoff(1) <= 2.5
+        True
+        >>> default_backoff(40) <= 3600 * 1.25
+        True
+    """
+    base = min(_BACKOFF_CAP, 2.0 ** min(attempt, 32))
+    return base * random.uniform(0.75, 1.25)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to store for one finished attempt."""
+
+    status: Status
+    result: bytes | None = None
+    error: str | None = None
+    traceback: str | None = None
+    delay: float = 0.0
+
+
+def succeeded(result: bytes) -> Decision:
+    """The attempt returned; ``result`` is its serialized return value."""
+    return Decision(Status.DONE, result=result)
+
+
+def unreadable(reason: str) -> Decision:
+    """The payload cannot be read: no attempt can ever succeed, so fail now."""
+    return Decision(Status.FAILED, error=reason)
+
+
+def after_failure(
+    exc: BaseException, *, attempt: int, max_attempts: int, backoff: Backoff
+) -> Decision:
+    """The attempt raised ``exc`` (or called ``retry()``): retry later, or fail for good."""
+    if isinstance(exc, RetryJob):
+        error, trace = "retry() requested", None
+    else:
+        error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        trace = "".join(tb.format_exception(exc))
+    if attempt >= max_attempts:
+        return Decision(Status.FAILED, error=error, traceback=trace)
+    if isinstance(exc, RetryJob) and exc.delay is not None:
+        delay = exc.delay
+    else:
+        delay = max(0.0, float(backoff(attempt)))
+    return Decision(Status.READY, error=error, traceback=trace, delay=delay)

@@ -1,0 +1,53 @@
+"""The SQL koyojobs sends: named queries and numbered schema migrations.
+
+Statements live in ``queries.sql`` as blocks headed ``-- name: NAME`` and in
+``schema/NNNN_name.sql``; they are read once, at import, so the rest of the
+package asks for a statement by name and never builds SQL.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib import resources
+
+__all__ = ["Migration", "QUERIES", "MIGRATIONS"]
+
+_NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+_MIGRATION = re.compile(r"^(\d{4})_(\w+)\.sql$")
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema step: applied once, in version order."""
+
+    version: int
+    name: str
+    sql: str
+
+
+def _load_queries() -> dict[str, str]:
+    text = resources.files(__package__).joinpath("queries.sql").read_text("utf-8")
+    parts = _NAME.split(text)
+    # parts: [preamble, name1, body1, name2, body2, ...]
+    queries: dict[str, str] = {}
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        if name in queries:
+            raise RuntimeError(f"queries.sql names {name!r} twice")
+        queries[name] = body.strip()
+    return queries
+
+
+def _load_migrations() -> tuple[Migration, ...]:
+    folder = resources.files(__package__).joinpath("schema")
+    found = []
+    for entry in folder.iterdir():
+        match = _MIGRATION.match(entry.name)
+        if match:
+            found.append(Migration(int(match[1]), match[2], entry.read_text("utf-8")))
+    found.sort(key=lambda m: m.version)
+    return tuple(found)
+
+
+QUERIES: dict[str, str] = _load_queries()
+MIGRATIONS: tuple[Migration, ...] = _load_migrations()

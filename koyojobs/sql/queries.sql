@@ -1,0 +1,150 @@
+-- Every statement koyojobs sends, by name. Loaded once by koyojobs.sql.
+-- Blocks start with "-- name: NAME"; Python asks for them by that name.
+
+-- name: create_migrations_table
+CREATE TABLE IF NOT EXISTS koyojobs_migrations (
+    version    integer PRIMARY KEY,
+    name       text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- name: migration_lock
+-- Held until the migrating transaction ends, so concurrent starts migrate once.
+SELECT pg_advisory_xact_lock(hashtextextended('koyojobs.migrate', 0));
+
+-- name: applied_migrations
+SELECT version FROM koyojobs_migrations ORDER BY version;
+
+-- name: record_migration
+INSERT INTO koyojobs_migrations (version, name) VALUES ($1, $2);
+
+-- name: insert_jobs
+-- Many jobs in one statement; the statement trigger sends one NOTIFY per queue.
+-- A NULL scheduled_at means "now" by the database's clock.
+INSERT INTO koyojobs_jobs (name, queue, priority, max_attempts, args, scheduled_at)
+SELECT u.name, u.queue, u.priority, u.max_attempts, u.args, coalesce(u.scheduled_at, now())
+  FROM unnest($1::text[], $2::text[], $3::integer[], $4::integer[], $5::bytea[], $6::timestamptz[])
+       WITH ORDINALITY AS u(name, queue, priority, max_attempts, args, scheduled_at, ord)
+ ORDER BY u.ord
+RETURNING id;
+
+-- name: claim_jobs
+-- Claims up to $2 due jobs of queue $1 in one round trip. The attempt counter
+-- goes up here, so a run lost with its worker still counts.
+WITH picked AS (
+    SELECT id
+      FROM koyojobs_jobs
+     WHERE queue = $1 AND status = 'ready' AND scheduled_at <= now()
+     ORDER BY priority, scheduled_at, id
+     LIMIT $2
+       FOR UPDATE SKIP LOCKED
+)
+UPDATE koyojobs_jobs AS j
+   SET status = 'running',
+       attempts = j.attempts + 1,
+       started_at = now(),
+       lease_expires_at = now() + make_interval(secs => $3),
+       worker_id = $4
+  FROM picked
+ WHERE j.id = picked.id
+RETURNING j.id, j.name, j.queue, j.priority, j.args, j.attempts, j.max_attempts, j.scheduled_at;
+
+-- name: next_due
+-- Seconds until the earliest ready job of a queue is due (negative: overdue).
+SELECT extract(epoch FROM min(scheduled_at) - now())::float8
+  FROM koyojobs_jobs
+ WHERE queue = $1 AND status = 'ready';
+
+-- name: finish_jobs
+-- Records the outcome of many attempts at once. Only the attempt that still
+-- holds the job may write it: a rescued, re-claimed or cancelled job is left
+-- alone (the guard on attempts and status).
+UPDATE koyojobs_jobs AS j
+   SET status = u.status,
+       result = u.result,
+       last_error = coalesce(u.error, j.last_error),
+       last_traceback = coalesce(u.traceback, j.last_traceback),
+       scheduled_at = CASE WHEN u.status = 'ready'
+                           THEN now() + make_interval(secs => u.delay)
+                           ELSE j.scheduled_at END,
+       finished_at = CASE WHEN u.status = 'ready' THEN NULL ELSE now() END,
+       lease_expires_at = NULL,
+       worker_id = NULL
+  FROM unnest($1::bigint[], $2::integer[], $3::text[], $4::bytea[], $5::text[], $6::text[], $7::float8[])
+       AS u(id, attempt, status, result, error, traceback, delay)
+ WHERE j.id = u.id AND j.attempts = u.attempt AND j.status = 'running'
+RETURNING j.id, j.queue, j.status;
+
+-- name: renew_leases
+-- Returns the jobs this worker still holds; a job missing from the answer was
+-- cancelled or rescued, and its run must stop.
+UPDATE koyojobs_jobs
+   SET lease_expires_at = now() + make_interval(secs => $3)
+ WHERE id = ANY($1::bigint[]) AND worker_id = $2 AND status = 'running'
+RETURNING id;
+
+-- name: release_jobs
+-- Graceful stop: unfinished runs go back to ready and do not count as attempts.
+UPDATE koyojobs_jobs
+   SET status = 'ready',
+       attempts = attempts - 1,
+       lease_expires_at = NULL,
+       worker_id = NULL
+ WHERE id = ANY($1::bigint[]) AND worker_id = $2 AND status = 'running'
+RETURNING id, queue;
+
+-- name: rescue_lapsed
+-- Puts back the jobs whose worker stopped renewing its lease. The lost run
+-- counted as an attempt when it was claimed, so a job that kills its worker
+-- every time ends failed instead of looping.
+WITH lapsed AS (
+    SELECT id
+      FROM koyojobs_jobs
+     WHERE status = 'running' AND lease_expires_at < now()
+       FOR UPDATE SKIP LOCKED
+), rescued AS (
+    UPDATE koyojobs_jobs AS j
+       SET status = CASE WHEN j.attempts >= j.max_attempts THEN 'failed' ELSE 'ready' END,
+           finished_at = CASE WHEN j.attempts >= j.max_attempts THEN now() END,
+           last_error = 'lease lapsed',
+           last_traceback = NULL,
+           lease_expires_at = NULL,
+           worker_id = NULL
+      FROM lapsed
+     WHERE j.id = lapsed.id
+    RETURNING j.id, j.queue, j.status
+)
+SELECT id, queue, status FROM rescued;
+
+-- name: notify_queue
+SELECT pg_notify('koyojobs', $1);
+
+-- name: get_job
+SELECT id, name, queue, priority, status, attempts, max_attempts, scheduled_at,
+       created_at, started_at, finished_at, last_error, last_traceback, result
+  FROM koyojobs_jobs
+ WHERE id = $1;
+
+-- name: cancel_job
+-- A running job's worker notices at its next lease renewal and stops it.
+UPDATE koyojobs_jobs
+   SET status = 'cancelled', finished_at = now(), lease_expires_at = NULL, worker_id = NULL
+ WHERE id = $1 AND status IN ('ready', 'running')
+RETURNING id;
+
+-- name: retry_job
+-- Operator's retry: a finished job runs again with a fresh attempt budget.
+UPDATE koyojobs_jobs
+   SET status = 'ready', scheduled_at = now(), attempts = 0, finished_at = NULL,
+       result = NULL, lease_expires_at = NULL, worker_id = NULL
+ WHERE id = $1 AND status IN ('failed', 'cancelled', 'done')
+RETURNING id, queue;
+
+-- name: queue_status
+SELECT queue, status, count(*)::bigint AS jobs
+  FROM koyojobs_jobs
+ GROUP BY queue, status
+ ORDER BY queue, status;
+
+-- name: ping
+SELECT 1;

@@ -1,0 +1,361 @@
+"""``Worker``: claims jobs of one queue in batches, runs them, records outcomes.
+
+Three loops share the work: the claim loop fills free slots with one
+statement per batch, each run records its decision in a buffer that the
+flush loop writes back in one statement per batch, and the heartbeat renews
+the leases of what is running (and stops what it no longer holds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self
+
+from .broker import Broker
+from .execution import attempt
+from .models import Status
+from .outcomes import Decision
+from .sql import QUERIES
+
+__all__ = ["Worker"]
+
+log = logging.getLogger("koyojobs.worker")
+
+_MAX_ERROR_DELAY = 5.0
+_OVERDUE_RECHECK = 0.05
+
+
+@dataclass(eq=False)
+class _Run:
+    task: asyncio.Task[None]
+    attempt: int
+    lease_deadline: float
+    """Monotonic time after which another worker may have rescued the job."""
+    cancelled: bool = field(default=False)
+
+
+class Worker:
+    """Runs the jobs of one queue, at most ``pool_size`` at once.
+
+    ``lease`` is how long a claimed job stays this worker's without a renewal
+    (renewed every third of it); ``poll_interval`` bounds the wait between
+    looks at the table when no notification arrives, and paces the rescue of
+    lapsed leases; ``shutdown_grace`` is how long :meth:`stop` lets running
+    jobs finish before putting them back.
+
+    Example:
+        >>> from koyojobs import Broker, Worker
+        >>> async with Broker(dsn) as broker, Worker(broker, queue="emails", pool_size=4):  # doctest: +SKIP
+        ...     await asyncio.Event().wait()
+    """
+
+    def __init__(
+        self,
+        broker: Broker,
+        queue: str = "default",
+        pool_size: int = 8,
+        lease: float = 30.0,
+        poll_interval: float = 5.0,
+        shutdown_grace: float = 10.0,
+    ) -> None:
+        if not isinstance(broker, Broker):
+            raise TypeError(f"Worker needs a Broker, got {broker!r}")
+        if not isinstance(queue, str) or not queue:
+            raise ValueError(f"Worker queue must be a non-empty string, got {queue!r}")
+        if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
+            raise ValueError(f"Worker pool_size must be an int >= 1, got {pool_size!r}")
+        for option, value in (("lease", lease), ("poll_interval", poll_interval)):
+            if not isinstance(value, int | float) or value <= 0:
+                raise ValueError(f"Worker {option} must be seconds > 0, got {value!r}")
+        if not isinstance(shutdown_grace, int | float) or shutdown_grace < 0:
+            raise ValueError(f"Worker shutdown_grace must be seconds >= 0, got {shutdown_grace!r}")
+        self.broker = broker
+        self.queue = queue
+        self.pool_size = pool_size
+        self.lease = float(lease)
+        self.poll_interval = float(poll_interval)
+        self.shutdown_grace = float(shutdown_grace)
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._runs: dict[int, _Run] = {}
+        self._decisions: list[tuple[int, int, Decision]] = []
+        self._executor: ThreadPoolExecutor | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._wake: asyncio.Event | None = None
+        self._flush_wake: asyncio.Event | None = None
+        self._stopping = False
+
+    # -- life -------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Subscribe to the queue's wake-ups and start claiming."""
+        if self._tasks:
+            return
+        self._stopping = False
+        self._wake = asyncio.Event()
+        self._flush_wake = asyncio.Event()
+        self._executor = ThreadPoolExecutor(self.pool_size, thread_name_prefix=f"koyojobs-{self.queue}")
+        await self.broker.subscribe(self.queue, self.wake)
+        self._tasks = [
+            asyncio.create_task(self._claim_loop(), name=f"koyojobs-claim-{self.queue}"),
+            asyncio.create_task(self._flush_loop(), name=f"koyojobs-flush-{self.queue}"),
+            asyncio.create_task(self._heartbeat_loop(), name=f"koyojobs-heartbeat-{self.queue}"),
+        ]
+        log.info("worker started", extra={"queue": self.queue, "worker_id": self.id})
+
+    async def stop(self) -> None:
+        """Stop claiming, let running jobs finish within ``shutdown_grace``, put the rest back.
+
+        A run cut short goes back to ``ready`` and does not count as an attempt.
+        """
+        if not self._tasks:
+            return
+        claim, flush, heartbeat = self._tasks
+        self._stopping = True
+        self.broker.unsubscribe(self.queue, self.wake)
+        self.wake()
+        await _finish(claim)
+        runs = list(self._runs.values())
+        if runs:
+            await asyncio.wait([r.task for r in runs], timeout=self.shutdown_grace)
+        unfinished = list(self._runs)
+        for run in self._runs.values():
+            run.cancelled = True
+            run.task.cancel()
+        await asyncio.gather(*(r.task for r in runs), return_exceptions=True)
+        await _finish(heartbeat)
+        await self._flush_all()
+        await _finish(flush)
+        if unfinished:
+            await self._release(unfinished)
+        assert self._executor is not None
+        # Threads cannot be stopped; their results are dropped.
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._tasks = []
+        log.info("worker stopped", extra={"queue": self.queue, "released": len(unfinished)})
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    def wake(self) -> None:
+        """Look at the table now (called by the broker on NOTIFY)."""
+        if self._wake is not None:
+            self._wake.set()
+
+    @property
+    def running(self) -> int:
+        """How many jobs run now."""
+        return len(self._runs)
+
+    # -- claiming -----------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        assert self._wake is not None
+        next_rescue = 0.0
+        failures = 0
+        while not self._stopping:
+            timeout = self.poll_interval
+            try:
+                if time.monotonic() >= next_rescue:
+                    next_rescue = time.monotonic() + self.poll_interval
+                    await self._rescue()
+                free = self.pool_size - len(self._runs)
+                if free > 0:
+                    # Cleared before the claim: a NOTIFY during it wakes the next round.
+                    self._wake.clear()
+                    claimed = await self._claim(free)
+                    if claimed < free:
+                        timeout = await self._until_due(timeout)
+                else:
+                    self._wake.clear()
+                failures = 0
+            except Exception:
+                failures += 1
+                timeout = min(_MAX_ERROR_DELAY, 0.05 * 2**failures, self.poll_interval)
+                log.warning("claim failed; retrying", exc_info=True,
+                            extra={"queue": self.queue, "retry_in": timeout})
+            if self._stopping:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _claim(self, free: int) -> int:
+        sent = time.monotonic()
+        rows = await self.broker.pool.fetch(
+            QUERIES["claim_jobs"], self.queue, free, self.lease, self.id
+        )
+        for row in rows:
+            task = asyncio.create_task(self._run(row))
+            self._runs[row["id"]] = _Run(task, row["attempts"], sent + self.lease)
+        return len(rows)
+
+    async def _until_due(self, timeout: float) -> float:
+        due = await self.broker.pool.fetchval(QUERIES["next_due"], self.queue)
+        if due is None:
+            return timeout
+        if due <= 0:
+            # Due but not claimed: another worker holds the rows while it claims them.
+            return min(timeout, _OVERDUE_RECHECK)
+        return min(timeout, due)
+
+    async def _rescue(self) -> None:
+        rows = await self.broker.pool.fetch(QUERIES["rescue_lapsed"])
+        for row in rows:
+            log.warning("lease lapsed; job put back",
+                        extra={"job_id": row["id"], "queue": row["queue"], "status": row["status"]})
+        for queue in {row["queue"] for row in rows if row["status"] == Status.READY}:
+            await self.broker.pool.execute(QUERIES["notify_queue"], queue)
+
+    # -- running ------------------------------------------------------------
+
+    async def _run(self, row: Mapping[str, Any]) -> None:
+        job_id: int = row["id"]
+        assert self._executor is not None and self._flush_wake is not None
+        try:
+            decision = await attempt(row, self.broker.serializer, self.broker, self._executor)
+        except asyncio.CancelledError:
+            # Stopped by stop() (released afterwards) or because the job is no
+            # longer ours (cancelled or rescued): nothing to record.
+            return
+        finally:
+            run = self._runs.pop(job_id, None)
+            self.wake()
+        if run is None or run.cancelled:
+            return
+        self._decisions.append((job_id, row["attempts"], decision))
+        self._flush_wake.set()
+        _log_outcome(row, decision)
+
+    # -- recording outcomes ---------------------------------------------------
+
+    async def _flush_loop(self) -> None:
+        assert self._flush_wake is not None
+        failures = 0
+        while True:
+            await self._flush_wake.wait()
+            self._flush_wake.clear()
+            try:
+                await self._flush()
+                failures = 0
+            except Exception:
+                failures += 1
+                delay = min(_MAX_ERROR_DELAY, 0.05 * 2**failures)
+                log.warning("recording outcomes failed; retrying", exc_info=True,
+                            extra={"queue": self.queue, "retry_in": delay})
+                # Back off before retrying against a database that is failing.
+                await asyncio.sleep(delay)
+                self._flush_wake.set()
+
+    async def _flush(self) -> None:
+        batch, self._decisions = self._decisions, []
+        if not batch:
+            return
+        try:
+            rows = await self.broker.pool.fetch(
+                QUERIES["finish_jobs"],
+                [job_id for job_id, _, _ in batch],
+                [number for _, number, _ in batch],
+                [d.status.value for _, _, d in batch],
+                [d.result for _, _, d in batch],
+                [d.error for _, _, d in batch],
+                [d.traceback for _, _, d in batch],
+                [d.delay for _, _, d in batch],
+            )
+        except BaseException:
+            # Writing is idempotent (guarded by attempt and status): keep the
+            # batch for the next try.
+            self._decisions[:0] = batch
+            raise
+        if any(row["status"] == Status.READY for row in rows):
+            self.wake()
+
+    async def _flush_all(self) -> None:
+        for delay in (0.0, 0.1, 0.5, 1.0):
+            if delay:
+                # The database may be restarting; give it a moment before the last tries.
+                await asyncio.sleep(delay)
+            try:
+                await self._flush()
+                return
+            except Exception:
+                log.warning("recording outcomes at stop failed", exc_info=True)
+        log.error("outcomes not recorded; those jobs will be rescued when their leases lapse",
+                  extra={"jobs": len(self._decisions)})
+
+    async def _release(self, job_ids: list[int]) -> None:
+        try:
+            rows = await self.broker.pool.fetch(QUERIES["release_jobs"], job_ids, self.id)
+            for queue in {row["queue"] for row in rows}:
+                await self.broker.pool.execute(QUERIES["notify_queue"], queue)
+        except Exception:
+            log.warning("could not put unfinished jobs back; they return when their leases lapse",
+                        exc_info=True, extra={"jobs": job_ids})
+
+    # -- leases -------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.lease / 3
+        while True:
+            await asyncio.sleep(interval)  # the heartbeat's period, not a wait for a state
+            if self._runs:
+                await self._heartbeat()
+
+    async def _heartbeat(self) -> None:
+        ids = list(self._runs)
+        sent = time.monotonic()
+        try:
+            rows = await self.broker.pool.fetch(QUERIES["renew_leases"], ids, self.id, self.lease)
+        except Exception:
+            log.warning("lease renewal failed", exc_info=True, extra={"queue": self.queue})
+            held = None
+        else:
+            held = {row["id"] for row in rows}
+        now = time.monotonic()
+        for job_id in ids:
+            run = self._runs.get(job_id)
+            if run is None:
+                continue  # finished meanwhile; its outcome is being recorded
+            if held is not None and job_id in held:
+                run.lease_deadline = sent + self.lease
+            elif held is not None or now >= run.lease_deadline:
+                # Cancelled, or rescued by another worker (or about to be, while
+                # the database is unreachable): stop, so it never runs twice at once.
+                log.warning("job no longer held; stopping it", extra={"job_id": job_id})
+                run.cancelled = True
+                run.task.cancel()
+
+
+async def _finish(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def _log_outcome(row: Mapping[str, Any], decision: Decision) -> None:
+    extra = {"job_id": row["id"], "job": row["name"], "queue": row["queue"],
+             "attempt": row["attempts"], "status": decision.status.value}
+    if decision.status is Status.DONE:
+        log.info("job done", extra=extra)
+    elif decision.status is Status.READY:
+        log.info("job attempt failed; will retry", extra={**extra, "error": decision.error,
+                                                           "retry_in": decision.delay})
+    else:
+        log.warning("job failed", extra={**extra, "error": decision.error})
