@@ -93,14 +93,27 @@ def main(log_level: str) -> None:
 
 @main.command()
 @click.argument("modules", nargs=-1, required=True)
-@click.option("--queue", "queues", multiple=True, default=["default"], show_default=True,
-              help="Queue to work; repeat for several.")
-@click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Jobs run at once, per queue.")
-@click.option("--lease", type=click.FloatRange(min=0, min_open=True), default=30.0,
-              show_default=True)
-@click.option("--poll-interval", type=click.FloatRange(min=0, min_open=True), default=5.0,
-              show_default=True)
+@click.option(
+    "--queue",
+    "queues",
+    multiple=True,
+    default=["default"],
+    show_default=True,
+    help="Queue to work; repeat for several.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Jobs run at once, per queue.",
+)
+@click.option(
+    "--lease", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True
+)
+@click.option(
+    "--poll-interval", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True
+)
 @click.option("--shutdown-grace", type=click.FloatRange(min=0), default=10.0, show_default=True)
 @_dsn_option
 def worker(
@@ -129,14 +142,21 @@ def worker(
         database = Database(dsn, max_size=max(4, 2 + len(queues) * 2))
         async with database, Broker(database) as broker:
             workers = [
-                Worker(broker, queue=q, pool_size=concurrency, lease=lease,
-                       poll_interval=poll_interval, shutdown_grace=shutdown_grace)
+                Worker(
+                    broker,
+                    queue=q,
+                    pool_size=concurrency,
+                    lease=lease,
+                    poll_interval=poll_interval,
+                    shutdown_grace=shutdown_grace,
+                )
                 for q in queues
             ]
             for w in workers:
                 await w.start()
             logging.getLogger("koyojobs.cli").info(
-                "working", extra={"queues": ",".join(queues), "concurrency": concurrency})
+                "working", extra={"queues": ",".join(queues), "concurrency": concurrency}
+            )
             await stop.wait()
             logging.getLogger("koyojobs.cli").info("stopping gracefully")
             await asyncio.gather(*(w.stop() for w in workers))
@@ -177,8 +197,9 @@ def status(dsn: str | None) -> None:
         click.echo(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}")
 
 
-def _job_command(verb: str, method: Callable[[Broker, int], Awaitable[bool]], done: str,
-                 refused: str) -> Callable[..., None]:
+def _job_command(
+    verb: str, method: Callable[[Broker, int], Awaitable[bool]], done: str, refused: str
+) -> Callable[..., None]:
     @click.argument("job_id", type=int)
     @_dsn_option
     def command(job_id: int, dsn: str | None) -> None:
@@ -201,10 +222,16 @@ def _cancel(broker: Broker, job_id: int) -> Awaitable[bool]:
     return broker.cancel(job_id)
 
 
-main.command("retry")(_job_command(
-    "retry", _retry, "is ready to run again", "was not retried: unknown, or not finished"))
-main.command("cancel")(_job_command(
-    "cancel", _cancel, "is cancelled", "was not cancelled: unknown, or already finished"))
+main.command("retry")(
+    _job_command(
+        "retry", _retry, "is ready to run again", "was not retried: unknown, or not finished"
+    )
+)
+main.command("cancel")(
+    _job_command(
+        "cancel", _cancel, "is cancelled", "was not cancelled: unknown, or already finished"
+    )
+)
 
 
 def run(argv: list[str] | None = None) -> Any:

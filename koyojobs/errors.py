@@ -27,9 +27,8 @@ class SerializationError(KoyojobsError, TypeError):
     """An argument or a result cannot be turned into bytes; the message names it.
 
     Example:
-        >>> import threading
-        >>> # await send(threading.Lock())  raises
-        >>> # SerializationError: argument 'lock' of job 'app.send' cannot be serialized: ...
+        >>> # await send(sqlite3.connect(":memory:"))  raises
+        >>> # SerializationError: argument 'conn' of job 'app.send' cannot be serialized: ...
     """
 
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-from collections.abc import Mapping
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
 import pendulum
+from asyncpg import Record
 
 from .context import RetryJob, running
 from .errors import PayloadError, SerializationError
@@ -69,7 +69,7 @@ async def call(
 
 
 async def attempt(
-    row: Mapping[str, Any], serializer: Serializer, broker: Broker, executor: Executor
+    row: Record, serializer: Serializer, broker: Broker, executor: Executor
 ) -> Decision:
     """Run the claimed job ``row`` once and decide what to store.
 
@@ -108,7 +108,7 @@ async def attempt(
         return _failed(exc, job, definition)
     except KeyboardInterrupt:
         raise
-    except BaseException as exc:  # noqa: BLE001 - a job's SystemExit is its failure too
+    except BaseException as exc:
         return _failed(exc, job, definition)
     try:
         return succeeded(serializer.dumps(value))
@@ -137,8 +137,9 @@ async def run_inline(job_call: JobCall[Any], broker: Broker | None) -> None:
     args, kwargs = serializer.loads(serializer.sign(job_call.payload))
     scheduled_at = pendulum.now("UTC")
     for number in range(1, definition.max_attempts + 1):
-        job = RunningJob(0, definition.name, definition.queue, number, definition.max_attempts,
-                         scheduled_at)
+        job = RunningJob(
+            0, definition.name, definition.queue, number, definition.max_attempts, scheduled_at
+        )
         try:
             value = await call(definition, args, kwargs, job, broker, None)
         except RetryJob as exc:

@@ -156,7 +156,11 @@ def schedule_at(when: datetime, call: JobCall[R]) -> JobCall[R]:
 
 
 def _check_options(
-    name: str, queue: object, priority: object, max_attempts: object, timeout: object,
+    name: str,
+    queue: object,
+    priority: object,
+    max_attempts: object,
+    timeout: object,
     backoff: object,
 ) -> None:
     def bad(option: str, value: object, rule: str) -> JobDefinitionError:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import pendulum
+from asyncpg import Record
 
 __all__ = ["Job", "RunningJob", "Status"]
 
@@ -69,12 +70,13 @@ class Job:
     result: Any
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any], loads: Callable[[bytes], Any]) -> Job:
+    def from_row(cls, row: Record, loads: Callable[[bytes], Any]) -> Job:
         """Build a job from a ``get_job`` row, reading ``result`` with ``loads``."""
         raw = row["result"]
         scheduled_at = _time(row["scheduled_at"])
         created_at = _time(row["created_at"])
-        assert scheduled_at is not None and created_at is not None
+        assert scheduled_at is not None
+        assert created_at is not None
         return cls(
             id=row["id"],
             name=row["name"],

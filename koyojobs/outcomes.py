@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from .context import RetryJob
 from .models import Status
 
-__all__ = ["Backoff", "Decision", "default_backoff", "after_failure", "succeeded", "unreadable"]
+__all__ = ["Backoff", "Decision", "after_failure", "default_backoff", "succeeded", "unreadable"]
 
 Backoff = Callable[[int], float]
 

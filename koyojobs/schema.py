@@ -30,6 +30,8 @@ async def migrate(pool: asyncpg.Pool) -> list[int]:
             await conn.execute(migration.sql)
             await conn.execute(QUERIES["record_migration"], migration.version, migration.name)
             applied.append(migration.version)
-            log.info("applied migration", extra={"version": migration.version,
-                                                 "migration": migration.name})
+            log.info(
+                "applied migration",
+                extra={"version": migration.version, "migration": migration.name},
+            )
     return applied

@@ -18,7 +18,7 @@ import dill  # type: ignore[import-untyped]
 
 from .errors import PayloadError, SerializationError
 
-__all__ = ["Serializer", "Secret", "dump_arguments"]
+__all__ = ["Secret", "Serializer", "dump_arguments"]
 
 Secret = str | bytes
 _SIGNED = b"KJS1"
@@ -104,12 +104,12 @@ def dump_arguments(
     """Pickle a call's arguments (unsigned), naming the argument that cannot be pickled.
 
     Example:
-        >>> import threading
-        >>> def f(lock): ...
-        >>> dump_arguments("m.f", f, (threading.Lock(),), {})
+        >>> import sqlite3
+        >>> def f(conn): ...
+        >>> dump_arguments("m.f", f, (sqlite3.connect(":memory:"),), {})
         Traceback (most recent call last):
         ...
-        koyojobs.errors.SerializationError: argument 'lock' of job 'm.f' cannot be serialized: ...
+        koyojobs.errors.SerializationError: argument 'conn' of job 'm.f' cannot be serialized: ...
     """
     try:
         body: bytes = dill.dumps((args, kwargs))

@@ -51,9 +51,7 @@ class System:
         self._components: dict[str, Any] = {}
         self._started: list[str] = []
 
-    def add(
-        self, name: str, factory: Callable[..., Any], depends_on: Iterable[str] = ()
-    ) -> None:
+    def add(self, name: str, factory: Callable[..., Any], depends_on: Iterable[str] = ()) -> None:
         """Declare component ``name``, built by ``factory(*dependencies)``."""
         if not isinstance(name, str) or not name:
             raise WiringError(f"component name must be a non-empty string, got {name!r}")
@@ -104,7 +102,7 @@ class System:
 
         def visit(name: str) -> list[str] | None:
             if state.get(name) == 1:
-                return path[path.index(name) :] + [name]
+                return [*path[path.index(name) :], name]
             if state.get(name) == 2 or name not in self._entries:
                 return None
             state[name] = 1
@@ -134,8 +132,9 @@ class System:
                 await component.start()
                 self._started.append(name)
         except BaseException:
-            log.error("component failed to start; stopping the started ones",
-                      extra={"component": name})
+            log.error(
+                "component failed to start; stopping the started ones", extra={"component": name}
+            )
             await self.stop()
             raise
 

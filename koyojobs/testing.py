@@ -106,8 +106,17 @@ class TemporaryPostgres:
             user = pwd.getpwnam(_UNPRIVILEGED_USER)
             os.chown(self._dir, user.pw_uid, user.pw_gid)
         self._run(
-            str(self.bin / "initdb"), "-D", str(self.data_dir), "-A", "trust", "-U", "postgres",
-            "-E", "UTF8", "--no-sync", "--no-instructions",
+            str(self.bin / "initdb"),
+            "-D",
+            str(self.data_dir),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--no-instructions",
         )
         self._pg_ctl("start")
 
@@ -119,8 +128,16 @@ class TemporaryPostgres:
             "-c max_connections=200"
         )
         self._run(
-            str(self.bin / "pg_ctl"), action, "-D", str(self.data_dir), "-o", options,
-            "-l", str(self._dir / "server.log"), "-w", *extra,
+            str(self.bin / "pg_ctl"),
+            action,
+            "-D",
+            str(self.data_dir),
+            "-o",
+            options,
+            "-l",
+            str(self._dir / "server.log"),
+            "-w",
+            *extra,
         )
 
     def restart(self, mode: str = "fast") -> None:
@@ -132,8 +149,9 @@ class TemporaryPostgres:
         if self._dir is None:
             return
         try:
-            self._run(str(self.bin / "pg_ctl"), "stop", "-D", str(self.data_dir), "-m",
-                      "immediate", "-w")
+            self._run(
+                str(self.bin / "pg_ctl"), "stop", "-D", str(self.data_dir), "-m", "immediate", "-w"
+            )
         finally:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None

@@ -15,11 +15,12 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
+
+import asyncpg
 
 from .broker import Broker
 from .execution import attempt
@@ -33,6 +34,7 @@ log = logging.getLogger("koyojobs.worker")
 
 _MAX_ERROR_DELAY = 5.0
 _OVERDUE_RECHECK = 0.05
+_FLUSH_TRIES_AT_STOP = 4
 
 
 @dataclass(eq=False)
@@ -55,8 +57,9 @@ class Worker:
 
     Example:
         >>> from koyojobs import Broker, Worker
-        >>> async with Broker(dsn) as broker, Worker(broker, queue="emails", pool_size=4):  # doctest: +SKIP
-        ...     await asyncio.Event().wait()
+        >>> async with Broker(dsn) as broker:  # doctest: +SKIP
+        ...     async with Worker(broker, queue="emails", pool_size=4):
+        ...         await asyncio.Event().wait()
     """
 
     def __init__(
@@ -93,6 +96,7 @@ class Worker:
         self._wake: asyncio.Event | None = None
         self._flush_wake: asyncio.Event | None = None
         self._stopping = False
+        self._closing = False
 
     # -- life -------------------------------------------------------------
 
@@ -100,10 +104,12 @@ class Worker:
         """Subscribe to the queue's wake-ups and start claiming."""
         if self._tasks:
             return
-        self._stopping = False
+        self._stopping = self._closing = False
         self._wake = asyncio.Event()
         self._flush_wake = asyncio.Event()
-        self._executor = ThreadPoolExecutor(self.pool_size, thread_name_prefix=f"koyojobs-{self.queue}")
+        self._executor = ThreadPoolExecutor(
+            self.pool_size, thread_name_prefix=f"koyojobs-{self.queue}"
+        )
         await self.broker.subscribe(self.queue, self.wake)
         self._tasks = [
             asyncio.create_task(self._claim_loop(), name=f"koyojobs-claim-{self.queue}"),
@@ -133,8 +139,11 @@ class Worker:
             run.task.cancel()
         await asyncio.gather(*(r.task for r in runs), return_exceptions=True)
         await _finish(heartbeat)
-        await self._flush_all()
-        await _finish(flush)
+        # The flush loop writes what is buffered, then ends by itself: cancelling
+        # it could cut a write short.
+        self._closing = True
+        self.wake_flush()
+        await flush
         if unfinished:
             await self._release(unfinished)
         assert self._executor is not None
@@ -154,6 +163,11 @@ class Worker:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+    def wake_flush(self) -> None:
+        """Write buffered outcomes now."""
+        if self._flush_wake is not None:
+            self._flush_wake.set()
 
     def wake(self) -> None:
         """Look at the table now (called by the broker on NOTIFY)."""
@@ -190,8 +204,11 @@ class Worker:
             except Exception:
                 failures += 1
                 timeout = min(_MAX_ERROR_DELAY, 0.05 * 2**failures, self.poll_interval)
-                log.warning("claim failed; retrying", exc_info=True,
-                            extra={"queue": self.queue, "retry_in": timeout})
+                log.warning(
+                    "claim failed; retrying",
+                    exc_info=True,
+                    extra={"queue": self.queue, "retry_in": timeout},
+                )
             if self._stopping:
                 break
             with contextlib.suppress(TimeoutError):
@@ -208,7 +225,7 @@ class Worker:
         return len(rows)
 
     async def _until_due(self, timeout: float) -> float:
-        due = await self.broker.pool.fetchval(QUERIES["next_due"], self.queue)
+        due: float | None = await self.broker.pool.fetchval(QUERIES["next_due"], self.queue)
         if due is None:
             return timeout
         if due <= 0:
@@ -219,16 +236,19 @@ class Worker:
     async def _rescue(self) -> None:
         rows = await self.broker.pool.fetch(QUERIES["rescue_lapsed"])
         for row in rows:
-            log.warning("lease lapsed; job put back",
-                        extra={"job_id": row["id"], "queue": row["queue"], "status": row["status"]})
+            log.warning(
+                "lease lapsed; job put back",
+                extra={"job_id": row["id"], "queue": row["queue"], "status": row["status"]},
+            )
         for queue in {row["queue"] for row in rows if row["status"] == Status.READY}:
             await self.broker.pool.execute(QUERIES["notify_queue"], queue)
 
     # -- running ------------------------------------------------------------
 
-    async def _run(self, row: Mapping[str, Any]) -> None:
+    async def _run(self, row: asyncpg.Record) -> None:
         job_id: int = row["id"]
-        assert self._executor is not None and self._flush_wake is not None
+        assert self._executor is not None
+        assert self._flush_wake is not None
         try:
             decision = await attempt(row, self.broker.serializer, self.broker, self._executor)
         except asyncio.CancelledError:
@@ -257,12 +277,25 @@ class Worker:
                 failures = 0
             except Exception:
                 failures += 1
+                if self._closing and failures > _FLUSH_TRIES_AT_STOP:
+                    log.error(
+                        "outcomes not recorded at stop; those jobs run again "
+                        "when their leases lapse",
+                        extra={"jobs": len(self._decisions)},
+                    )
+                    return
                 delay = min(_MAX_ERROR_DELAY, 0.05 * 2**failures)
-                log.warning("recording outcomes failed; retrying", exc_info=True,
-                            extra={"queue": self.queue, "retry_in": delay})
+                log.warning(
+                    "recording outcomes failed; retrying",
+                    exc_info=True,
+                    extra={"queue": self.queue, "retry_in": delay},
+                )
                 # Back off before retrying against a database that is failing.
                 await asyncio.sleep(delay)
                 self._flush_wake.set()
+                continue
+            if self._closing and not self._decisions:
+                return
 
     async def _flush(self) -> None:
         batch, self._decisions = self._decisions, []
@@ -287,27 +320,17 @@ class Worker:
         if any(row["status"] == Status.READY for row in rows):
             self.wake()
 
-    async def _flush_all(self) -> None:
-        for delay in (0.0, 0.1, 0.5, 1.0):
-            if delay:
-                # The database may be restarting; give it a moment before the last tries.
-                await asyncio.sleep(delay)
-            try:
-                await self._flush()
-                return
-            except Exception:
-                log.warning("recording outcomes at stop failed", exc_info=True)
-        log.error("outcomes not recorded; those jobs will be rescued when their leases lapse",
-                  extra={"jobs": len(self._decisions)})
-
     async def _release(self, job_ids: list[int]) -> None:
         try:
             rows = await self.broker.pool.fetch(QUERIES["release_jobs"], job_ids, self.id)
             for queue in {row["queue"] for row in rows}:
                 await self.broker.pool.execute(QUERIES["notify_queue"], queue)
         except Exception:
-            log.warning("could not put unfinished jobs back; they return when their leases lapse",
-                        exc_info=True, extra={"jobs": job_ids})
+            log.warning(
+                "could not put unfinished jobs back; they return when their leases lapse",
+                exc_info=True,
+                extra={"jobs": job_ids},
+            )
 
     # -- leases -------------------------------------------------------------
 
@@ -349,13 +372,20 @@ async def _finish(task: asyncio.Task[None]) -> None:
         await task
 
 
-def _log_outcome(row: Mapping[str, Any], decision: Decision) -> None:
-    extra = {"job_id": row["id"], "job": row["name"], "queue": row["queue"],
-             "attempt": row["attempts"], "status": decision.status.value}
+def _log_outcome(row: asyncpg.Record, decision: Decision) -> None:
+    extra = {
+        "job_id": row["id"],
+        "job": row["name"],
+        "queue": row["queue"],
+        "attempt": row["attempts"],
+        "status": decision.status.value,
+    }
     if decision.status is Status.DONE:
         log.info("job done", extra=extra)
     elif decision.status is Status.READY:
-        log.info("job attempt failed; will retry", extra={**extra, "error": decision.error,
-                                                           "retry_in": decision.delay})
+        log.info(
+            "job attempt failed; will retry",
+            extra={**extra, "error": decision.error, "retry_in": decision.delay},
+        )
     else:
         log.warning("job failed", extra={**extra, "error": decision.error})

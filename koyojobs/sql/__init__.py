@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
-__all__ = ["Migration", "QUERIES", "MIGRATIONS"]
+__all__ = ["MIGRATIONS", "QUERIES", "Migration"]
 
 _NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 _MIGRATION = re.compile(r"^(\d{4})_(\w+)\.sql$")
@@ -34,7 +34,10 @@ def _load_queries() -> dict[str, str]:
     for name, body in zip(parts[1::2], parts[2::2], strict=True):
         if name in queries:
             raise RuntimeError(f"queries.sql names {name!r} twice")
-        queries[name] = body.strip()
+        lines = body.strip().splitlines()
+        while lines and lines[0].startswith("--"):
+            lines.pop(0)  # a block's leading comment is for readers of the file
+        queries[name] = "\n".join(lines)
     return queries
 
 

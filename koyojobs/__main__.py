@@ -1,0 +1,5 @@
+"""``python -m koyojobs``: the same as the ``koyojobs`` command."""
+
+from .cli import run
+
+run()

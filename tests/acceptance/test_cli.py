@@ -1,0 +1,127 @@
+"""The koyojobs command, run as a user runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from koyojobs import Broker, Database, Status, System, Worker
+from tests import jobs
+from tests.conftest import wait_for_status
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def koyojobs(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if k != "KOYOJOBS_DSN"}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "koyojobs", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=full_env,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    "command", [["status"], ["migrate"], ["worker", "tests.jobs"], ["retry", "1"], ["cancel", "1"]]
+)
+def test_without_a_dsn_says_so_in_one_line_and_exits_2(command: list[str]) -> None:
+    result = koyojobs(*command)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == ["Error: no database given: pass --dsn or set KOYOJOBS_DSN"]
+
+
+def test_a_module_that_cannot_be_imported_is_a_one_line_usage_error(dsn: str) -> None:
+    result = koyojobs("worker", "no_such_module_here", "--dsn", dsn)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "Error: cannot import job module 'no_such_module_here': "
+        "No module named 'no_such_module_here'"
+    ]
+
+
+async def test_migrate_status_retry_and_cancel(dsn: str, broker: Broker) -> None:
+    result = await asyncio.to_thread(koyojobs, "migrate", env={"KOYOJOBS_DSN": dsn})
+    assert (result.returncode, result.stdout.strip()) == (0, "schema is up to date")
+    ready = await jobs.echo(1)
+    cancelled = await jobs.echo(2)
+    result = await asyncio.to_thread(koyojobs, "cancel", str(cancelled), "--dsn", dsn)
+    assert (result.returncode, result.stdout.strip()) == (0, f"job {cancelled} is cancelled")
+    result = await asyncio.to_thread(koyojobs, "cancel", str(cancelled), "--dsn", dsn)
+    assert result.returncode == 1
+    assert "was not cancelled" in result.stderr
+    result = await asyncio.to_thread(koyojobs, "status", "--dsn", dsn)
+    assert result.returncode == 0
+    assert result.stdout.splitlines() == [
+        "queue    status     jobs",
+        "default  cancelled     1",
+        "default  ready         1",
+    ]
+    result = await asyncio.to_thread(koyojobs, "retry", str(cancelled), "--dsn", dsn)
+    assert (result.returncode, result.stdout.strip()) == (
+        0,
+        f"job {cancelled} is ready to run again",
+    )
+    job = await broker.get_job(cancelled)
+    assert job is not None
+    assert job.status is Status.READY
+    assert ready is not None
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+async def test_worker_runs_jobs_and_exits_0_on_a_signal(
+    dsn: str, broker: Broker, sig: signal.Signals
+) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "koyojobs",
+        "worker",
+        "tests.jobs",
+        "--dsn",
+        dsn,
+        "--concurrency",
+        "2",
+        "--poll-interval",
+        "30",
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        job = await wait_for_status(broker, await jobs.echo("from cli"), Status.DONE, timeout=30)
+        assert job.result == "from cli"
+    finally:
+        process.send_signal(sig)
+        _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, stderr.decode()
+    log = stderr.decode()
+    assert "job done" in log
+    assert "stopping gracefully" in log
+
+
+async def test_a_system_wires_database_broker_and_worker(dsn: str) -> None:
+    from koyojobs import set_current_broker
+
+    system = System()
+    system.add("db", lambda: Database(dsn))
+    system.add("broker", Broker, depends_on=["db"])
+    system.add("worker", lambda b: Worker(b, poll_interval=0.5, lease=2), depends_on=["broker"])
+    async with system:
+        set_current_broker(system["broker"])
+        try:
+            job = await wait_for_status(system["broker"], await jobs.echo("wired"), Status.DONE)
+        finally:
+            set_current_broker(None)
+    assert job.result == "wired"

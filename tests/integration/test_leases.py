@@ -1,0 +1,93 @@
+"""Leases: a lapsed lease is rescued and counted; a held one is renewed."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from koyojobs import Broker, Status
+from tests import jobs
+from tests.conftest import wait_for_status
+from tests.integration.conftest import StartWorker
+
+
+async def _claim_as_dead_worker(broker: Broker, job_id: int, attempts: int = 1) -> None:
+    # What a worker that died right after claiming leaves behind.
+    await broker.pool.execute(
+        "UPDATE koyojobs_jobs SET status = 'running', attempts = $2, worker_id = 'dead:1:x', "
+        "started_at = now(), lease_expires_at = now() - interval '1 second' WHERE id = $1",
+        job_id,
+        attempts,
+    )
+
+
+async def test_a_lapsed_lease_is_rescued_and_the_lost_run_counts(
+    broker: Broker, start_worker: StartWorker
+) -> None:
+    job_id = await jobs.echo("again")
+    assert job_id is not None
+    await _claim_as_dead_worker(broker, job_id)
+    await start_worker()
+    job = await wait_for_status(broker, job_id, Status.DONE)
+    assert job.attempts == 2
+    assert job.result == "again"
+
+
+async def test_a_job_whose_lost_runs_spend_its_attempts_fails_with_lease_lapsed(
+    broker: Broker, start_worker: StartWorker
+) -> None:
+    job_id = await jobs.echo("poison")
+    assert job_id is not None
+    await _claim_as_dead_worker(broker, job_id, attempts=3)
+    await start_worker()
+    job = await wait_for_status(broker, job_id, Status.FAILED)
+    assert (job.attempts, job.last_error) == (3, "lease lapsed")
+
+
+async def test_a_running_job_keeps_its_lease_past_the_lease_length(
+    broker: Broker, start_worker: StartWorker
+) -> None:
+    await start_worker(lease=0.6, poll_interval=0.2)
+    job_id = await jobs.wait_for_gate("long")
+    await wait_for_status(broker, job_id, Status.RUNNING)
+    first = await _lease(broker, job_id)
+    # Wait (by the database's clock) until the lease would have lapsed twice over.
+    await broker.pool.execute("SELECT pg_sleep(1.3)")
+    job = await broker.get_job(job_id)
+    assert job is not None
+    assert (job.status, job.attempts) == (Status.RUNNING, 1)
+    assert await _lease(broker, job_id) > first
+    jobs.gates["long"].set()
+    done = await wait_for_status(broker, job_id, Status.DONE)
+    assert done.attempts == 1
+
+
+async def _lease(broker: Broker, job_id: int) -> asyncpg.Record:
+    return await broker.pool.fetchval(
+        "SELECT lease_expires_at FROM koyojobs_jobs WHERE id = $1", job_id
+    )
+
+
+async def test_a_late_outcome_does_not_overwrite_a_rescued_job(broker: Broker) -> None:
+    from koyojobs.outcomes import succeeded
+    from koyojobs.sql import QUERIES
+
+    job_id = await jobs.echo("x")
+    assert job_id is not None
+    await _claim_as_dead_worker(broker, job_id)
+    await broker.pool.fetch(QUERIES["rescue_lapsed"])
+    decision = succeeded(broker.serializer.dumps("late"))
+    rows = await broker.pool.fetch(
+        QUERIES["finish_jobs"],
+        [job_id],
+        [1],
+        [decision.status.value],
+        [decision.result],
+        [None],
+        [None],
+        [0.0],
+    )
+    assert rows == []
+    job = await broker.get_job(job_id)
+    assert job is not None
+    assert job.status is Status.READY
+    assert job.result is None

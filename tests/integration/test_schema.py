@@ -1,0 +1,51 @@
+"""Migrations: created on start, idempotent, once under concurrent starts."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+
+from koyojobs import Broker, Database
+from koyojobs.sql import MIGRATIONS
+from tests.conftest import Server
+
+
+async def _empty_database(pg_server: Server, name: str) -> str:
+    conn = await asyncpg.connect(pg_server.admin_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return pg_server.dsn_for(name)
+
+
+async def test_concurrent_starts_migrate_once(pg_server: Server) -> None:
+    dsn = await _empty_database(pg_server, "koyojobs_migrate_race")
+    brokers = [Broker(dsn) for _ in range(4)]
+    await asyncio.gather(*(b.start() for b in brokers))
+    try:
+        rows = await brokers[0].pool.fetch("SELECT version FROM koyojobs_migrations")
+        assert sorted(r["version"] for r in rows) == [m.version for m in MIGRATIONS]
+    finally:
+        await asyncio.gather(*(b.stop() for b in brokers))
+    async with Broker(dsn) as again:  # and once more, idempotently
+        assert await again.pool.fetchval("SELECT count(*) FROM koyojobs_migrations") == len(
+            MIGRATIONS
+        )
+
+
+async def test_migrate_false_leaves_the_database_alone(pg_server: Server) -> None:
+    dsn = await _empty_database(pg_server, "koyojobs_no_migrate")
+    async with Database(dsn) as db, Broker(db, migrate=False) as broker:
+        assert await broker.pool.fetchval("SELECT to_regclass('koyojobs_jobs')") is None
+
+
+async def test_a_broker_needs_its_database_started(dsn: str) -> None:
+    import pytest
+
+    with pytest.raises(RuntimeError, match="start the Database before the Broker"):
+        await Broker(Database(dsn)).start()
+    with pytest.raises(TypeError, match="Database or a DSN"):
+        Broker(42)  # type: ignore[arg-type]

@@ -1,0 +1,36 @@
+"""The decision after an attempt."""
+
+from __future__ import annotations
+
+from koyojobs import Status, default_backoff
+from koyojobs.context import RetryJob
+from koyojobs.outcomes import after_failure, succeeded, unreadable
+
+
+def test_failure_retries_until_attempts_are_spent() -> None:
+    exc = ValueError("boom")
+    first = after_failure(exc, attempt=1, max_attempts=2, backoff=lambda a: 7.0)
+    assert (first.status, first.delay, first.error) == (Status.READY, 7.0, "ValueError: boom")
+    last = after_failure(exc, attempt=2, max_attempts=2, backoff=lambda a: 7.0)
+    assert last.status is Status.FAILED
+    assert last.traceback is not None
+    assert "ValueError: boom" in last.traceback
+
+
+def test_retry_uses_its_delay_else_the_backoff() -> None:
+    assert after_failure(RetryJob(2.5), attempt=1, max_attempts=3, backoff=lambda a: 9).delay == 2.5
+    assert after_failure(RetryJob(None), attempt=1, max_attempts=3, backoff=lambda a: 9).delay == 9
+    spent = after_failure(RetryJob(1), attempt=3, max_attempts=3, backoff=lambda a: 9)
+    assert spent.status is Status.FAILED
+    assert spent.error == "retry() requested"
+
+
+def test_success_and_unreadable() -> None:
+    assert succeeded(b"r").status is Status.DONE
+    assert unreadable("bad signature").status is Status.FAILED
+
+
+def test_default_backoff_grows_and_is_capped() -> None:
+    assert 1.5 <= default_backoff(1) <= 2.5
+    assert 12 <= default_backoff(4) <= 20
+    assert all(default_backoff(a) <= 3600 * 1.25 for a in range(1, 100))
