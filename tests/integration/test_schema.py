@@ -49,3 +49,33 @@ async def test_a_broker_needs_its_database_started(dsn: str) -> None:
         await Broker(Database(dsn)).start()
     with pytest.raises(TypeError, match="Database or a DSN"):
         Broker(42)  # type: ignore[arg-type]
+
+
+async def test_listen_dsn_opens_the_listen_connection_there(dsn: str) -> None:
+    listen_dsn = dsn + "?application_name=koyojobs_direct"
+    async with Broker(dsn, listen_dsn=listen_dsn) as broker:
+        await broker.subscribe("default", lambda: None)
+        assert broker.listener is not None
+        name = await broker.pool.fetchval(
+            "SELECT application_name FROM pg_stat_activity WHERE pid = $1",
+            broker.listener.backend_pid,
+        )
+    assert name == "koyojobs_direct"
+
+
+async def test_statement_cache_can_be_turned_off_for_poolers(dsn: str) -> None:
+    from tests import jobs
+
+    async def named_statements(statement_cache_size: int) -> int:
+        async with Database(dsn, statement_cache_size=statement_cache_size, max_size=1) as db:
+            broker = Broker(db)
+            await broker.start()
+            async with db.pool.acquire() as conn:
+                await broker.enqueue(jobs.echo(1), connection=conn)
+                count: int = await conn.fetchval("SELECT count(*) FROM pg_prepared_statements")
+            await broker.stop()
+            return count
+
+    # PgBouncer in transaction mode cannot keep named prepared statements.
+    assert await named_statements(100) > 0
+    assert await named_statements(0) == 0
