@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -165,6 +166,25 @@ def worker(
         asyncio.run(serve())
     except (OSError, ConnectionError) as exc:
         raise click.ClickException(f"cannot reach the database: {exc}") from None
+    _exit_past_stuck_job_threads()
+
+
+def _exit_past_stuck_job_threads() -> None:
+    # A plain def job's thread cannot be stopped, and Python waits for every
+    # pool thread at exit: a job stuck past the grace would keep the process
+    # alive. Its run is already put back, so exit without waiting for it.
+    stuck = [t for t in threading.enumerate() if t.name.startswith("koyojobs-")]
+    for thread in stuck:
+        thread.join(timeout=0.1)  # idle pool threads leave at once
+    stuck = [t for t in stuck if t.is_alive()]
+    if stuck:
+        logging.getLogger("koyojobs.cli").warning(
+            "exiting with job threads still running", extra={"threads": len(stuck)}
+        )
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 @main.command()

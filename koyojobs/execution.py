@@ -97,7 +97,7 @@ async def attempt(
         queue=row["queue"],
         attempt=number,
         max_attempts=max_attempts,
-        scheduled_at=pendulum.instance(row["scheduled_at"]),
+        scheduled_for=row["scheduled_at"],
     )
     try:
         value = await call(definition, args, kwargs, job, broker, executor)

@@ -114,4 +114,10 @@ class RunningJob:
     attempt: int
     """1-based: the first run is attempt 1."""
     max_attempts: int
-    scheduled_at: pendulum.DateTime
+    scheduled_for: datetime
+    """When the job was due, as stored (see ``scheduled_at``)."""
+
+    @property
+    def scheduled_at(self) -> pendulum.DateTime:
+        """When the job was due, as a pendulum time (built on demand: it is rarely read)."""
+        return pendulum.instance(self.scheduled_for)

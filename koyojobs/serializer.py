@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import inspect
 import os
+import pickle
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -23,6 +24,29 @@ __all__ = ["Secret", "Serializer", "dump_arguments"]
 Secret = str | bytes
 _SIGNED = b"KJS1"
 _MAC_SIZE = hashlib.sha256().digest_size
+
+
+def to_bytes(obj: Any) -> bytes:
+    """Pickle ``obj``: the standard pickler when it can, dill when it must.
+
+    The standard pickler is twenty times faster, and dill reads what it
+    writes. It cannot pickle lambdas or closures (dill can), and it pickles
+    what ``__main__`` defines by reference, which a worker cannot resolve
+    (dill pickles it by value): both go to dill, which follows only the
+    globals a function uses (``recurse``), not its whole module.
+
+    Example:
+        >>> import dill
+        >>> dill.loads(to_bytes(lambda x: x + 1))(1)
+        2
+    """
+    try:
+        data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        return bytes(dill.dumps(obj, recurse=True))
+    if b"__main__" in data:
+        return bytes(dill.dumps(obj, recurse=True))
+    return data
 
 
 def _key(secret: Secret) -> bytes:
@@ -63,7 +87,7 @@ class Serializer:
 
     def dumps(self, obj: Any) -> bytes:
         """Serialize and sign ``obj``; raises whatever dill raises for what it cannot pickle."""
-        return self.sign(dill.dumps(obj))
+        return self.sign(to_bytes(obj))
 
     def sign(self, body: bytes) -> bytes:
         """Sign dill bytes made elsewhere (job calls pickle their arguments early)."""
@@ -112,8 +136,7 @@ def dump_arguments(
         koyojobs.errors.SerializationError: argument 'conn' of job 'm.f' cannot be serialized: ...
     """
     try:
-        body: bytes = dill.dumps((args, kwargs))
-        return body
+        return to_bytes((args, kwargs))
     except Exception as whole:
         for label, value in _named_arguments(fn, args, kwargs):
             try:

@@ -66,3 +66,34 @@ def test_secret_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Serializer(["env-key"]).loads(Serializer.from_options(None).dumps(5)) == 5
     monkeypatch.delenv("KOYOJOBS_SECRET")
     assert not Serializer.from_options(None).signs
+
+
+def test_what_main_defines_travels_by_value_to_another_process() -> None:
+    import subprocess
+    import sys
+
+    def shout(word: str) -> str:
+        return word.upper() + "!"
+
+    main = sys.modules["__main__"]
+    shout.__module__, shout.__qualname__ = "__main__", "shout_for_test"
+    main.shout_for_test = shout  # type: ignore[attr-defined]
+    try:
+        payload = Serializer().dumps(shout)
+    finally:
+        del main.shout_for_test  # type: ignore[attr-defined]
+    loader = (
+        "import sys; from koyojobs.serializer import Serializer; "
+        "print(Serializer().loads(sys.stdin.buffer.read())('hey'))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", loader], input=payload, capture_output=True, check=True
+    )
+    assert result.stdout.decode().strip() == "HEY!"
+
+
+def test_plain_values_use_the_fast_standard_pickler() -> None:
+    import pickle
+
+    value = {"id": 7, "tags": ["a", "b"]}
+    assert Serializer().dumps(value) == pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
