@@ -90,6 +90,8 @@ class Worker:
         self.shutdown_grace = float(shutdown_grace)
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._runs: dict[int, _Run] = {}
+        self._held: dict[int, int] = {}
+        """Job id -> attempt, claimed and not yet written back: their leases are renewed."""
         self._decisions: list[tuple[int, int, Decision]] = []
         self._executor: ThreadPoolExecutor | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -220,8 +222,16 @@ class Worker:
             QUERIES["claim_jobs"], self.queue, free, self.lease, self.id
         )
         for row in rows:
-            task = asyncio.create_task(self._run(row))
+            # A job this worker still runs may come back: its lease lapsed while
+            # the loop was stalled, and it was rescued. Stop the stale run, and
+            # start the new one once it is gone, so the two never overlap.
+            stale = self._runs.get(row["id"])
+            if stale is not None:
+                stale.cancelled = True
+                stale.task.cancel()
+            task = asyncio.create_task(self._run(row, None if stale is None else stale.task))
             self._runs[row["id"]] = _Run(task, row["attempts"], sent + self.lease)
+            self._held[row["id"]] = row["attempts"]
         return len(rows)
 
     async def _until_due(self, timeout: float) -> float:
@@ -245,24 +255,37 @@ class Worker:
 
     # -- running ------------------------------------------------------------
 
-    async def _run(self, row: asyncpg.Record) -> None:
+    async def _run(self, row: asyncpg.Record, stale: asyncio.Task[None] | None = None) -> None:
         job_id: int = row["id"]
         assert self._executor is not None
         assert self._flush_wake is not None
         try:
+            if stale is not None:
+                await asyncio.wait([stale])
             decision = await attempt(row, self.broker.serializer, self.broker, self._executor)
         except asyncio.CancelledError:
             # Stopped by stop() (released afterwards) or because the job is no
             # longer ours (cancelled or rescued): nothing to record.
+            self._let_go(job_id, row["attempts"])
             return
         finally:
-            run = self._runs.pop(job_id, None)
+            run = self._runs.get(job_id)
+            if run is not None and run.task is asyncio.current_task():
+                del self._runs[job_id]
+            else:
+                run = None  # a newer claim of the job owns the entry
             self.wake()
         if run is None or run.cancelled:
+            self._let_go(job_id, row["attempts"])
             return
         self._decisions.append((job_id, row["attempts"], decision))
         self._flush_wake.set()
         _log_outcome(row, decision)
+
+    def _let_go(self, job_id: int, number: int) -> None:
+        # Only this attempt's hold: the job may have been claimed again since.
+        if self._held.get(job_id) == number:
+            del self._held[job_id]
 
     # -- recording outcomes ---------------------------------------------------
 
@@ -317,6 +340,8 @@ class Worker:
             # batch for the next try.
             self._decisions[:0] = batch
             raise
+        for job_id, number, _ in batch:
+            self._let_go(job_id, number)
         if any(row["status"] == Status.READY for row in rows):
             self.wake()
 
@@ -338,11 +363,14 @@ class Worker:
         interval = self.lease / 3
         while True:
             await asyncio.sleep(interval)  # the heartbeat's period, not a wait for a state
-            if self._runs:
+            if self._held:
                 await self._heartbeat()
 
     async def _heartbeat(self) -> None:
-        ids = list(self._runs)
+        runs = dict(self._runs)
+        # Finished runs whose outcome is not yet written stay leased too, or a
+        # slow write would let another worker run them again.
+        ids = list(self._held)
         sent = time.monotonic()
         try:
             rows = await self.broker.pool.fetch(QUERIES["renew_leases"], ids, self.id, self.lease)
@@ -352,10 +380,9 @@ class Worker:
         else:
             held = {row["id"] for row in rows}
         now = time.monotonic()
-        for job_id in ids:
-            run = self._runs.get(job_id)
-            if run is None:
-                continue  # finished meanwhile; its outcome is being recorded
+        for job_id, run in runs.items():
+            if self._runs.get(job_id) is not run:
+                continue  # finished (its outcome is being recorded) or claimed again meanwhile
             if held is not None and job_id in held:
                 run.lease_deadline = sent + self.lease
             elif held is not None or now >= run.lease_deadline:

@@ -72,7 +72,12 @@ UPDATE koyojobs_jobs AS j
        worker_id = NULL
   FROM unnest($1::bigint[], $2::integer[], $3::text[], $4::bytea[], $5::text[], $6::text[], $7::float8[])
        AS u(id, attempt, status, result, error, traceback, delay)
- WHERE j.id = u.id AND j.attempts = u.attempt AND j.status = 'running'
+ WHERE j.id = u.id
+   -- The guard sits in a CASE so that the planner neither estimates it from
+   -- statistics (stale after a bulk insert: "running" looks empty, and it picks
+   -- a scan of every running row) nor matches the partial index of running
+   -- rows: it joins the batch to the primary key.
+   AND CASE WHEN j.status = 'running' THEN j.attempts = u.attempt ELSE false END
 RETURNING j.id, j.queue, j.status;
 
 -- name: renew_leases

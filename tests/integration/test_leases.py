@@ -91,3 +91,39 @@ async def test_a_late_outcome_does_not_overwrite_a_rescued_job(broker: Broker) -
     assert job is not None
     assert job.status is Status.READY
     assert job.result is None
+
+
+async def test_recording_outcomes_joins_by_primary_key_even_with_stale_statistics(
+    broker: Broker,
+) -> None:
+    from koyojobs.sql import QUERIES
+
+    # After a bulk insert is analyzed, "running" looks empty to the planner; a
+    # plan built on that estimate scanned every running row per batch, so
+    # writes fell behind and leases lapsed under load.
+    await broker.pool.execute(
+        "INSERT INTO koyojobs_jobs (name, queue, args) "
+        "SELECT 'x', 'default', '\\x00' FROM generate_series(1, 20000)"
+    )
+    await broker.pool.execute("ANALYZE koyojobs_jobs")
+    await broker.pool.execute(
+        "UPDATE koyojobs_jobs SET status = 'running', attempts = 1 WHERE id <= 17000"
+    )
+    n = 3000
+    args = [
+        list(range(1, n + 1)),
+        [1] * n,
+        ["done"] * n,
+        [b"r"] * n,
+        [None] * n,
+        [None] * n,
+        [0.0] * n,
+    ]
+    async with broker.pool.acquire() as conn:
+        for mode in ("force_generic_plan", "force_custom_plan"):
+            await conn.execute(f"SET plan_cache_mode = {mode}")
+            plan = "\n".join(
+                r[0] for r in await conn.fetch("EXPLAIN " + QUERIES["finish_jobs"], *args)
+            )
+            assert "koyojobs_jobs_running_idx" not in plan, plan
+        await conn.execute("RESET plan_cache_mode")
