@@ -10,12 +10,28 @@ import asyncpg
 __all__ = ["Database"]
 
 
+class _Connection(asyncpg.Connection):
+    """A pool connection whose release costs no round trip.
+
+    asyncpg resets a released connection with a query (``RESET ALL``,
+    ``UNLISTEN *``, unlock advisory locks): a second round trip for every
+    pooled statement. koyojobs leaves no session state behind, and an open
+    transaction is still rolled back on release; only session settings and
+    advisory locks that a caller leaves on a pooled connection survive.
+    """
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 class Database:
     """An asyncpg connection pool with a start/stop life.
 
     ``statement_cache_size=0`` turns off asyncpg's prepared-statement cache,
     which a transaction-mode pooler (PgBouncer) needs; other keyword
-    arguments go to ``asyncpg.create_pool``.
+    arguments go to ``asyncpg.create_pool``. A released connection is not
+    reset with a query (an open transaction is still rolled back): do not
+    leave ``SET`` or advisory locks on a connection you return to this pool.
 
     Example:
         >>> from koyojobs import Database
@@ -38,7 +54,12 @@ class Database:
             raise ValueError(f"Database needs a DSN string, got {dsn!r}")
         self.dsn = dsn
         self.connect_options: dict[str, Any] = {"statement_cache_size": statement_cache_size}
-        self._pool_options = {"min_size": min_size, "max_size": max_size, **pool_options}
+        self._pool_options = {
+            "min_size": min_size,
+            "max_size": max_size,
+            "connection_class": _Connection,
+            **pool_options,
+        }
         self._pool: asyncpg.Pool | None = None
 
     @property

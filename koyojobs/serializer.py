@@ -101,7 +101,9 @@ class Serializer:
         body = self._verified(bytes(payload))
         try:
             return dill.loads(body)
-        except Exception as exc:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # a payload's SystemExit must not end the worker
             raise PayloadError(f"cannot deserialize payload: {type(exc).__name__}: {exc}") from exc
 
     def _verified(self, payload: bytes) -> bytes:

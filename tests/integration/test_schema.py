@@ -79,3 +79,13 @@ async def test_statement_cache_can_be_turned_off_for_poolers(dsn: str) -> None:
     # PgBouncer in transaction mode cannot keep named prepared statements.
     assert await named_statements(100) > 0
     assert await named_statements(0) == 0
+
+
+async def test_a_released_connection_does_not_keep_an_open_transaction(dsn: str) -> None:
+    async with Database(dsn, min_size=1, max_size=1) as db:
+        async with db.pool.acquire() as conn:
+            await conn.execute("BEGIN")
+            await conn.execute("CREATE TABLE left_open (x int)")
+        async with db.pool.acquire() as conn:  # the same, single connection
+            assert not conn.is_in_transaction()
+            assert await conn.fetchval("SELECT to_regclass('left_open')") is None
