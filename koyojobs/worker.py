@@ -1,9 +1,10 @@
 """``Worker``: claims jobs of one queue in batches, runs them, records outcomes.
 
-Three loops share the work: the claim loop fills free slots with one
-statement per batch, each run records its decision in a buffer that the
-flush loop writes back in one statement per batch, and the heartbeat renews
-the leases of what is running (and stops what it no longer holds).
+Two loops share the work. The main loop sends one statement per round that
+writes back the outcomes buffered since the last round and claims as many
+due jobs as there are free slots; each run adds its outcome to that buffer
+and wakes the loop. The heartbeat renews the leases of what is held (and
+stops what is no longer held).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ log = logging.getLogger("koyojobs.worker")
 
 _MAX_ERROR_DELAY = 5.0
 _OVERDUE_RECHECK = 0.05
-_FLUSH_TRIES_AT_STOP = 4
+_WRITE_TRIES_AT_STOP = 5
 
 
 @dataclass(eq=False)
@@ -96,9 +97,7 @@ class Worker:
         self._executor: ThreadPoolExecutor | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._wake: asyncio.Event | None = None
-        self._flush_wake: asyncio.Event | None = None
         self._stopping = False
-        self._closing = False
 
     # -- life -------------------------------------------------------------
 
@@ -106,16 +105,14 @@ class Worker:
         """Subscribe to the queue's wake-ups and start claiming."""
         if self._tasks:
             return
-        self._stopping = self._closing = False
+        self._stopping = False
         self._wake = asyncio.Event()
-        self._flush_wake = asyncio.Event()
         self._executor = ThreadPoolExecutor(
             self.pool_size, thread_name_prefix=f"koyojobs-{self.queue}"
         )
         await self.broker.subscribe(self.queue, self.wake)
         self._tasks = [
-            asyncio.create_task(self._claim_loop(), name=f"koyojobs-claim-{self.queue}"),
-            asyncio.create_task(self._flush_loop(), name=f"koyojobs-flush-{self.queue}"),
+            asyncio.create_task(self._main_loop(), name=f"koyojobs-main-{self.queue}"),
             asyncio.create_task(self._heartbeat_loop(), name=f"koyojobs-heartbeat-{self.queue}"),
         ]
         log.info("worker started", extra={"queue": self.queue, "worker_id": self.id})
@@ -127,11 +124,14 @@ class Worker:
         """
         if not self._tasks:
             return
-        claim, flush, heartbeat = self._tasks
+        main, heartbeat = self._tasks
         self._stopping = True
         self.broker.unsubscribe(self.queue, self.wake)
         self.wake()
-        await _finish(claim)
+        # The main loop ends by itself after its round in flight (cancelling it
+        # could lose the answer to a claim); only a hung round is cut short.
+        await asyncio.wait([main], timeout=self.shutdown_grace)
+        await _finish(main)
         runs = list(self._runs.values())
         if runs:
             await asyncio.wait([r.task for r in runs], timeout=self.shutdown_grace)
@@ -141,11 +141,7 @@ class Worker:
             run.task.cancel()
         await asyncio.gather(*(r.task for r in runs), return_exceptions=True)
         await _finish(heartbeat)
-        # The flush loop writes what is buffered, then ends by itself: cancelling
-        # it could cut a write short.
-        self._closing = True
-        self.wake_flush()
-        await flush
+        await self._write_remaining()
         if unfinished:
             await self._release(unfinished)
         assert self._executor is not None
@@ -166,11 +162,6 @@ class Worker:
     ) -> None:
         await self.stop()
 
-    def wake_flush(self) -> None:
-        """Write buffered outcomes now."""
-        if self._flush_wake is not None:
-            self._flush_wake.set()
-
     def wake(self) -> None:
         """Look at the table now (called by the broker on NOTIFY)."""
         if self._wake is not None:
@@ -183,7 +174,7 @@ class Worker:
 
     # -- claiming -----------------------------------------------------------
 
-    async def _claim_loop(self) -> None:
+    async def _main_loop(self) -> None:
         assert self._wake is not None
         next_rescue = 0.0
         failures = 0
@@ -193,15 +184,14 @@ class Worker:
                 if time.monotonic() >= next_rescue:
                     next_rescue = time.monotonic() + self.poll_interval
                     await self._rescue()
+                # Cleared before the round: a NOTIFY or a finished run during it
+                # wakes the next one.
+                self._wake.clear()
                 free = self.pool_size - len(self._runs)
-                if free > 0:
-                    # Cleared before the claim: a NOTIFY during it wakes the next round.
-                    self._wake.clear()
-                    claimed = await self._claim(free)
+                if free > 0 or self._decisions:
+                    claimed = await self._exchange(free)
                     if claimed < free:
                         timeout = await self._until_due(timeout)
-                else:
-                    self._wake.clear()
                 failures = 0
             except Exception:
                 failures += 1
@@ -216,11 +206,34 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
-    async def _claim(self, free: int) -> int:
+    async def _exchange(self, free: int) -> int:
+        """One round trip: write buffered outcomes, claim up to ``free`` jobs and start them."""
+        batch, self._decisions = self._decisions, []
         sent = time.monotonic()
-        rows = await self.broker.pool.fetch(
-            QUERIES["claim_jobs"], self.queue, free, self.lease, self.id
-        )
+        try:
+            rows = await self.broker.pool.fetch(
+                QUERIES["finish_and_claim"],
+                self.queue,
+                free,
+                self.lease,
+                self.id,
+                [job_id for job_id, _, _ in batch],
+                [number for _, number, _ in batch],
+                [d.status.value for _, _, d in batch],
+                [d.result for _, _, d in batch],
+                [d.error for _, _, d in batch],
+                [d.traceback for _, _, d in batch],
+                [d.delay for _, _, d in batch],
+            )
+        except BaseException:
+            # Writing is idempotent (guarded by attempt and status): keep the
+            # batch for the next round.
+            self._decisions[:0] = batch
+            raise
+        for job_id, number, decision in batch:
+            self._let_go(job_id, number)
+            if decision.status is Status.READY:
+                self.wake()  # a retry may be due before the next poll
         for row in rows:
             # A job this worker still runs may come back: its lease lapsed while
             # the loop was stalled, and it was rescued. Stop the stale run, and
@@ -258,7 +271,6 @@ class Worker:
     async def _run(self, row: asyncpg.Record, stale: asyncio.Task[None] | None = None) -> None:
         job_id: int = row["id"]
         assert self._executor is not None
-        assert self._flush_wake is not None
         try:
             if stale is not None:
                 await asyncio.wait([stale])
@@ -279,7 +291,6 @@ class Worker:
             self._let_go(job_id, row["attempts"])
             return
         self._decisions.append((job_id, row["attempts"], decision))
-        self._flush_wake.set()
         _log_outcome(row, decision)
 
     def _let_go(self, job_id: int, number: int) -> None:
@@ -287,63 +298,24 @@ class Worker:
         if self._held.get(job_id) == number:
             del self._held[job_id]
 
-    # -- recording outcomes ---------------------------------------------------
+    # -- stopping -----------------------------------------------------------
 
-    async def _flush_loop(self) -> None:
-        assert self._flush_wake is not None
-        failures = 0
-        while True:
-            await self._flush_wake.wait()
-            self._flush_wake.clear()
-            try:
-                await self._flush()
-                failures = 0
-            except Exception:
-                failures += 1
-                if self._closing and failures > _FLUSH_TRIES_AT_STOP:
-                    log.error(
-                        "outcomes not recorded at stop; those jobs run again "
-                        "when their leases lapse",
-                        extra={"jobs": len(self._decisions)},
-                    )
-                    return
-                delay = min(_MAX_ERROR_DELAY, 0.05 * 2**failures)
-                log.warning(
-                    "recording outcomes failed; retrying",
-                    exc_info=True,
-                    extra={"queue": self.queue, "retry_in": delay},
-                )
-                # Back off before retrying against a database that is failing.
-                await asyncio.sleep(delay)
-                self._flush_wake.set()
-                continue
-            if self._closing and not self._decisions:
+    async def _write_remaining(self) -> None:
+        for attempt_number in range(_WRITE_TRIES_AT_STOP):
+            if not self._decisions:
                 return
-
-    async def _flush(self) -> None:
-        batch, self._decisions = self._decisions, []
-        if not batch:
+            try:
+                await self._exchange(0)
+            except Exception:
+                log.warning("recording outcomes at stop failed", exc_info=True)
+                # The database may be restarting: give it a moment before trying again.
+                await asyncio.sleep(0.1 * 2**attempt_number)
+        if not self._decisions:
             return
-        try:
-            rows = await self.broker.pool.fetch(
-                QUERIES["finish_jobs"],
-                [job_id for job_id, _, _ in batch],
-                [number for _, number, _ in batch],
-                [d.status.value for _, _, d in batch],
-                [d.result for _, _, d in batch],
-                [d.error for _, _, d in batch],
-                [d.traceback for _, _, d in batch],
-                [d.delay for _, _, d in batch],
-            )
-        except BaseException:
-            # Writing is idempotent (guarded by attempt and status): keep the
-            # batch for the next try.
-            self._decisions[:0] = batch
-            raise
-        for job_id, number, _ in batch:
-            self._let_go(job_id, number)
-        if any(row["status"] == Status.READY for row in rows):
-            self.wake()
+        log.error(
+            "outcomes not recorded at stop; those jobs run again when their leases lapse",
+            extra={"jobs": len(self._decisions)},
+        )
 
     async def _release(self, job_ids: list[int]) -> None:
         try:

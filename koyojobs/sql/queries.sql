@@ -28,10 +28,36 @@ SELECT u.name, u.queue, u.priority, u.max_attempts, u.args, coalesce(u.scheduled
  ORDER BY u.ord
 RETURNING id;
 
--- name: claim_jobs
--- Claims up to $2 due jobs of queue $1 in one round trip. The attempt counter
--- goes up here, so a run lost with its worker still counts.
-WITH picked AS (
+-- name: finish_and_claim
+-- One round trip per batch: records the outcomes of finished attempts ($5..$11,
+-- possibly none) and claims up to $2 due jobs of queue $1 (possibly none).
+-- Only the attempt that still holds a job may write its outcome: a rescued,
+-- re-claimed or cancelled job is left alone (the guard on attempts and status).
+-- The guard sits in a CASE so that the planner neither estimates it from
+-- statistics (stale after a bulk insert: "running" looks empty, and it picks a
+-- scan of every running row) nor matches the partial index of running rows: it
+-- joins the batch to the primary key. The claim increments the attempt counter,
+-- so a run lost with its worker still counts. Both parts see one snapshot, in
+-- which the finished rows are still running: none of them is claimed again here.
+WITH finished AS (
+    UPDATE koyojobs_jobs AS j
+       SET status = u.status,
+           result = u.result,
+           last_error = coalesce(u.error, j.last_error),
+           last_traceback = coalesce(u.traceback, j.last_traceback),
+           scheduled_at = CASE WHEN u.status = 'ready'
+                               THEN now() + make_interval(secs => u.delay)
+                               ELSE j.scheduled_at END,
+           finished_at = CASE WHEN u.status = 'ready' THEN NULL ELSE now() END,
+           lease_expires_at = NULL,
+           worker_id = NULL
+      FROM unnest($5::bigint[], $6::integer[], $7::text[], $8::bytea[], $9::text[],
+                  $10::text[], $11::float8[])
+           AS u(id, attempt, status, result, error, traceback, delay)
+     WHERE j.id = u.id
+       AND CASE WHEN j.status = 'running' THEN j.attempts = u.attempt ELSE false END
+    RETURNING j.id
+), picked AS (
     SELECT id
       FROM koyojobs_jobs
      WHERE queue = $1 AND status = 'ready' AND scheduled_at <= now()
@@ -54,31 +80,6 @@ RETURNING j.id, j.name, j.queue, j.priority, j.args, j.attempts, j.max_attempts,
 SELECT extract(epoch FROM min(scheduled_at) - now())::float8
   FROM koyojobs_jobs
  WHERE queue = $1 AND status = 'ready';
-
--- name: finish_jobs
--- Records the outcome of many attempts at once. Only the attempt that still
--- holds the job may write it: a rescued, re-claimed or cancelled job is left
--- alone (the guard on attempts and status).
-UPDATE koyojobs_jobs AS j
-   SET status = u.status,
-       result = u.result,
-       last_error = coalesce(u.error, j.last_error),
-       last_traceback = coalesce(u.traceback, j.last_traceback),
-       scheduled_at = CASE WHEN u.status = 'ready'
-                           THEN now() + make_interval(secs => u.delay)
-                           ELSE j.scheduled_at END,
-       finished_at = CASE WHEN u.status = 'ready' THEN NULL ELSE now() END,
-       lease_expires_at = NULL,
-       worker_id = NULL
-  FROM unnest($1::bigint[], $2::integer[], $3::text[], $4::bytea[], $5::text[], $6::text[], $7::float8[])
-       AS u(id, attempt, status, result, error, traceback, delay)
- WHERE j.id = u.id
-   -- The guard sits in a CASE so that the planner neither estimates it from
-   -- statistics (stale after a bulk insert: "running" looks empty, and it picks
-   -- a scan of every running row) nor matches the partial index of running
-   -- rows: it joins the batch to the primary key.
-   AND CASE WHEN j.status = 'running' THEN j.attempts = u.attempt ELSE false END
-RETURNING j.id, j.queue, j.status;
 
 -- name: renew_leases
 -- Returns the jobs this worker still holds; a job missing from the answer was

@@ -76,8 +76,12 @@ async def test_a_late_outcome_does_not_overwrite_a_rescued_job(broker: Broker) -
     await _claim_as_dead_worker(broker, job_id)
     await broker.pool.fetch(QUERIES["rescue_lapsed"])
     decision = succeeded(broker.serializer.dumps("late"))
-    rows = await broker.pool.fetch(
-        QUERIES["finish_jobs"],
+    await broker.pool.fetch(
+        QUERIES["finish_and_claim"],
+        "nothing-to-claim",
+        0,
+        30.0,
+        "late-worker",
         [job_id],
         [1],
         [decision.status.value],
@@ -86,7 +90,6 @@ async def test_a_late_outcome_does_not_overwrite_a_rescued_job(broker: Broker) -
         [None],
         [0.0],
     )
-    assert rows == []
     job = await broker.get_job(job_id)
     assert job is not None
     assert job.status is Status.READY
@@ -123,7 +126,10 @@ async def test_recording_outcomes_joins_by_primary_key_even_with_stale_statistic
         for mode in ("force_generic_plan", "force_custom_plan"):
             await conn.execute(f"SET plan_cache_mode = {mode}")
             plan = "\n".join(
-                r[0] for r in await conn.fetch("EXPLAIN " + QUERIES["finish_jobs"], *args)
+                r[0]
+                for r in await conn.fetch(
+                    "EXPLAIN " + QUERIES["finish_and_claim"], "default", 0, 30.0, "w", *args
+                )
             )
             assert "koyojobs_jobs_running_idx" not in plan, plan
         await conn.execute("RESET plan_cache_mode")
