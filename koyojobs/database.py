@@ -81,6 +81,14 @@ class Database:
                 self.dsn, **self.connect_options, **self._pool_options
             )
 
+    async def connect(self, **server_settings: str) -> asyncpg.Connection:
+        """A dedicated connection with the pool's options, plus ``server_settings``."""
+        options = {**self.connect_options}
+        settings = {**self._pool_options.get("server_settings", {}), **server_settings}
+        if settings:
+            options["server_settings"] = settings
+        return await asyncpg.connect(self.dsn, connection_class=_Connection, **options)
+
     async def stop(self) -> None:
         """Close the pool, waiting for connections in use to come back."""
         pool, self._pool = self._pool, None

@@ -71,8 +71,9 @@ UPDATE koyojobs_jobs AS j
        started_at = now(),
        lease_expires_at = now() + make_interval(secs => $3),
        worker_id = $4
-  FROM picked
- WHERE j.id = picked.id
+ -- An array, not a join: a generic plan guesses LIMIT $2 at a tenth of the
+ -- table and would hash-join it; an array of ids always takes the primary key.
+ WHERE j.id = ANY (ARRAY(SELECT id FROM picked))
 RETURNING j.id, j.name, j.queue, j.priority, j.args, j.attempts, j.max_attempts, j.scheduled_at;
 
 -- name: next_due
