@@ -238,6 +238,21 @@ class Broker:
         await self.pool.execute(QUERIES["notify_queue"], row["queue"])
         return True
 
+    async def prune(self, older_than: float) -> int:
+        """Delete jobs that finished more than ``older_than`` seconds ago; returns how many.
+
+        Finished jobs stay in the table (for ``get_job`` and results) until
+        pruned; run this on a schedule (``koyojobs prune --older-than 7d``).
+
+        Example:
+            >>> await broker.prune(older_than=7 * 24 * 3600)  # doctest: +SKIP
+            1204
+        """
+        if not isinstance(older_than, int | float) or older_than < 0:
+            raise ValueError(f"prune() older_than must be seconds >= 0, got {older_than!r}")
+        status = await self.pool.execute(QUERIES["prune_jobs"], float(older_than))
+        return int(status.split()[-1])
+
     async def queue_status(self) -> list[tuple[str, str, int]]:
         """Job counts as ``(queue, status, count)``, sorted.
 

@@ -217,6 +217,36 @@ def status(dsn: str | None) -> None:
         click.echo(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}")
 
 
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _seconds(text: str) -> float:
+    unit = text[-1:].lower()
+    number = text[:-1] if unit in _DURATION_UNITS else text
+    try:
+        value = float(number)
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is not a duration such as 90s, 30m, 12h or 7d"
+        ) from None
+    if value < 0:
+        raise click.BadParameter(f"{text!r} is negative")
+    return value * _DURATION_UNITS.get(unit, 1)
+
+
+@main.command()
+@click.option("--older-than", "older_than", required=True, help="Age, such as 12h or 7d.")
+@_dsn_option
+def prune(older_than: str, dsn: str | None) -> None:
+    """Delete jobs that finished (done, failed, cancelled) longer ago than --older-than."""
+    seconds = _seconds(older_than)
+
+    async def action(broker: Broker) -> int:
+        return await broker.prune(seconds)
+
+    click.echo(f"deleted {_run(dsn, action)} finished jobs")
+
+
 def _job_command(
     verb: str, method: Callable[[Broker, int], Awaitable[bool]], done: str, refused: str
 ) -> Callable[..., None]:

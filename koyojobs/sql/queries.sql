@@ -147,6 +147,13 @@ UPDATE koyojobs_jobs
  WHERE id = $1 AND status IN ('failed', 'cancelled', 'done')
 RETURNING id, queue;
 
+-- name: prune_jobs
+-- Retention: deletes jobs finished (done, failed or cancelled) more than $1
+-- seconds ago. Running and ready jobs are never touched.
+DELETE FROM koyojobs_jobs
+ WHERE status IN ('done', 'failed', 'cancelled')
+   AND finished_at < now() - make_interval(secs => $1);
+
 -- name: queue_status
 SELECT queue, status, count(*)::bigint AS jobs
   FROM koyojobs_jobs

@@ -125,3 +125,24 @@ async def test_a_system_wires_database_broker_and_worker(dsn: str) -> None:
         finally:
             set_current_broker(None)
     assert job.result == "wired"
+
+
+async def test_prune_deletes_only_old_finished_jobs(dsn: str, broker: Broker) -> None:
+    old_done = await jobs.echo("old")
+    recent_done = await jobs.echo("recent")
+    still_ready = await jobs.echo("ready")
+    await broker.pool.execute(
+        "UPDATE koyojobs_jobs SET status = 'done', finished_at = now() - interval '8 days' "
+        "WHERE id = $1",
+        old_done,
+    )
+    await broker.pool.execute(
+        "UPDATE koyojobs_jobs SET status = 'done', finished_at = now() WHERE id = $1", recent_done
+    )
+    result = await asyncio.to_thread(koyojobs, "prune", "--older-than", "7d", "--dsn", dsn)
+    assert (result.returncode, result.stdout.strip()) == (0, "deleted 1 finished jobs")
+    assert await broker.get_job(old_done) is None
+    assert await broker.get_job(recent_done) is not None
+    assert await broker.get_job(still_ready) is not None
+    result = await asyncio.to_thread(koyojobs, "prune", "--older-than", "soon", "--dsn", dsn)
+    assert result.returncode == 2 and "'soon' is not a duration" in result.stderr
