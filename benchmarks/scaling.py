@@ -1,0 +1,242 @@
+"""How koyojobs' cost grows: drain rate against backlog, concurrency, queues and
+payload size, and the table's size after a million jobs and after pruning.
+
+Each measurement runs in a fresh database on the server given by --dsn (a
+database the script may CREATE DATABASE from). The worker runs in this process
+with its defaults except pool_size; the job is an async no-op that counts itself.
+
+    python3 benchmarks/scaling.py --dsn postgresql://postgres@127.0.0.1:5432/postgres
+    python3 benchmarks/scaling.py --quick          # smaller sizes, for a smoke run
+
+Prints markdown tables, writes JSON lines to --out, and with matplotlib
+installed (the 'bench' extra) draws --chart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import time
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from koyojobs import Broker, Database, JobCall, Worker, define_job
+
+_count = 0
+_target = 0
+_all_ran: asyncio.Event | None = None
+_names = itertools.count()
+
+
+@define_job(name="scaling.noop")
+async def noop(payload: bytes | int) -> None:
+    global _count
+    _count += 1
+    if _count == _target and _all_ran is not None:
+        _all_ran.set()
+
+
+def _dsn_for(dsn: str, database: str) -> str:
+    return urlunsplit(urlsplit(dsn)._replace(path=f"/{database}"))
+
+
+@contextlib.asynccontextmanager
+async def fresh_database(admin_dsn: str) -> AsyncIterator[str]:
+    name = f"koyojobs_scaling_{os.getpid()}_{next(_names)}"
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')  # generated name, digits and _
+    finally:
+        await conn.close()
+    try:
+        yield _dsn_for(admin_dsn, name)
+    finally:
+        conn = await asyncpg.connect(admin_dsn)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+async def enqueue(broker: Broker, calls: Iterable[JobCall[Any]], chunk: int = 20_000) -> float:
+    """Enqueue in chunks of one statement each; returns jobs per second."""
+    started, total, batch = time.perf_counter(), 0, []
+    for call in calls:
+        batch.append(call)
+        if len(batch) == chunk:
+            await broker.enqueue_many(batch)
+            total, batch = total + len(batch), []
+    if batch:
+        await broker.enqueue_many(batch)
+        total += len(batch)
+    return total / (time.perf_counter() - started)
+
+
+async def drain(broker: Broker, n: int, queues: list[str], pool_size: int) -> float:
+    """Start one worker per queue and time until all n bodies ran and the table is settled."""
+    global _count, _target, _all_ran
+    await broker.pool.execute("ANALYZE koyojobs_jobs")
+    _count, _target, _all_ran = 0, n, asyncio.Event()
+    workers = [Worker(broker, queue=q, pool_size=pool_size) for q in queues]
+    started = time.perf_counter()
+    for worker in workers:
+        await worker.start()
+    await _all_ran.wait()
+    while await broker.pool.fetchval(
+        "SELECT count(*) FROM koyojobs_jobs WHERE status IN ('ready', 'running')"
+    ):
+        await asyncio.sleep(0.01)  # the benchmark polls the table, as the peer harness does
+    elapsed = time.perf_counter() - started
+    for worker in workers:
+        await worker.stop()
+    return n / elapsed
+
+
+async def sizes(broker: Broker) -> dict[str, int]:
+    row = await broker.pool.fetchrow(
+        "SELECT pg_table_size('koyojobs_jobs') AS table_bytes, "
+        "pg_indexes_size('koyojobs_jobs') AS index_bytes, "
+        "(SELECT count(*) FROM koyojobs_jobs) AS rows"
+    )
+    return dict(row)
+
+
+def _noops(n: int, queues: list[str], payload: bytes | None = None) -> Iterable[JobCall[Any]]:
+    for i in range(n):
+        call = noop(payload if payload is not None else i)
+        if queues != ["default"]:
+            call.definition = _per_queue(queues[i % len(queues)])
+        yield call
+
+
+_definitions: dict[str, Any] = {}
+
+
+def _per_queue(queue: str) -> Any:
+    # The same function under one name per queue, so each worker has its own.
+    if queue not in _definitions:
+        _definitions[queue] = define_job(name=f"scaling.noop.{queue}", queue=queue)(noop.fn)
+    return _definitions[queue]
+
+
+async def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
+    results: list[dict[str, Any]] = []
+
+    def record(table: str, **fields: Any) -> None:
+        results.append({"table": table, **fields})
+        print(json.dumps(results[-1]), flush=True)
+
+    quick = args.quick
+    backlogs = [2_000, 20_000] if quick else [20_000, 200_000, 1_000_000]
+    for n in backlogs:
+        async with fresh_database(args.dsn) as dsn, Database(dsn) as db, Broker(db) as broker:
+            rate_in = await enqueue(broker, _noops(n, ["default"]))
+            rate = await drain(broker, n, ["default"], 16)
+            record("backlog", backlog=n, enqueue_per_s=round(rate_in), drain_per_s=round(rate))
+            if n == backlogs[-1]:
+                done = await sizes(broker)
+                record("size", when=f"after {n:,} jobs done", **done)
+                await broker.prune(0)
+                record("size", when="after prune", **await sizes(broker))
+                await broker.pool.execute("VACUUM koyojobs_jobs")
+                record("size", when="after prune and VACUUM", **await sizes(broker))
+    n = 5_000 if quick else 20_000
+    for concurrency in (1, 4, 16, 64):
+        async with fresh_database(args.dsn) as dsn, Database(dsn) as db, Broker(db) as broker:
+            await enqueue(broker, _noops(n, ["default"]))
+            rate = await drain(broker, n, ["default"], concurrency)
+            record("concurrency", concurrency=concurrency, jobs=n, drain_per_s=round(rate))
+    for count in (1, 50):
+        queues = ["default"] if count == 1 else [f"q{i}" for i in range(count)]
+        async with fresh_database(args.dsn) as dsn, Database(dsn) as db, Broker(db) as broker:
+            await enqueue(broker, _noops(n, queues))
+            rate = await drain(broker, n, queues, 16)
+            record("queues", queues=count, workers=count, jobs=n, drain_per_s=round(rate))
+    for size, jobs in ((1024, 1_000 if quick else 20_000), (100 * 1024, 200 if quick else 2_000)):
+        payload = os.urandom(size)
+        async with fresh_database(args.dsn) as dsn, Database(dsn) as db, Broker(db) as broker:
+            rate_in = await enqueue(broker, _noops(jobs, ["default"], payload), chunk=500)
+            rate = await drain(broker, jobs, ["default"], 16)
+            record(
+                "payload",
+                argument_bytes=size,
+                jobs=jobs,
+                enqueue_per_s=round(rate_in),
+                drain_per_s=round(rate),
+            )
+    return results
+
+
+def print_tables(results: list[dict[str, Any]]) -> None:
+    for table in ("backlog", "concurrency", "queues", "payload", "size"):
+        rows = [
+            {k: v for k, v in r.items() if k != "table"} for r in results if r["table"] == table
+        ]
+        if not rows:
+            continue
+        keys = list(rows[0])
+        print(f"\n### {table}\n")
+        print("| " + " | ".join(keys) + " |")
+        print("|" + "---|" * len(keys))
+        for row in rows:
+            cells = [f"{v:,}" if isinstance(v, int) else str(v) for v in row.values()]
+            print("| " + " | ".join(cells) + " |")
+
+
+def chart(results: list[dict[str, Any]], path: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed (pip install -e '.[bench]'): no chart")
+        return
+    backlog = [r for r in results if r["table"] == "backlog"]
+    concurrency = [r for r in results if r["table"] == "concurrency"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.plot([r["backlog"] for r in backlog], [r["drain_per_s"] for r in backlog], marker="o")
+    left.set_xscale("log")
+    left.set_xlabel("backlog (jobs)")
+    left.set_ylabel("drain (jobs/s)")
+    left.set_ylim(bottom=0)
+    left.set_title("drain rate vs backlog (concurrency 16)")
+    right.plot(
+        [r["concurrency"] for r in concurrency], [r["drain_per_s"] for r in concurrency], marker="o"
+    )
+    right.set_xscale("log", base=2)
+    right.set_xlabel("worker concurrency (pool_size)")
+    right.set_ylim(bottom=0)
+    right.set_title("drain rate vs concurrency")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    print(f"chart written to {path}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--dsn",
+        default=os.environ.get("BENCH_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"),
+    )
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", default="benchmarks/results/scaling.jsonl")
+    parser.add_argument("--chart", default="docs/scaling.png")
+    args = parser.parse_args()
+    results = asyncio.run(measure(args))
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    with open(args.out, "w") as out:
+        out.writelines(json.dumps(r) + "\n" for r in results)
+    print_tables(results)
+    chart(results, args.chart)
+
+
+if __name__ == "__main__":
+    main()
