@@ -24,7 +24,7 @@ from .errors import (
     WiringError,
 )
 from .jobs import JobCall, JobDefinition, define_job, schedule_at
-from .models import Job, RunningJob, Status
+from .models import Job, QueueStatus, RunningJob, Status
 from .outcomes import default_backoff
 from .system import System
 from .worker import Worker
@@ -38,6 +38,7 @@ __all__ = [
     "JobDefinitionError",
     "KoyojobsError",
     "PayloadError",
+    "QueueStatus",
     "RunningJob",
     "SerializationError",
     "Status",

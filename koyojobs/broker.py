@@ -12,9 +12,10 @@ import asyncpg
 
 from .context import execute_jobs_synchronously
 from .database import Database
+from .errors import PayloadError
 from .jobs import JobCall
 from .listener import Listener
-from .models import Job
+from .models import Job, QueueStatus, Status
 from .schema import migrate
 from .serializer import Secret, Serializer
 from .sql import QUERIES
@@ -253,15 +254,35 @@ class Broker:
         status = await self.pool.execute(QUERIES["prune_jobs"], float(older_than))
         return int(status.split()[-1])
 
-    async def queue_status(self) -> list[tuple[str, str, int]]:
-        """Job counts as ``(queue, status, count)``, sorted.
+    async def queue_status(self) -> list[QueueStatus]:
+        """Per queue: job counts by status, and the age of the oldest due job.
 
         Example:
-            >>> await broker.queue_status()  # doctest: +SKIP
-            [('default', 'done', 12), ('default', 'ready', 3)]
+            >>> [q.queue for q in await broker.queue_status()]  # doctest: +SKIP
+            ['default', 'emails']
         """
         rows = await self.pool.fetch(QUERIES["queue_status"])
-        return [(r["queue"], r["status"], r["jobs"]) for r in rows]
+        return [QueueStatus(**dict(row)) for row in rows]
+
+    async def list_jobs(
+        self, *, status: Status | str | None = None, queue: str | None = None, limit: int = 20
+    ) -> list[Job]:
+        """The newest jobs, optionally of one ``status`` and one ``queue``.
+
+        Example:
+            >>> failed = await broker.list_jobs(status="failed", limit=5)  # doctest: +SKIP
+        """
+        if status is not None:
+            status = Status(status).value
+        rows = await self.pool.fetch(QUERIES["list_jobs"], status, queue, limit)
+        return [Job.from_row(row, self._loads_or_keep) for row in rows]
+
+    def _loads_or_keep(self, payload: bytes) -> Any:
+        # Listing must not fail for one unreadable result: show the reason instead.
+        try:
+            return self.serializer.loads(payload)
+        except PayloadError as exc:
+            return exc
 
     def __repr__(self) -> str:
         return f"<Broker {self.database!r} started={self._started}>"

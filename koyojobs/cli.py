@@ -20,6 +20,7 @@ import click
 
 from .broker import Broker
 from .database import Database
+from .models import Job, QueueStatus, Status
 from .schema import migrate as apply_migrations
 from .worker import Worker
 
@@ -199,22 +200,93 @@ def migrate(dsn: str | None) -> None:
     click.echo(f"applied migrations: {applied}" if applied else "schema is up to date")
 
 
+def _table(rows: list[tuple[str, ...]], right: frozenset[int] = frozenset()) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        cells = [
+            cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
+            for i, cell in enumerate(row)
+        ]
+        click.echo("  ".join(cells).rstrip())
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(max(seconds, 0))
+    for unit, size, sub, sub_size in (
+        ("d", 86400, "h", 3600),
+        ("h", 3600, "m", 60),
+        ("m", 60, "s", 1),
+    ):
+        if seconds >= size:
+            rest = (seconds % size) // sub_size
+            return f"{seconds // size}{unit}{rest}{sub}" if rest else f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
 @main.command()
 @_dsn_option
 def status(dsn: str | None) -> None:
-    """Show job counts per queue and status."""
+    """Show job counts per queue and status, and the oldest due job's wait."""
 
-    async def action(broker: Broker) -> list[tuple[str, str, int]]:
+    async def action(broker: Broker) -> list[QueueStatus]:
         return await broker.queue_status()
 
-    rows = _run(dsn, action)
-    if not rows:
+    queues = _run(dsn, action)
+    if not queues:
         click.echo("no jobs")
         return
-    table = [("queue", "status", "jobs"), *((q, s, str(n)) for q, s, n in rows)]
-    widths = [max(len(row[i]) for row in table) for i in range(3)]
-    for row in table:
-        click.echo(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}")
+    header = ("queue", "ready", "running", "done", "failed", "cancelled", "oldest ready")
+    rows = [
+        (
+            q.queue,
+            str(q.ready),
+            str(q.running),
+            str(q.done),
+            str(q.failed),
+            str(q.cancelled),
+            _age(q.oldest_ready_seconds),
+        )
+        for q in queues
+    ]
+    _table([header, *rows], right=frozenset(range(1, 7)))
+
+
+@main.command()
+@click.option(
+    "--status",
+    "status_",
+    type=click.Choice([s.value for s in Status]),
+    help="Only jobs with this status.",
+)
+@click.option("--queue", help="Only jobs of this queue.")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@_dsn_option
+def jobs(status_: str | None, queue: str | None, limit: int, dsn: str | None) -> None:
+    """List the newest jobs, with the first line of their last error."""
+
+    async def action(broker: Broker) -> list[Job]:
+        return await broker.list_jobs(status=status_, queue=queue, limit=limit)
+
+    found = _run(dsn, action)
+    if not found:
+        click.echo("no jobs")
+        return
+    header = ("id", "name", "queue", "status", "attempts", "finished", "last error")
+    rows = [
+        (
+            str(j.id),
+            j.name,
+            j.queue,
+            j.status.value,
+            f"{j.attempts}/{j.max_attempts}",
+            "-" if j.finished_at is None else j.finished_at.to_datetime_string(),
+            (j.last_error or "").splitlines()[0][:100] if j.last_error else "",
+        )
+        for j in found
+    ]
+    _table([header, *rows], right=frozenset({0}))
 
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

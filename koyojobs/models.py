@@ -11,7 +11,7 @@ from typing import Any
 import pendulum
 from asyncpg import Record
 
-__all__ = ["Job", "RunningJob", "Status"]
+__all__ = ["Job", "QueueStatus", "RunningJob", "Status"]
 
 
 class Status(enum.StrEnum):
@@ -121,3 +121,22 @@ class RunningJob:
     def scheduled_at(self) -> pendulum.DateTime:
         """When the job was due, as a pendulum time (built on demand: it is rarely read)."""
         return pendulum.instance(self.scheduled_for)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStatus:
+    """One queue's job counts, from :meth:`koyojobs.Broker.queue_status`.
+
+    Example:
+        >>> QueueStatus("default", 3, 1, 10, 0, 0, 2.5).ready
+        3
+    """
+
+    queue: str
+    ready: int
+    running: int
+    done: int
+    failed: int
+    cancelled: int
+    oldest_ready_seconds: float | None
+    """How long the oldest due job has waited, if any is due."""

@@ -155,10 +155,32 @@ DELETE FROM koyojobs_jobs
    AND finished_at < now() - make_interval(secs => $1);
 
 -- name: queue_status
-SELECT queue, status, count(*)::bigint AS jobs
+-- Counts per queue and status, and how long the oldest due job has waited.
+SELECT queue,
+       count(*) FILTER (WHERE status = 'ready')::bigint AS ready,
+       count(*) FILTER (WHERE status = 'running')::bigint AS running,
+       count(*) FILTER (WHERE status = 'done')::bigint AS done,
+       count(*) FILTER (WHERE status = 'failed')::bigint AS failed,
+       count(*) FILTER (WHERE status = 'cancelled')::bigint AS cancelled,
+       extract(epoch FROM now() - min(scheduled_at)
+               FILTER (WHERE status = 'ready' AND scheduled_at <= now()))::float8
+           AS oldest_ready_seconds
   FROM koyojobs_jobs
- GROUP BY queue, status
- ORDER BY queue, status;
+ GROUP BY queue
+ ORDER BY queue;
+
+-- name: list_jobs
+-- The newest jobs, optionally of one status and one queue.
+SELECT id, name, queue, priority, status, attempts, max_attempts, scheduled_at,
+       created_at, started_at, finished_at, last_error, last_traceback, result
+  FROM koyojobs_jobs
+ WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR queue = $2)
+ ORDER BY id DESC
+ LIMIT $3;
+
+-- name: ready_jobs_named
+-- What koyojobs.testing inspects: ready jobs of one name, oldest first.
+SELECT id, args FROM koyojobs_jobs WHERE name = $1 AND status = 'ready' ORDER BY id;
 
 -- name: ping
 SELECT 1;

@@ -63,11 +63,19 @@ async def test_migrate_status_retry_and_cancel(dsn: str, broker: Broker) -> None
     assert "was not cancelled" in result.stderr
     result = await asyncio.to_thread(koyojobs, "status", "--dsn", dsn)
     assert result.returncode == 0
-    assert result.stdout.splitlines() == [
-        "queue    status     jobs",
-        "default  cancelled     1",
-        "default  ready         1",
+    assert result.stdout.splitlines()[0].split() == [
+        "queue",
+        "ready",
+        "running",
+        "done",
+        "failed",
+        "cancelled",
+        "oldest",
+        "ready",
     ]
+    row = result.stdout.splitlines()[1].split()
+    assert row[:6] == ["default", "1", "0", "0", "0", "1"]
+    assert row[6].endswith("s")  # the ready job's wait, in seconds
     result = await asyncio.to_thread(koyojobs, "retry", str(cancelled), "--dsn", dsn)
     assert (result.returncode, result.stdout.strip()) == (
         0,
@@ -146,3 +154,24 @@ async def test_prune_deletes_only_old_finished_jobs(dsn: str, broker: Broker) ->
     assert await broker.get_job(still_ready) is not None
     result = await asyncio.to_thread(koyojobs, "prune", "--older-than", "soon", "--dsn", dsn)
     assert result.returncode == 2 and "'soon' is not a duration" in result.stderr
+
+
+async def test_jobs_lists_the_newest_with_their_last_error(dsn: str, broker: Broker) -> None:
+    ok = await jobs.echo("fine")
+    bad = await jobs.always_fails()
+    await broker.pool.execute(
+        "UPDATE koyojobs_jobs SET status = 'failed', attempts = 2, finished_at = now(), "
+        "last_error = 'ValueError: always' || chr(10) || 'more detail' WHERE id = $1",
+        bad,
+    )
+    result = await asyncio.to_thread(koyojobs, "jobs", "--status", "failed", "--dsn", dsn)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:5] == ["id", "name", "queue", "status", "attempts"]
+    assert len(lines) == 2
+    assert lines[1].split()[:5] == [str(bad), "tests.jobs.always_fails", "default", "failed", "2/2"]
+    assert lines[1].endswith("ValueError: always")
+    result = await asyncio.to_thread(koyojobs, "jobs", "--limit", "5", "--dsn", dsn)
+    assert [line.split()[0] for line in result.stdout.splitlines()[1:]] == [str(bad), str(ok)]
+    result = await asyncio.to_thread(koyojobs, "jobs", "--status", "lost", "--dsn", dsn)
+    assert result.returncode == 2 and "'lost' is not one of" in result.stderr
