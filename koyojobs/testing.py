@@ -1,5 +1,8 @@
 """Helpers for testing code that uses koyojobs.
 
+:func:`assert_enqueued`, :func:`assert_not_enqueued` and :func:`enqueued_jobs`
+look at what code under test enqueued; :func:`drain` runs a queue's due jobs
+in the current task until none is left, as Oban's ``drain_queue`` does.
 :class:`TemporaryPostgres` starts a throwaway PostgreSQL cluster in a
 temporary directory (``initdb`` + ``pg_ctl``), for test suites and demos on a
 machine that has PostgreSQL's binaries but no server to spare.
@@ -14,11 +17,168 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
-__all__ = ["TemporaryPostgres", "find_pg_bin"]
+from .broker import Broker
+from .context import current_broker
+from .execution import attempt
+from .jobs import JobDefinition
+from .models import Status
+from .sql import QUERIES
+
+__all__ = [
+    "EnqueuedJob",
+    "TemporaryPostgres",
+    "assert_enqueued",
+    "assert_not_enqueued",
+    "drain",
+    "enqueued_jobs",
+    "find_pg_bin",
+]
+
+
+@dataclass(frozen=True)
+class EnqueuedJob:
+    """A ready job as :func:`enqueued_jobs` shows it: its id and its arguments."""
+
+    id: int
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+
+def _broker(broker: Broker | None) -> Broker:
+    found = broker or current_broker()
+    if found is None:
+        raise RuntimeError("no broker: pass broker=... or call koyojobs.set_current_broker()")
+    return found
+
+
+async def enqueued_jobs(
+    job: JobDefinition[Any, Any], *, broker: Broker | None = None
+) -> list[EnqueuedJob]:
+    """The ready jobs of ``job``, oldest first, with their arguments read back.
+
+    Example:
+        >>> [j.args for j in await enqueued_jobs(send_email)]  # doctest: +SKIP
+        [('ada@example.com',)]
+    """
+    b = _broker(broker)
+    rows = await b.pool.fetch(QUERIES["ready_jobs_named"], job.name)
+    found = []
+    for row in rows:
+        args, kwargs = b.serializer.loads(row["args"])
+        found.append(EnqueuedJob(row["id"], tuple(args), dict(kwargs)))
+    return found
+
+
+def _bound(job: JobDefinition[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    # Compare calls as the function sees them: f(1, b=2) matches f(a=1, b=2).
+    try:
+        bound = job.signature.bind(*args, **kwargs)
+    except TypeError:
+        return (args, kwargs)
+    bound.apply_defaults()
+    return dict(bound.arguments)
+
+
+async def assert_enqueued(
+    job: JobDefinition[Any, Any], *args: Any, broker: Broker | None = None, **kwargs: Any
+) -> EnqueuedJob:
+    """Fail unless a ready ``job`` was enqueued with these arguments; returns it.
+
+    Arguments match as the function would bind them, defaults included.
+
+    Example:
+        >>> await signup("ada@example.com")  # doctest: +SKIP
+        >>> await assert_enqueued(send_email, "ada@example.com")  # doctest: +SKIP
+    """
+    wanted = _bound(job, args, kwargs)
+    found = await enqueued_jobs(job, broker=broker)
+    for candidate in found:
+        if _bound(job, candidate.args, candidate.kwargs) == wanted:
+            return candidate
+    shown = ", ".join(_call_text(c.args, c.kwargs) for c in found) or "none"
+    raise AssertionError(
+        f"{job.name}{_call_text(args, kwargs)} is not enqueued; ready {job.name} jobs: {shown}"
+    )
+
+
+async def assert_not_enqueued(
+    job: JobDefinition[Any, Any], *args: Any, broker: Broker | None = None, **kwargs: Any
+) -> None:
+    """Fail if a ready ``job`` was enqueued (with these arguments, if any are given).
+
+    Example:
+        >>> await assert_not_enqueued(send_email)  # doctest: +SKIP
+    """
+    found = await enqueued_jobs(job, broker=broker)
+    if args or kwargs:
+        wanted = _bound(job, args, kwargs)
+        found = [c for c in found if _bound(job, c.args, c.kwargs) == wanted]
+    if found:
+        raise AssertionError(
+            f"{job.name} is enqueued {len(found)} time(s): "
+            + ", ".join(_call_text(c.args, c.kwargs) for c in found)
+        )
+
+
+def _call_text(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    parts = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
+    return f"({', '.join(parts)})"
+
+
+async def drain(
+    broker: Broker | None = None, queue: str = "default", *, limit: int = 100
+) -> dict[str, int]:
+    """Run the due jobs of ``queue`` here, one at a time, until none is left.
+
+    Jobs that a run enqueues are run too when due; a job retried with a delay
+    is not (it is not due yet). Returns the outcomes counted by status
+    (``done``, ``failed``, and ``ready`` for attempts that will be retried).
+    Uses the same claim and the same rules as a worker, so what passes here
+    passes there.
+
+    Example:
+        >>> await signup("ada@example.com")  # doctest: +SKIP
+        >>> await drain(queue="emails")  # doctest: +SKIP
+        {'done': 1}
+    """
+    b = _broker(broker)
+    worker_id = f"koyojobs.testing.drain:{os.getpid()}"
+    counts: Counter[str] = Counter()
+    with ThreadPoolExecutor(1, thread_name_prefix="koyojobs-drain") as executor:
+        outcomes: list[Any] = []
+        while True:
+            rows = await b.pool.fetch(
+                QUERIES["finish_and_claim"],
+                queue,
+                limit,
+                3600.0,
+                worker_id,
+                [o[0] for o in outcomes],
+                [o[1] for o in outcomes],
+                [o[2].status.value for o in outcomes],
+                [o[2].result for o in outcomes],
+                [o[2].error for o in outcomes],
+                [o[2].traceback for o in outcomes],
+                [o[2].delay for o in outcomes],
+            )
+            # A retry written by this very statement was not claimable in it
+            # (one snapshot): look once more before calling the queue drained.
+            retried = any(o[2].status is Status.READY for o in outcomes)
+            if not rows and not retried:
+                return dict(counts)
+            outcomes = []
+            for row in rows:
+                decision = await attempt(row, b.serializer, b, executor)
+                counts[decision.status.value] += 1
+                outcomes.append((row["id"], row["attempts"], decision))
+
 
 _UNPRIVILEGED_USER = "postgres"
 
