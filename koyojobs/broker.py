@@ -9,6 +9,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from .context import execute_jobs_synchronously
 from .database import Database
@@ -24,7 +25,8 @@ __all__ = ["Broker"]
 
 log = logging.getLogger("koyojobs.broker")
 
-Executor = asyncpg.Connection | asyncpg.Pool
+Connection = asyncpg.Connection | PoolConnectionProxy
+Executor = Connection | asyncpg.Pool
 Wake = Callable[[], None]
 
 
@@ -146,10 +148,22 @@ class Broker:
             for wake in tuple(wakes):
                 wake()
 
+    async def ping(self) -> None:
+        """Raise unless the pool answers and the LISTEN connection (if open) is up.
+
+        For health checks.
+
+        Example:
+            >>> await broker.ping()  # doctest: +SKIP
+        """
+        await self.pool.execute(QUERIES["ping"])
+        if self._listener is not None and not self._listener.connected:
+            raise ConnectionError("the LISTEN connection is down; it is reconnecting")
+
     # -- enqueue --------------------------------------------------------------
 
     async def enqueue(
-        self, call: JobCall[Any], *, connection: asyncpg.Connection | None = None
+        self, call: JobCall[Any], *, connection: Connection | None = None
     ) -> int | None:
         """Insert one job; with ``connection``, inside the caller's transaction.
 
@@ -167,7 +181,7 @@ class Broker:
         return None if ids is None else ids[0]
 
     async def enqueue_many(
-        self, calls: Iterable[JobCall[Any]], *, connection: asyncpg.Connection | None = None
+        self, calls: Iterable[JobCall[Any]], *, connection: Connection | None = None
     ) -> list[int] | None:
         """Insert many jobs in one statement and one round trip; returns their ids in order.
 

@@ -66,6 +66,11 @@ class Listener:
         await self._close()
 
     @property
+    def connected(self) -> bool:
+        """Whether the LISTEN connection is up now."""
+        return self._conn is not None and not self._conn.is_closed() and not self._lost.is_set()
+
+    @property
     def backend_pid(self) -> int | None:
         """The server process of the LISTEN connection (for tests and debugging)."""
         return None if self._conn is None else self._conn.get_server_pid()

@@ -89,3 +89,28 @@ async def test_a_released_connection_does_not_keep_an_open_transaction(dsn: str)
         async with db.pool.acquire() as conn:  # the same, single connection
             assert not conn.is_in_transaction()
             assert await conn.fetchval("SELECT to_regclass('left_open')") is None
+
+
+async def test_ping_checks_the_pool_and_the_listen_connection(
+    dsn: str, pg_server: Server
+) -> None:
+    import pytest
+
+    listen_dsn = await _empty_database(pg_server, "koyojobs_listen_only")
+    async with Broker(dsn, listen_dsn=listen_dsn) as broker:
+        await broker.ping()
+        await broker.subscribe("default", lambda: None)
+        await broker.ping()
+        # The LISTEN connection's database goes away: it cannot come back.
+        admin = await asyncpg.connect(pg_server.admin_dsn)
+        try:
+            await admin.execute('DROP DATABASE "koyojobs_listen_only" WITH (FORCE)')
+        finally:
+            await admin.close()
+        assert broker.listener is not None
+        deadline = asyncio.get_running_loop().time() + 10
+        while broker.listener.connected:
+            assert asyncio.get_running_loop().time() < deadline, "loss never noticed"
+            await asyncio.sleep(0.01)
+        with pytest.raises(ConnectionError, match="LISTEN connection is down"):
+            await broker.ping()
