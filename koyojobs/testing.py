@@ -284,7 +284,7 @@ class TemporaryPostgres:
         assert self._dir is not None
         options = (
             f"-p {self.port} -k {self._dir} -c listen_addresses=127.0.0.1 "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+            "-c fsync=off -c full_page_writes=off "
             "-c max_connections=200"
         )
         self._run(

@@ -303,6 +303,7 @@ class Worker:
         try:
             if stale is not None:
                 await asyncio.wait([stale])
+            started = time.monotonic()
             decision = await attempt(row, self.broker.serializer, self.broker, self._executor)
         except asyncio.CancelledError:
             # Stopped by stop() (released afterwards) or because the job is no
@@ -322,7 +323,7 @@ class Worker:
             self._let_go(job_id, row["attempts"])
             return
         self._decisions.append((job_id, row["attempts"], decision))
-        _log_outcome(row, decision)
+        _log_outcome(row, decision, time.monotonic() - started)
 
     def _let_go(self, job_id: int, number: int) -> None:
         # Only this attempt's hold: the job may have been claimed again since.
@@ -419,20 +420,24 @@ async def _finish(task: asyncio.Task[None]) -> None:
         await task
 
 
-def _log_outcome(row: asyncpg.Record, decision: Decision) -> None:
+def _log_outcome(row: asyncpg.Record, decision: Decision, seconds: float) -> None:
+    # One line per finished attempt: INFO when done or retried, WARNING when failed.
+    level = logging.WARNING if decision.status is Status.FAILED else logging.INFO
+    if not log.isEnabledFor(level):
+        return
     extra = {
         "job_id": row["id"],
         "job": row["name"],
         "queue": row["queue"],
         "attempt": row["attempts"],
-        "status": decision.status.value,
+        "duration": f"{seconds:.3f}s",
     }
     if decision.status is Status.DONE:
         log.info("job done", extra=extra)
     elif decision.status is Status.READY:
         log.info(
             "job attempt failed; will retry",
-            extra={**extra, "error": decision.error, "retry_in": decision.delay},
+            extra={**extra, "error": decision.error, "retry_in": f"{decision.delay:.1f}s"},
         )
     else:
         log.warning("job failed", extra={**extra, "error": decision.error})
