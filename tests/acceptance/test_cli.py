@@ -115,8 +115,38 @@ async def test_worker_runs_jobs_and_exits_0_on_a_signal(
         _, stderr = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode == 0, stderr.decode()
     log = stderr.decode()
-    assert "job done" in log
     assert "stopping gracefully" in log
+    done = next(line for line in log.splitlines() if "job done" in line)
+    assert "INFO koyojobs.worker: job done" in done
+    assert f"job_id={job.id} job=tests.jobs.echo queue=default attempt=1 duration=" in done
+
+
+async def test_worker_at_warning_logs_failures_only(dsn: str, broker: Broker) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "koyojobs",
+        "--log-level",
+        "WARNING",
+        "worker",
+        "tests.jobs",
+        "--dsn",
+        dsn,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await wait_for_status(broker, await jobs.echo("quiet"), Status.DONE, timeout=30)
+        await wait_for_status(broker, await jobs.always_fails(), Status.FAILED, timeout=30)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    log = stderr.decode()
+    assert "job done" not in log
+    assert "will retry" not in log
+    assert "WARNING koyojobs.worker: job failed" in log
+    assert "error=ValueError: always" in log
 
 
 async def test_a_system_wires_database_broker_and_worker(dsn: str) -> None:
