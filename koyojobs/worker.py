@@ -36,6 +36,7 @@ log = logging.getLogger("koyojobs.worker")
 _MAX_ERROR_DELAY = 5.0
 _OVERDUE_RECHECK = 0.05
 _WRITE_TRIES_AT_STOP = 5
+_TIMER_SLACK = 0.01
 
 
 @dataclass(eq=False)
@@ -45,7 +46,6 @@ class _Run:
     lease_deadline: float
     """Monotonic time after which another worker may have rescued the job."""
     cancelled: bool = field(default=False)
-    timer: asyncio.TimerHandle | None = field(default=None)
     """Stops the run at ``lease_deadline`` unless a renewal moves it first."""
 
 
@@ -249,9 +249,10 @@ class Worker:
                 stale.cancelled = True
                 stale.task.cancel()
             task = asyncio.create_task(self._run(row, None if stale is None else stale.task))
-            run = self._runs[row["id"]] = _Run(task, row["attempts"], sent + self.lease)
-            self._arm(row["id"], run)
+            self._runs[row["id"]] = _Run(task, row["attempts"], sent + self.lease)
             self._held[row["id"]] = row["attempts"]
+        if rows:
+            self._check_leases_at(sent + self.lease)
         return len(rows)
 
     async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
@@ -314,8 +315,6 @@ class Worker:
             run = self._runs.get(job_id)
             if run is not None and run.task is asyncio.current_task():
                 del self._runs[job_id]
-                if run.timer is not None:
-                    run.timer.cancel()
             else:
                 run = None  # a newer claim of the job owns the entry
             self.wake()
@@ -370,21 +369,21 @@ class Worker:
             if self._held:
                 await self._heartbeat()
 
-    def _arm(self, job_id: int, run: _Run) -> None:
-        # The run stops the moment its lease may lapse, not at the next
-        # heartbeat after it (nor after a renewal that hangs): another worker
-        # may rescue the job from then on.
-        if run.timer is not None:
-            run.timer.cancel()
-        run.timer = asyncio.get_running_loop().call_later(
-            max(0.0, run.lease_deadline - time.monotonic()), self._lease_lost, job_id, run
-        )
+    def _check_leases_at(self, deadline: float) -> None:
+        # A run stops the moment its lease may lapse, not at the next heartbeat
+        # after it (nor after a renewal that hangs): another worker may rescue
+        # the job from then on. Deadlines are set in batches (a claim, a
+        # renewal), so one timer per batch covers every run it set.
+        asyncio.get_running_loop().call_at(deadline, self._stop_lapsed_runs)
 
-    def _lease_lost(self, job_id: int, run: _Run) -> None:
-        if self._runs.get(job_id) is run and not run.task.done():
-            log.warning("lease not renewed in time; stopping the job", extra={"job_id": job_id})
-            run.cancelled = True
-            run.task.cancel()
+    def _stop_lapsed_runs(self) -> None:
+        # asyncio may fire a timer a hair early: never let that skip a run.
+        now = time.monotonic() + _TIMER_SLACK
+        for job_id, run in list(self._runs.items()):
+            if run.lease_deadline <= now and not run.task.done() and not run.cancelled:
+                log.warning("lease not renewed in time; stopping the job", extra={"job_id": job_id})
+                run.cancelled = True
+                run.task.cancel()
 
     async def _heartbeat(self) -> None:
         runs = dict(self._runs)
@@ -400,12 +399,13 @@ class Worker:
         else:
             held = {row["id"] for row in rows}
         now = time.monotonic()
+        if held:
+            self._check_leases_at(sent + self.lease)
         for job_id, run in runs.items():
             if self._runs.get(job_id) is not run:
                 continue  # finished (its outcome is being recorded) or claimed again meanwhile
             if held is not None and job_id in held:
                 run.lease_deadline = sent + self.lease
-                self._arm(job_id, run)
             elif held is not None or now >= run.lease_deadline:
                 # Cancelled, or rescued by another worker (or about to be, while
                 # the database is unreachable): stop, so it never runs twice at once.
