@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -15,6 +14,7 @@ from .context import execute_jobs_synchronously
 from .database import Database
 from .errors import PayloadError
 from .jobs import JobCall
+from .lifecycle import Lifecycle
 from .listener import Listener
 from .models import Job, QueueStatus, Status
 from .schema import migrate
@@ -30,7 +30,7 @@ Executor = Connection | asyncpg.Pool
 Wake = Callable[[], None]
 
 
-class Broker:
+class Broker(Lifecycle):
     """The door to the jobs table, and the process's one LISTEN connection.
 
     ``db`` is a :class:`Database` (started by its owner) or a DSN string (the
@@ -91,18 +91,6 @@ class Broker:
             await listener.stop()
         if self._owns_database:
             await self.database.stop()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     @property
     def pool(self) -> asyncpg.Pool:

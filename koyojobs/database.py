@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import asyncpg
+
+from .lifecycle import Lifecycle
 
 __all__ = ["Database"]
 
@@ -24,7 +25,7 @@ class _Connection(asyncpg.Connection):
         return ""
 
 
-class Database:
+class Database(Lifecycle):
     """An asyncpg connection pool with a start/stop life.
 
     ``statement_cache_size=0`` turns off asyncpg's prepared-statement cache,
@@ -94,18 +95,6 @@ class Database:
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     def __repr__(self) -> str:
         return f"<Database {_redacted(self.dsn)} started={self.started}>"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Protocol
 
 from .errors import WiringError
+from .lifecycle import Lifecycle
 
 __all__ = ["Component", "System"]
 
@@ -28,7 +28,7 @@ class _Entry:
     depends_on: tuple[str, ...]
 
 
-class System:
+class System(Lifecycle):
     """A set of named components wired by their dependencies.
 
     A factory receives the components it depends on positionally, in
@@ -153,15 +153,3 @@ class System:
             return self._components[name]
         except KeyError:
             raise KeyError(f"component {name!r} is not started") from None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()

@@ -18,13 +18,13 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import asyncpg
 
 from .broker import Broker
 from .execution import attempt
+from .lifecycle import Lifecycle
 from .models import Status
 from .outcomes import Decision
 from .sql import QUERIES
@@ -49,7 +49,7 @@ class _Run:
     """Stops the run at ``lease_deadline`` unless a renewal moves it first."""
 
 
-class Worker:
+class Worker(Lifecycle):
     """Runs the jobs of one queue, at most ``pool_size`` at once.
 
     ``lease`` is how long a claimed job stays this worker's without a renewal
@@ -155,18 +155,6 @@ class Worker:
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._tasks = []
         log.info("worker stopped", extra={"queue": self.queue, "released": len(unfinished)})
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     def wake(self) -> None:
         """Look at the table now (called by the broker on NOTIFY)."""

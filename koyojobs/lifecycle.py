@@ -1,0 +1,43 @@
+"""What every component shares: ``start()``/``stop()``, used as an async context manager."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from types import TracebackType
+from typing import Self
+
+__all__ = ["Lifecycle"]
+
+
+class Lifecycle(ABC):
+    """A component with ``async start()`` and ``async stop()``; ``async with`` runs both.
+
+    Example:
+        >>> class Clock(Lifecycle):
+        ...     async def start(self) -> None: print("tick")
+        ...     async def stop(self) -> None: print("tock")
+        >>> async with Clock():  # doctest: +SKIP
+        ...     pass
+        tick
+        tock
+    """
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Acquire what the component needs."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Release it."""
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
