@@ -131,7 +131,7 @@ class Listener:
                 await self._connect()
                 return
             except Exception as exc:  # refused, starting up, auth...: keep trying
-                log.warning("LISTEN reconnect failed: %s", exc, extra={"retry_in": delay})
+                log.warning("LISTEN reconnect failed", extra={"error": str(exc), "retry_in": delay})
             # Back off between attempts so a database that is down is not hammered.
             await asyncio.sleep(delay)
             delay = min(delay * 2, _MAX_RECONNECT_DELAY)

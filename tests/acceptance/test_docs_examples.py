@@ -70,3 +70,36 @@ def test_python_samples_on_pages_come_from_tested_files() -> None:
             for line in lines:
                 included = ROOT / line.split('"')[1]
                 assert included.exists(), f"{page.name} includes missing {included}"
+
+
+async def test_the_operations_page_commands_run(dsn: str) -> None:
+    from koyojobs import Broker, set_current_broker
+    from tests import jobs
+
+    async with Broker(dsn) as broker:
+        set_current_broker(broker)
+        try:
+            ids = [await jobs.echo(n) for n in range(3)]
+        finally:
+            set_current_broker(None)
+        assert ids == [1, 2, 3]  # the page retries job 2 and cancels job 3
+        await broker.pool.execute(
+            "UPDATE koyojobs_jobs SET status = 'failed', finished_at = now(), "
+            "last_error = 'ValueError: example' WHERE id = 2"
+        )
+    page = (DOCS / "operations.md").read_text()
+    block = re.search(r"```bash\n(.*?)```", page, re.DOTALL)
+    assert block is not None
+    commands = [line.split("#")[0].split() for line in block[1].splitlines() if line.strip()]
+    assert [c[1] for c in commands] == ["migrate", "status", "jobs", "retry", "cancel", "prune"]
+    for command in commands:
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "koyojobs", *command[1:]],
+            cwd=ROOT,
+            env={**os.environ, "KOYOJOBS_DSN": dsn},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, (command, result.stderr)
