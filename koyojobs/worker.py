@@ -46,7 +46,7 @@ class _Run:
     lease_deadline: float
     """Monotonic time after which another worker may have rescued the job."""
     cancelled: bool = field(default=False)
-    """Stops the run at ``lease_deadline`` unless a renewal moves it first."""
+    """Set when the worker stops the run itself: its outcome is not recorded."""
 
 
 class Worker(Lifecycle):
@@ -100,6 +100,7 @@ class Worker(Lifecycle):
         self._executor: ThreadPoolExecutor | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._wake: asyncio.Event | None = None
+        self._lease_timer: asyncio.TimerHandle | None = None
         self._stopping = False
 
     # -- life -------------------------------------------------------------
@@ -128,6 +129,7 @@ class Worker(Lifecycle):
         if not self._tasks:
             return
         main, heartbeat = self._tasks
+        grace_ends = time.monotonic() + self.shutdown_grace
         self._stopping = True
         self.broker.unsubscribe(self.queue, self.wake)
         self.wake()
@@ -139,7 +141,8 @@ class Worker(Lifecycle):
             self._drop_connection()  # a round was cut short: its state is unknown
         runs = list(self._runs.values())
         if runs:
-            await asyncio.wait([r.task for r in runs], timeout=self.shutdown_grace)
+            remaining = max(0.0, grace_ends - time.monotonic())
+            await asyncio.wait([r.task for r in runs], timeout=remaining)
         unfinished = list(self._runs)
         for run in self._runs.values():
             run.cancelled = True
@@ -153,6 +156,9 @@ class Worker(Lifecycle):
         assert self._executor is not None
         # Threads cannot be stopped; their results are dropped.
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._lease_timer is not None:
+            self._lease_timer.cancel()
+            self._lease_timer = None
         self._tasks = []
         log.info("worker stopped", extra={"queue": self.queue, "released": len(unfinished)})
 
@@ -175,9 +181,6 @@ class Worker(Lifecycle):
         while not self._stopping:
             timeout = self.poll_interval
             try:
-                if time.monotonic() >= next_rescue:
-                    next_rescue = time.monotonic() + self.poll_interval
-                    await self._rescue()
                 # Cleared before the round: a NOTIFY or a finished run during it
                 # wakes the next one.
                 self._wake.clear()
@@ -186,6 +189,10 @@ class Worker(Lifecycle):
                     claimed = await self._exchange(free)
                     if claimed < free:
                         timeout = await self._until_due(timeout)
+                # After the claim, so that a woken worker starts its job first.
+                if time.monotonic() >= next_rescue:
+                    next_rescue = time.monotonic() + self.poll_interval
+                    await self._rescue()
                 failures = 0
             except Exception:
                 failures += 1
@@ -360,11 +367,13 @@ class Worker(Lifecycle):
     def _check_leases_at(self, deadline: float) -> None:
         # A run stops the moment its lease may lapse, not at the next heartbeat
         # after it (nor after a renewal that hangs): another worker may rescue
-        # the job from then on. Deadlines are set in batches (a claim, a
-        # renewal), so one timer per batch covers every run it set.
-        asyncio.get_running_loop().call_at(deadline, self._stop_lapsed_runs)
+        # the job from then on. Deadlines only move later (new claims, renewals),
+        # so one timer at the earliest is enough; it re-arms for the next.
+        if self._lease_timer is None:
+            self._lease_timer = asyncio.get_running_loop().call_at(deadline, self._stop_lapsed_runs)
 
     def _stop_lapsed_runs(self) -> None:
+        self._lease_timer = None
         # asyncio may fire a timer a hair early: never let that skip a run.
         now = time.monotonic() + _TIMER_SLACK
         for job_id, run in list(self._runs.items()):
@@ -372,6 +381,9 @@ class Worker(Lifecycle):
                 log.warning("lease not renewed in time; stopping the job", extra={"job_id": job_id})
                 run.cancelled = True
                 run.task.cancel()
+        pending = [r.lease_deadline for r in self._runs.values() if not r.cancelled]
+        if pending:
+            self._check_leases_at(min(pending))
 
     async def _heartbeat(self) -> None:
         runs = dict(self._runs)

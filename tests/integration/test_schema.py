@@ -91,9 +91,7 @@ async def test_a_released_connection_does_not_keep_an_open_transaction(dsn: str)
             assert await conn.fetchval("SELECT to_regclass('left_open')") is None
 
 
-async def test_ping_checks_the_pool_and_the_listen_connection(
-    dsn: str, pg_server: Server
-) -> None:
+async def test_ping_checks_the_pool_and_the_listen_connection(dsn: str, pg_server: Server) -> None:
     import pytest
 
     listen_dsn = await _empty_database(pg_server, "koyojobs_listen_only")
