@@ -33,6 +33,16 @@ class Server:
         parts = urlsplit(self.admin_dsn)
         return urlunsplit(parts._replace(path=f"/{database}"))
 
+    async def empty_database(self, name: str) -> str:
+        """(Re)create database ``name``, empty; returns its DSN."""
+        conn = await asyncpg.connect(self.admin_dsn)
+        try:
+            await conn.execute(f"DROP DATABASE IF EXISTS {_ident(name)} WITH (FORCE)")
+            await conn.execute(f"CREATE DATABASE {_ident(name)}")
+        finally:
+            await conn.close()
+        return self.dsn_for(name)
+
 
 def _ident(name: str) -> str:
     # Test database names are generated here from [a-z0-9_]; quote anyway.
@@ -41,13 +51,7 @@ def _ident(name: str) -> str:
 
 
 async def _prepare_template(server: Server) -> None:
-    conn = await asyncpg.connect(server.admin_dsn)
-    try:
-        await conn.execute(f"DROP DATABASE IF EXISTS {_ident(TEMPLATE)} WITH (FORCE)")
-        await conn.execute(f"CREATE DATABASE {_ident(TEMPLATE)}")
-    finally:
-        await conn.close()
-    async with Broker(server.dsn_for(TEMPLATE)):
+    async with Broker(await server.empty_database(TEMPLATE)):
         pass  # starting a broker migrates
 
 
@@ -105,3 +109,15 @@ async def wait_for_status(
             return job
         await asyncio.sleep(0.01)
     raise AssertionError(f"job {job_id} did not reach {statuses} in {timeout}s: {job}")
+
+
+async def insert_raw_job(broker: Broker, name: str, args: bytes, max_attempts: int) -> int:
+    """A row written by hand, as another version of the code (or an attacker) would."""
+    job_id: int = await broker.pool.fetchval(
+        "INSERT INTO koyojobs_jobs (name, queue, max_attempts, args) "
+        "VALUES ($1, 'default', $2, $3) RETURNING id",
+        name,
+        max_attempts,
+        args,
+    )
+    return job_id

@@ -13,20 +13,12 @@ import pytest
 
 from koyojobs import Broker, PayloadError, Status, Worker, set_current_broker
 from koyojobs.serializer import Serializer
-from tests.conftest import wait_for_status
+from tests.conftest import insert_raw_job, wait_for_status
 from tests.faults import jobs
 
 
 async def _insert(broker: Broker, name: str, args: bytes, max_attempts: int = 1) -> int:
-    """A row written by hand, as another version of the code (or an attacker) would."""
-    job_id: int = await broker.pool.fetchval(
-        "INSERT INTO koyojobs_jobs (name, queue, max_attempts, args) "
-        "VALUES ($1, 'default', $2, $3) RETURNING id",
-        name,
-        max_attempts,
-        args,
-    )
-    return job_id
+    return await insert_raw_job(broker, name, args, max_attempts)
 
 
 def _arguments(*args: Any) -> bytes:

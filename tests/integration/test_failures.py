@@ -6,7 +6,7 @@ import pendulum
 
 from koyojobs import Broker, Status
 from tests import jobs
-from tests.conftest import wait_for_status
+from tests.conftest import insert_raw_job, wait_for_status
 from tests.integration.conftest import StartWorker
 
 
@@ -57,14 +57,7 @@ async def test_a_job_past_its_timeout_is_cancelled_as_a_failed_attempt(
 
 
 async def _insert_raw(broker: Broker, name: str, args: bytes, max_attempts: int = 2) -> int:
-    job_id: int = await broker.pool.fetchval(
-        "INSERT INTO koyojobs_jobs (name, queue, args, max_attempts) "
-        "VALUES ($1, 'default', $2, $3) RETURNING id",
-        name,
-        args,
-        max_attempts,
-    )
-    return job_id
+    return await insert_raw_job(broker, name, args, max_attempts)
 
 
 async def test_an_unknown_job_name_is_retried_then_failed_naming_it(

@@ -12,13 +12,7 @@ from tests.conftest import Server
 
 
 async def _empty_database(pg_server: Server, name: str) -> str:
-    conn = await asyncpg.connect(pg_server.admin_dsn)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return pg_server.dsn_for(name)
+    return await pg_server.empty_database(name)
 
 
 async def test_concurrent_starts_migrate_once(pg_server: Server) -> None:
