@@ -165,8 +165,26 @@ class Broker(Lifecycle):
             ...     await conn.execute("INSERT INTO orders ...")
             ...     await broker.enqueue(send_receipt(order_id), connection=conn)
         """
-        ids = await self.enqueue_many([call], connection=connection)
-        return None if ids is None else ids[0]
+        if not isinstance(call, JobCall):
+            raise TypeError(f"enqueue needs a job call such as my_job(1, 2), got {call!r}")
+        call.consume()
+        if execute_jobs_synchronously.enabled():
+            from .execution import run_inline
+
+            await run_inline(call, self)
+            return None
+        target: Executor = connection if connection is not None else self.pool
+        definition = call.definition
+        job_id: int = await target.fetchval(
+            QUERIES["insert_job"],
+            definition.name,
+            definition.queue,
+            definition.priority,
+            definition.max_attempts,
+            self.serializer.sign(call.payload),
+            call.scheduled_at,
+        )
+        return job_id
 
     async def enqueue_many(
         self, calls: Iterable[JobCall[Any]], *, connection: Connection | None = None

@@ -101,6 +101,12 @@ async def test_enqueue_many_in_one_statement_keeps_order(broker: Broker) -> None
     assert values == list(range(500))
 
 
+async def test_enqueue_rejects_what_is_not_a_job_call(broker: Broker) -> None:
+    with pytest.raises(TypeError, match="needs a job call"):
+        await broker.enqueue(jobs.echo)  # type: ignore[arg-type]
+    assert await broker.pool.fetchval("SELECT count(*) FROM koyojobs_jobs") == 0
+
+
 async def test_enqueue_many_rejects_what_is_not_a_job_call(broker: Broker) -> None:
     with pytest.raises(TypeError, match="needs job calls"):
         await broker.enqueue_many([jobs.echo(1), "echo(2)"])  # type: ignore[list-item]
