@@ -13,6 +13,7 @@ from asyncpg.pool import PoolConnectionProxy
 from .context import execute_jobs_synchronously
 from .database import Database
 from .errors import PayloadError
+from .execution import run_inline
 from .jobs import JobCall
 from .lifecycle import Lifecycle
 from .listener import Listener
@@ -165,13 +166,7 @@ class Broker(Lifecycle):
             ...     await conn.execute("INSERT INTO orders ...")
             ...     await broker.enqueue(send_receipt(order_id), connection=conn)
         """
-        if not isinstance(call, JobCall):
-            raise TypeError(f"enqueue needs a job call such as my_job(1, 2), got {call!r}")
-        call.consume()
-        if execute_jobs_synchronously.enabled():
-            from .execution import run_inline
-
-            await run_inline(call, self)
+        if await self._ran_inline([call], "a job call"):
             return None
         target: Executor = connection if connection is not None else self.pool
         definition = call.definition
@@ -195,15 +190,7 @@ class Broker(Lifecycle):
             >>> ids = await broker.enqueue_many(say_hello(n) for n in names)  # doctest: +SKIP
         """
         calls = list(calls)
-        for call in calls:
-            if not isinstance(call, JobCall):
-                raise TypeError(f"enqueue needs job calls such as my_job(1, 2), got {call!r}")
-            call.consume()
-        if execute_jobs_synchronously.enabled():
-            from .execution import run_inline
-
-            for call in calls:
-                await run_inline(call, self)
+        if await self._ran_inline(calls, "job calls"):
             return None
         if not calls:
             return []
@@ -220,6 +207,18 @@ class Broker(Lifecycle):
         )
         # Identity values are drawn in insertion order, which follows the input.
         return sorted(row[0] for row in rows)
+
+    async def _ran_inline(self, calls: list[JobCall[Any]], wanted: str) -> bool:
+        """Check and take the calls; in the synchronous mode, run them now and say so."""
+        for call in calls:
+            if not isinstance(call, JobCall):
+                raise TypeError(f"enqueue needs {wanted} such as my_job(1, 2), got {call!r}")
+            call.consume()
+        if not execute_jobs_synchronously.enabled():
+            return False
+        for call in calls:
+            await run_inline(call, self)
+        return True
 
     # -- inspect and control ----------------------------------------------------
 

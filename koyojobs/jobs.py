@@ -10,6 +10,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from .context import current_broker, execute_jobs_synchronously
 from .errors import JobDefinitionError
+from .execution import run_inline
 from .outcomes import Backoff, default_backoff
 from .registry import register
 from .serializer import dump_arguments
@@ -106,8 +107,6 @@ class JobCall(Generic[R]):
 
     async def _enqueue(self) -> int | None:
         if execute_jobs_synchronously.enabled():
-            from .execution import run_inline  # execution imports this module
-
             self.consume()
             await run_inline(self, current_broker())
             return None

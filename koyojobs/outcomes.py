@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import random
 import traceback as tb
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .context import RetryJob
 from .models import Status
@@ -45,6 +46,23 @@ class Decision:
     error: str | None = None
     traceback: str | None = None
     delay: float = 0.0
+
+
+Outcome = tuple[int, int, Decision]
+"""A decision for one attempt: (job id, attempt number, decision)."""
+
+
+def as_columns(outcomes: Sequence[Outcome]) -> list[list[Any]]:
+    """The outcomes as the arrays ``finish_and_claim`` takes ($5..$11), in order."""
+    return [
+        [job_id for job_id, _, _ in outcomes],
+        [number for _, number, _ in outcomes],
+        [d.status.value for _, _, d in outcomes],
+        [d.result for _, _, d in outcomes],
+        [d.error for _, _, d in outcomes],
+        [d.traceback for _, _, d in outcomes],
+        [d.delay for _, _, d in outcomes],
+    ]
 
 
 def succeeded(result: bytes) -> Decision:

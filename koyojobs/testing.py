@@ -29,6 +29,7 @@ from .context import current_broker
 from .execution import attempt
 from .jobs import JobDefinition
 from .models import Status
+from .outcomes import Outcome, as_columns
 from .sql import QUERIES
 
 __all__ = [
@@ -152,7 +153,7 @@ async def drain(
     worker_id = f"koyojobs.testing.drain:{os.getpid()}"
     counts: Counter[str] = Counter()
     with ThreadPoolExecutor(1, thread_name_prefix="koyojobs-drain") as executor:
-        outcomes: list[Any] = []
+        outcomes: list[Outcome] = []
         while True:
             rows = await b.pool.fetch(
                 QUERIES["finish_and_claim"],
@@ -160,13 +161,7 @@ async def drain(
                 limit,
                 3600.0,
                 worker_id,
-                [o[0] for o in outcomes],
-                [o[1] for o in outcomes],
-                [o[2].status.value for o in outcomes],
-                [o[2].result for o in outcomes],
-                [o[2].error for o in outcomes],
-                [o[2].traceback for o in outcomes],
-                [o[2].delay for o in outcomes],
+                *as_columns(outcomes),
             )
             # A retry written by this very statement was not claimable in it
             # (one snapshot): look once more before calling the queue drained.

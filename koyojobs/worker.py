@@ -26,7 +26,7 @@ from .broker import Broker
 from .execution import attempt
 from .lifecycle import Lifecycle
 from .models import Status
-from .outcomes import Decision
+from .outcomes import Decision, Outcome, as_columns
 from .sql import QUERIES
 
 __all__ = ["Worker"]
@@ -42,7 +42,6 @@ _TIMER_SLACK = 0.01
 @dataclass(eq=False)
 class _Run:
     task: asyncio.Task[None]
-    attempt: int
     lease_deadline: float
     """Monotonic time after which another worker may have rescued the job."""
     cancelled: bool = field(default=False)
@@ -95,7 +94,7 @@ class Worker(Lifecycle):
         self._runs: dict[int, _Run] = {}
         self._held: dict[int, int] = {}
         """Job id -> attempt, claimed and not yet written back: their leases are renewed."""
-        self._decisions: list[tuple[int, int, Decision]] = []
+        self._decisions: list[Outcome] = []
         self._conn: asyncpg.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -218,13 +217,7 @@ class Worker(Lifecycle):
                 free,
                 self.lease,
                 self.id,
-                [job_id for job_id, _, _ in batch],
-                [number for _, number, _ in batch],
-                [d.status.value for _, _, d in batch],
-                [d.result for _, _, d in batch],
-                [d.error for _, _, d in batch],
-                [d.traceback for _, _, d in batch],
-                [d.delay for _, _, d in batch],
+                *as_columns(batch),
             )
         except BaseException:
             # Writing is idempotent (guarded by attempt and status): keep the
@@ -244,7 +237,7 @@ class Worker(Lifecycle):
                 stale.cancelled = True
                 stale.task.cancel()
             task = asyncio.create_task(self._run(row, None if stale is None else stale.task))
-            self._runs[row["id"]] = _Run(task, row["attempts"], sent + self.lease)
+            self._runs[row["id"]] = _Run(task, sent + self.lease)
             self._held[row["id"]] = row["attempts"]
         if rows:
             self._check_leases_at(sent + self.lease)
