@@ -117,6 +117,13 @@ def main(log_level: str) -> None:
     "--poll-interval", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True
 )
 @click.option("--shutdown-grace", type=click.FloatRange(min=0), default=10.0, show_default=True)
+@click.option(
+    "--vacuum-threshold",
+    type=click.IntRange(min=0),
+    default=50_000,
+    show_default=True,
+    help="VACUUM the jobs table past this many dead rows; 0 leaves it to autovacuum.",
+)
 @_dsn_option
 def worker(
     modules: tuple[str, ...],
@@ -125,6 +132,7 @@ def worker(
     lease: float,
     poll_interval: float,
     shutdown_grace: float,
+    vacuum_threshold: int,
     dsn: str | None,
 ) -> None:
     """Import MODULES (which define jobs) and work QUEUEs until SIGINT or SIGTERM."""
@@ -151,6 +159,7 @@ def worker(
                     lease=lease,
                     poll_interval=poll_interval,
                     shutdown_grace=shutdown_grace,
+                    vacuum_threshold=vacuum_threshold or None,
                 )
                 for q in queues
             ]

@@ -25,6 +25,7 @@ import asyncpg
 from .broker import Broker
 from .execution import attempt
 from .lifecycle import Lifecycle
+from .maintenance import Vacuum
 from .models import Status
 from .outcomes import Decision, Outcome, as_columns
 from .sql import QUERIES
@@ -55,7 +56,10 @@ class Worker(Lifecycle):
     (renewed every third of it); ``poll_interval`` bounds the wait between
     looks at the table when no notification arrives, and paces the rescue of
     lapsed leases; ``shutdown_grace`` is how long :meth:`stop` lets running
-    jobs finish before putting them back.
+    jobs finish before putting them back. Once the jobs table holds more than
+    ``vacuum_threshold`` dead row versions, a worker VACUUMs it, so claims
+    stay fast through a long drain (``None``: leave it to autovacuum; see
+    the Operations page).
 
     Example:
         >>> from koyojobs import Broker, Worker
@@ -72,6 +76,7 @@ class Worker(Lifecycle):
         lease: float = 30.0,
         poll_interval: float = 5.0,
         shutdown_grace: float = 10.0,
+        vacuum_threshold: int | None = 50_000,
     ) -> None:
         if not isinstance(broker, Broker):
             raise TypeError(f"Worker needs a Broker, got {broker!r}")
@@ -84,12 +89,21 @@ class Worker(Lifecycle):
                 raise ValueError(f"Worker {option} must be seconds > 0, got {value!r}")
         if not isinstance(shutdown_grace, int | float) or shutdown_grace < 0:
             raise ValueError(f"Worker shutdown_grace must be seconds >= 0, got {shutdown_grace!r}")
+        if vacuum_threshold is not None and (
+            isinstance(vacuum_threshold, bool)
+            or not isinstance(vacuum_threshold, int)
+            or vacuum_threshold < 1
+        ):
+            raise ValueError(
+                f"Worker vacuum_threshold must be an int >= 1 or None, got {vacuum_threshold!r}"
+            )
         self.broker = broker
         self.queue = queue
         self.pool_size = pool_size
         self.lease = float(lease)
         self.poll_interval = float(poll_interval)
         self.shutdown_grace = float(shutdown_grace)
+        self.vacuum_threshold = vacuum_threshold
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._runs: dict[int, _Run] = {}
         self._held: dict[int, int] = {}
@@ -101,6 +115,7 @@ class Worker(Lifecycle):
         self._wake: asyncio.Event | None = None
         self._lease_timer: asyncio.TimerHandle | None = None
         self._stopping = False
+        self._vacuum = Vacuum(vacuum_threshold)
 
     # -- life -------------------------------------------------------------
 
@@ -148,6 +163,7 @@ class Worker(Lifecycle):
             run.task.cancel()
         await asyncio.gather(*(r.task for r in runs), return_exceptions=True)
         await _finish(heartbeat)
+        await self._vacuum.stop()
         await self._write_remaining()
         self._drop_connection()
         if unfinished:
@@ -187,11 +203,15 @@ class Worker(Lifecycle):
                 if free > 0 or self._decisions:
                     claimed = await self._exchange(free)
                     if claimed < free:
+                        if claimed:
+                            # Let the jobs just claimed start before this round trip.
+                            await asyncio.sleep(0)
                         timeout = await self._until_due(timeout)
                 # After the claim, so that a woken worker starts its job first.
                 if time.monotonic() >= next_rescue:
                     next_rescue = time.monotonic() + self.poll_interval
                     await self._rescue()
+                    await self._vacuum.check(self._fetch, self.broker.pool)
                 failures = 0
             except Exception:
                 failures += 1
@@ -203,8 +223,11 @@ class Worker(Lifecycle):
                 )
             if self._stopping:
                 break
+            # asyncio.timeout, not wait_for: no task of its own, so a wake-up
+            # reaches the next round a few loop iterations sooner.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
 
     async def _exchange(self, free: int) -> int:
         """One round trip: write buffered outcomes, claim up to ``free`` jobs and start them."""

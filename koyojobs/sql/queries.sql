@@ -191,3 +191,17 @@ SELECT id, args FROM koyojobs_jobs WHERE name = $1 AND status = 'ready' ORDER BY
 
 -- name: ping
 SELECT 1;
+
+-- name: dead_rows
+-- Dead row versions in the jobs table (as the statistics last heard), and
+-- whether this role may VACUUM it (a non-owner's VACUUM is skipped with only
+-- a warning).
+SELECT s.n_dead_tup, pg_has_role(c.relowner, 'USAGE') AS may_vacuum
+  FROM pg_stat_user_tables AS s
+  JOIN pg_class AS c ON c.oid = s.relid
+ WHERE s.relid = 'koyojobs_jobs'::regclass;
+
+-- name: vacuum_jobs
+-- SKIP_LOCKED: when another VACUUM (a worker's or autovacuum's) is on the
+-- table, this one returns at once instead of queueing behind it.
+VACUUM (SKIP_LOCKED) koyojobs_jobs;
