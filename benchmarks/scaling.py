@@ -20,6 +20,7 @@ import contextlib
 import itertools
 import json
 import os
+import statistics
 import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
@@ -126,6 +127,47 @@ def _per_queue(queue: str) -> Any:
     return _definitions[queue]
 
 
+class _Calls:
+    """A re-iterable batch of no-op calls (each repetition enqueues it again)."""
+
+    def __init__(self, n: int, queues: list[str], payload: bytes | None = None) -> None:
+        self.n, self.queues, self.payload = n, queues, payload
+
+    def __call__(self) -> Iterable[JobCall[Any]]:
+        return _noops(self.n, self.queues, self.payload)
+
+
+def _spread(rates: list[float]) -> dict[str, Any]:
+    return {
+        "median": round(statistics.median(rates)),
+        "min": round(min(rates)),
+        "max": round(max(rates)),
+    }
+
+
+async def _cell(
+    admin_dsn: str,
+    times: int,
+    calls: _Calls,
+    queues: list[str],
+    pool_size: int,
+    chunk: int = 20_000,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Enqueue then drain ``times`` times, each in a fresh database; medians and ranges."""
+    ins, outs = [], []
+    for _ in range(times):
+        async with fresh_database(admin_dsn) as dsn, Database(dsn) as db, Broker(db) as broker:
+            ins.append(await enqueue(broker, calls(), chunk=chunk))
+            outs.append(await drain(broker, calls.n, queues, pool_size))
+    return _spread(ins), _spread(outs)
+
+
+def _fmt(spread: dict[str, Any]) -> str:
+    if spread["min"] == spread["max"]:
+        return f"{spread['median']:,}"
+    return f"{spread['median']:,} ({spread['min']:,}-{spread['max']:,})"
+
+
 async def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
 
@@ -133,51 +175,74 @@ async def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
         results.append({"table": table, **fields})
         print(json.dumps(results[-1]), flush=True)
 
-    quick = args.quick
+    quick, repeat = args.quick, args.repeat
     backlogs = [2_000, 20_000] if quick else [20_000, 200_000, 1_000_000]
     for n in backlogs:
+        times = 1 if n >= 1_000_000 else repeat  # the million runs once: minutes each
+        if n != backlogs[-1]:
+            rate_in, rate = await _cell(args.dsn, times, _Calls(n, ["default"]), ["default"], 16)
+            record(
+                "backlog",
+                backlog=n,
+                runs=times,
+                enqueue_per_s=_fmt(rate_in),
+                drain_per_s=_fmt(rate),
+                drain_median=rate["median"],
+            )
+            continue
         async with fresh_database(args.dsn) as dsn, Database(dsn) as db, Broker(db) as broker:
             rate_in = await enqueue(broker, _noops(n, ["default"]))
             rate = await drain(broker, n, ["default"], 16)
-            record("backlog", backlog=n, enqueue_per_s=round(rate_in), drain_per_s=round(rate))
-            if n == backlogs[-1]:
-                done = await sizes(broker)
-                record("size", when=f"after {n:,} jobs done", **done)
-                await broker.prune(0)
-                record("size", when="after prune", **await sizes(broker))
-                await broker.pool.execute("VACUUM koyojobs_jobs")
-                record("size", when="after prune and VACUUM", **await sizes(broker))
+            record(
+                "backlog",
+                backlog=n,
+                runs=1,
+                enqueue_per_s=f"{round(rate_in):,}",
+                drain_per_s=f"{round(rate):,}",
+                drain_median=round(rate),
+            )
+            record("size", when=f"after {n:,} jobs done", **await sizes(broker))
+            await broker.prune(0)
+            record("size", when="after prune", **await sizes(broker))
+            await broker.pool.execute("VACUUM koyojobs_jobs")
+            record("size", when="after prune and VACUUM", **await sizes(broker))
     n = 5_000 if quick else 20_000
     for concurrency in (1, 4, 16, 64):
-        async with fresh_database(args.dsn) as dsn, Database(dsn) as db, Broker(db) as broker:
-            await enqueue(broker, _noops(n, ["default"]))
-            rate = await drain(broker, n, ["default"], concurrency)
-            record("concurrency", concurrency=concurrency, jobs=n, drain_per_s=round(rate))
+        _, rate = await _cell(args.dsn, repeat, _Calls(n, ["default"]), ["default"], concurrency)
+        record(
+            "concurrency",
+            concurrency=concurrency,
+            jobs=n,
+            runs=repeat,
+            drain_per_s=_fmt(rate),
+            drain_median=rate["median"],
+        )
     for count in (1, 50):
         queues = ["default"] if count == 1 else [f"q{i}" for i in range(count)]
-        async with fresh_database(args.dsn) as dsn, Database(dsn) as db, Broker(db) as broker:
-            await enqueue(broker, _noops(n, queues))
-            rate = await drain(broker, n, queues, 16)
-            record("queues", queues=count, workers=count, jobs=n, drain_per_s=round(rate))
+        _, rate = await _cell(args.dsn, repeat, _Calls(n, queues), queues, 16)
+        record("queues", queues=count, workers=count, jobs=n, runs=repeat, drain_per_s=_fmt(rate))
     for size, jobs in ((1024, 1_000 if quick else 20_000), (100 * 1024, 200 if quick else 2_000)):
         payload = os.urandom(size)
-        async with fresh_database(args.dsn) as dsn, Database(dsn) as db, Broker(db) as broker:
-            rate_in = await enqueue(broker, _noops(jobs, ["default"], payload), chunk=500)
-            rate = await drain(broker, jobs, ["default"], 16)
-            record(
-                "payload",
-                argument_bytes=size,
-                jobs=jobs,
-                enqueue_per_s=round(rate_in),
-                drain_per_s=round(rate),
-            )
+        rate_in, rate = await _cell(
+            args.dsn, repeat, _Calls(jobs, ["default"], payload), ["default"], 16, chunk=500
+        )
+        record(
+            "payload",
+            argument_bytes=size,
+            jobs=jobs,
+            runs=repeat,
+            enqueue_per_s=_fmt(rate_in),
+            drain_per_s=_fmt(rate),
+        )
     return results
 
 
 def print_tables(results: list[dict[str, Any]]) -> None:
     for table in ("backlog", "concurrency", "queues", "payload", "size"):
         rows = [
-            {k: v for k, v in r.items() if k != "table"} for r in results if r["table"] == table
+            {k: v for k, v in r.items() if k not in ("table", "drain_median")}
+            for r in results
+            if r["table"] == table
         ]
         if not rows:
             continue
@@ -202,14 +267,16 @@ def chart(results: list[dict[str, Any]], path: str) -> None:
     backlog = [r for r in results if r["table"] == "backlog"]
     concurrency = [r for r in results if r["table"] == "concurrency"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.plot([r["backlog"] for r in backlog], [r["drain_per_s"] for r in backlog], marker="o")
+    left.plot([r["backlog"] for r in backlog], [r["drain_median"] for r in backlog], marker="o")
     left.set_xscale("log")
     left.set_xlabel("backlog (jobs)")
     left.set_ylabel("drain (jobs/s)")
     left.set_ylim(bottom=0)
     left.set_title("drain rate vs backlog (concurrency 16)")
     right.plot(
-        [r["concurrency"] for r in concurrency], [r["drain_per_s"] for r in concurrency], marker="o"
+        [r["concurrency"] for r in concurrency],
+        [r["drain_median"] for r in concurrency],
+        marker="o",
     )
     right.set_xscale("log", base=2)
     right.set_xlabel("worker concurrency (pool_size)")
@@ -227,6 +294,9 @@ def main() -> None:
         default=os.environ.get("BENCH_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"),
     )
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs per cell (the 1M backlog runs once)"
+    )
     parser.add_argument("--out", default="benchmarks/results/scaling.jsonl")
     parser.add_argument("--chart", default="docs/scaling.png")
     args = parser.parse_args()

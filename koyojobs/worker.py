@@ -38,6 +38,9 @@ _MAX_ERROR_DELAY = 5.0
 _OVERDUE_RECHECK = 0.05
 _WRITE_TRIES_AT_STOP = 5
 _TIMER_SLACK = 0.01
+_VACUUM_CHECK = 1.0
+"""Seconds between looks at the dead-row count: a fast drain adds tens of
+thousands a second, and each one slows the next claims."""
 
 
 @dataclass(eq=False)
@@ -191,7 +194,7 @@ class Worker(Lifecycle):
 
     async def _main_loop(self) -> None:
         assert self._wake is not None
-        next_rescue = 0.0
+        next_rescue = next_vacuum_check = 0.0
         failures = 0
         while not self._stopping:
             timeout = self.poll_interval
@@ -211,6 +214,8 @@ class Worker(Lifecycle):
                 if time.monotonic() >= next_rescue:
                     next_rescue = time.monotonic() + self.poll_interval
                     await self._rescue()
+                if time.monotonic() >= next_vacuum_check:
+                    next_vacuum_check = time.monotonic() + min(self.poll_interval, _VACUUM_CHECK)
                     await self._vacuum.check(self._fetch, self.broker.pool)
                 failures = 0
             except Exception:
