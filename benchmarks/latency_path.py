@@ -24,6 +24,7 @@ import os
 import sys
 import time
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
@@ -38,7 +39,7 @@ async def noop(seq: int, t_enqueued: float) -> None:
 
 
 def _percentiles(values: list[float]) -> tuple[float, float]:
-    ordered = sorted(values)
+    ordered = sorted(values) or [float("nan")]
     return ordered[len(ordered) // 2], ordered[int(len(ordered) * 0.9)]
 
 
@@ -92,7 +93,7 @@ async def producer_side(args: argparse.Namespace) -> None:
     admin = await asyncpg.connect(args.dsn)
     database = f"koyojobs_latency_{os.getpid()}"
     await admin.execute(f'CREATE DATABASE "{database}"')  # generated name
-    dsn = args.dsn.rsplit("/", 1)[0] + "/" + database
+    dsn = urlunsplit(urlsplit(args.dsn)._replace(path=f"/{database}"))
     try:
         bare = await bare_round_trips(dsn, args.interval_ms / 1000, 2 * args.jobs)
         await run_jobs(args, dsn, bare)

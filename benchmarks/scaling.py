@@ -295,7 +295,10 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument(
-        "--repeat", type=int, default=3, help="runs per cell (the 1M backlog runs once)"
+        "--repeat",
+        type=lambda v: max(1, int(v)),
+        default=3,
+        help="runs per cell (the 1M backlog runs once)",
     )
     parser.add_argument("--out", default="benchmarks/results/scaling.jsonl")
     parser.add_argument("--chart", default="docs/scaling.png")

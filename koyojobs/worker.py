@@ -38,9 +38,6 @@ _MAX_ERROR_DELAY = 5.0
 _OVERDUE_RECHECK = 0.05
 _WRITE_TRIES_AT_STOP = 5
 _TIMER_SLACK = 0.01
-_VACUUM_CHECK = 1.0
-"""Seconds between looks at the dead-row count: a fast drain adds tens of
-thousands a second, and each one slows the next claims."""
 
 
 @dataclass(eq=False)
@@ -118,7 +115,7 @@ class Worker(Lifecycle):
         self._wake: asyncio.Event | None = None
         self._lease_timer: asyncio.TimerHandle | None = None
         self._stopping = False
-        self._vacuum = Vacuum(vacuum_threshold)
+        self._vacuum_task: asyncio.Task[None] | None = None
 
     # -- life -------------------------------------------------------------
 
@@ -166,7 +163,10 @@ class Worker(Lifecycle):
             run.task.cancel()
         await asyncio.gather(*(r.task for r in runs), return_exceptions=True)
         await _finish(heartbeat)
-        await self._vacuum.stop()
+        if self._vacuum_task is not None:
+            # What a cut-short VACUUM cleaned stays clean.
+            await _finish(self._vacuum_task)
+            self._vacuum_task = None
         await self._write_remaining()
         self._drop_connection()
         if unfinished:
@@ -194,7 +194,7 @@ class Worker(Lifecycle):
 
     async def _main_loop(self) -> None:
         assert self._wake is not None
-        next_rescue = next_vacuum_check = 0.0
+        next_rescue = 0.0
         failures = 0
         while not self._stopping:
             timeout = self.poll_interval
@@ -214,9 +214,7 @@ class Worker(Lifecycle):
                 if time.monotonic() >= next_rescue:
                     next_rescue = time.monotonic() + self.poll_interval
                     await self._rescue()
-                if time.monotonic() >= next_vacuum_check:
-                    next_vacuum_check = time.monotonic() + min(self.poll_interval, _VACUUM_CHECK)
-                    await self._vacuum.check(self._fetch, self.broker.pool)
+                await self._look_after_table()
                 failures = 0
             except Exception:
                 failures += 1
@@ -311,6 +309,21 @@ class Worker(Lifecycle):
             )
         for queue in {row["queue"] for row in rows if row["status"] == Status.READY}:
             await self.broker.pool.execute(QUERIES["notify_queue"], queue)
+
+    async def _look_after_table(self) -> None:
+        try:
+            task = await Vacuum.of(self.broker).check(
+                self.vacuum_threshold, self._fetch, self.broker
+            )
+        except Exception:
+            log.warning(
+                "counting the jobs table's dead rows failed",
+                exc_info=True,
+                extra={"queue": self.queue},
+            )
+            return
+        if task is not None:
+            self._vacuum_task = task
 
     # -- running ------------------------------------------------------------
 

@@ -194,9 +194,15 @@ SELECT 1;
 
 -- name: dead_rows
 -- Dead row versions in the jobs table (as the statistics last heard), and
--- whether this role may VACUUM it (a non-owner's VACUUM is skipped with only
--- a warning).
-SELECT s.n_dead_tup, pg_has_role(c.relowner, 'USAGE') AS may_vacuum
+-- whether this role may VACUUM it: the table's owner, the database's owner
+-- (both as members, which superusers are), and from PostgreSQL 17 a role
+-- granted MAINTAIN. Anyone else's VACUUM is skipped with only a warning.
+SELECT s.n_dead_tup,
+       pg_has_role(c.relowner, 'USAGE')
+       OR pg_has_role((SELECT datdba FROM pg_database WHERE datname = current_database()), 'USAGE')
+       OR CASE WHEN current_setting('server_version_num')::integer >= 170000
+               THEN has_table_privilege(c.oid, 'MAINTAIN')
+               ELSE false END AS may_vacuum
   FROM pg_stat_user_tables AS s
   JOIN pg_class AS c ON c.oid = s.relid
  WHERE s.relid = 'koyojobs_jobs'::regclass;
