@@ -4,7 +4,7 @@ The producer (this process) enqueues one job every --interval-ms and notes the
 time; a worker in a child process, started with its defaults, notes when the
 NOTIFY woke it, when its claim went out and came back, and when the job body
 started. All clocks are this machine's wall clock. The worker's hooks wrap two
-private methods (``Worker.wake`` and ``Worker._fetch``): this is a diagnostic,
+private methods (``Worker.wake`` and the claim loops' ``_fetch``): this is a diagnostic,
 not a benchmark of the public API (``bench_koyojobs.py`` is that).
 
     python3 benchmarks/latency_path.py --dsn postgresql://postgres@127.0.0.1:5432/postgres
@@ -48,21 +48,25 @@ async def worker_side(dsn: str, jobs: int) -> None:
     claims: list[tuple[float, float]] = []
     async with Database(dsn) as db, Broker(db) as broker:
         worker = Worker(broker)
-        plain_wake, plain_fetch = worker.wake, worker._fetch
+        plain_wake = worker.wake
 
         def wake() -> None:
             wakes.append(time.time())
             plain_wake()
 
-        async def fetch(query: str, *args: Any) -> list[asyncpg.Record]:
-            sent = time.time()
-            rows = await plain_fetch(query, *args)
-            if rows and "args" in rows[0]:  # a claim that returned jobs
-                claims.append((sent, time.time()))
-            return rows
+        def timed(plain_fetch: Any) -> Any:
+            async def fetch(query: str, *args: Any) -> list[asyncpg.Record]:
+                sent = time.time()
+                rows = await plain_fetch(query, *args)
+                if rows and "args" in rows[0]:  # a claim that returned jobs
+                    claims.append((sent, time.time()))
+                return rows
+
+            return fetch
 
         worker.wake = wake  # type: ignore[method-assign]
-        worker._fetch = fetch  # type: ignore[method-assign]
+        for lane in worker._lanes:  # the claim loops (one at the default pool_size)
+            lane._fetch = timed(lane._fetch)  # type: ignore[method-assign]
         async with worker:
             print("READY", flush=True)
             while len(_starts) < jobs + 1:

@@ -38,6 +38,7 @@ _MAX_ERROR_DELAY = 5.0
 _OVERDUE_RECHECK = 0.05
 _WRITE_TRIES_AT_STOP = 5
 _TIMER_SLACK = 0.01
+_TWO_LANES_FROM = 16
 
 
 @dataclass(eq=False)
@@ -60,6 +61,10 @@ class Worker(Lifecycle):
     ``vacuum_threshold`` dead row versions, a worker VACUUMs it, so claims
     stay fast through a long drain (``None``: leave it to autovacuum; see
     the Operations page).
+
+    From ``pool_size`` 16 up, the slots are split between two claim loops,
+    each with its own connection: while one waits for PostgreSQL, the other's
+    jobs run, so the worker's Python and the database work at once.
 
     Example:
         >>> from koyojobs import Broker, Worker
@@ -105,6 +110,79 @@ class Worker(Lifecycle):
         self.shutdown_grace = float(shutdown_grace)
         self.vacuum_threshold = vacuum_threshold
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        lanes = 2 if pool_size >= _TWO_LANES_FROM else 1
+        self._lanes = [
+            _Lane(
+                self,
+                slots=pool_size // lanes + (1 if i < pool_size % lanes else 0),
+                lane_id=self.id if lanes == 1 else f"{self.id}/{i}",
+                rescues=i == 0,
+            )
+            for i in range(lanes)
+        ]
+        for lane in self._lanes:
+            lane.siblings = [other for other in self._lanes if other is not lane]
+        self._executor: ThreadPoolExecutor | None = None
+
+    async def start(self) -> None:
+        """Subscribe to the queue's wake-ups and start claiming."""
+        if self._executor is not None:
+            return
+        self._executor = ThreadPoolExecutor(
+            self.pool_size, thread_name_prefix=f"koyojobs-{self.queue}"
+        )
+        for lane in self._lanes:
+            lane.start(self._executor)
+        await self.broker.subscribe(self.queue, self.wake)
+        log.info("worker started", extra={"queue": self.queue, "worker_id": self.id})
+
+    async def stop(self) -> None:
+        """Stop claiming, let running jobs finish within ``shutdown_grace``, put the rest back.
+
+        A run cut short goes back to ``ready`` and does not count as an attempt.
+        """
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        self.broker.unsubscribe(self.queue, self.wake)
+        released = await asyncio.gather(*(lane.stop() for lane in self._lanes))
+        # Threads cannot be stopped; their results are dropped.
+        executor.shutdown(wait=False, cancel_futures=True)
+        log.info("worker stopped", extra={"queue": self.queue, "released": sum(released)})
+
+    def wake(self) -> None:
+        """Look at the table now (called by the broker on NOTIFY).
+
+        One claim loop looks, the one with the most free slots; if it fills
+        them all, it wakes the other, since more jobs may be waiting.
+        """
+        max(self._lanes, key=lambda lane: lane.free).wake()
+
+    @property
+    def running(self) -> int:
+        """How many jobs run now."""
+        return sum(lane.running for lane in self._lanes)
+
+    @property
+    def stopping(self) -> bool:
+        """Whether :meth:`stop` has begun."""
+        return self._executor is None or any(lane.stopping for lane in self._lanes)
+
+
+class _Lane:
+    """One claim loop of a worker: its share of the slots, its own connection."""
+
+    def __init__(self, worker: Worker, *, slots: int, lane_id: str, rescues: bool) -> None:
+        self.broker = worker.broker
+        self.queue = worker.queue
+        self.pool_size = slots
+        self.lease = worker.lease
+        self.poll_interval = worker.poll_interval
+        self.shutdown_grace = worker.shutdown_grace
+        self.vacuum_threshold = worker.vacuum_threshold
+        self.id = lane_id
+        self.rescues = rescues
+        self.siblings: list[_Lane] = []
         self._runs: dict[int, _Run] = {}
         self._held: dict[int, int] = {}
         """Job id -> attempt, claimed and not yet written back: their leases are renewed."""
@@ -114,38 +192,27 @@ class Worker(Lifecycle):
         self._tasks: list[asyncio.Task[None]] = []
         self._wake: asyncio.Event | None = None
         self._lease_timer: asyncio.TimerHandle | None = None
-        self._stopping = False
+        self.stopping = False
         self._vacuum_task: asyncio.Task[None] | None = None
 
     # -- life -------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Subscribe to the queue's wake-ups and start claiming."""
-        if self._tasks:
-            return
-        self._stopping = False
+    def start(self, executor: ThreadPoolExecutor) -> None:
+        self.stopping = False
         self._wake = asyncio.Event()
-        self._executor = ThreadPoolExecutor(
-            self.pool_size, thread_name_prefix=f"koyojobs-{self.queue}"
-        )
-        await self.broker.subscribe(self.queue, self.wake)
+        self._executor = executor
         self._tasks = [
             asyncio.create_task(self._main_loop(), name=f"koyojobs-main-{self.queue}"),
             asyncio.create_task(self._heartbeat_loop(), name=f"koyojobs-heartbeat-{self.queue}"),
         ]
-        log.info("worker started", extra={"queue": self.queue, "worker_id": self.id})
 
-    async def stop(self) -> None:
-        """Stop claiming, let running jobs finish within ``shutdown_grace``, put the rest back.
-
-        A run cut short goes back to ``ready`` and does not count as an attempt.
-        """
+    async def stop(self) -> int:
+        """Stop as :meth:`Worker.stop` says; returns how many runs were put back."""
         if not self._tasks:
-            return
+            return 0
         main, heartbeat = self._tasks
         grace_ends = time.monotonic() + self.shutdown_grace
-        self._stopping = True
-        self.broker.unsubscribe(self.queue, self.wake)
+        self.stopping = True
         self.wake()
         # The main loop ends by itself after its round in flight (cancelling it
         # could lose the answer to a claim); only a hung round is cut short.
@@ -171,24 +238,23 @@ class Worker(Lifecycle):
         self._drop_connection()
         if unfinished:
             await self._release(unfinished)
-        assert self._executor is not None
-        # Threads cannot be stopped; their results are dropped.
-        self._executor.shutdown(wait=False, cancel_futures=True)
         if self._lease_timer is not None:
             self._lease_timer.cancel()
             self._lease_timer = None
         self._tasks = []
-        log.info("worker stopped", extra={"queue": self.queue, "released": len(unfinished)})
+        return len(unfinished)
 
     def wake(self) -> None:
-        """Look at the table now (called by the broker on NOTIFY)."""
         if self._wake is not None:
             self._wake.set()
 
     @property
     def running(self) -> int:
-        """How many jobs run now."""
         return len(self._runs)
+
+    @property
+    def free(self) -> int:
+        return self.pool_size - len(self._runs)
 
     # -- claiming -----------------------------------------------------------
 
@@ -196,7 +262,7 @@ class Worker(Lifecycle):
         assert self._wake is not None
         next_rescue = 0.0
         failures = 0
-        while not self._stopping:
+        while not self.stopping:
             timeout = self.poll_interval
             try:
                 # Cleared before the round: a NOTIFY or a finished run during it
@@ -211,7 +277,7 @@ class Worker(Lifecycle):
                             await asyncio.sleep(0)
                         timeout = await self._until_due(timeout)
                 # After the claim, so that a woken worker starts its job first.
-                if time.monotonic() >= next_rescue:
+                if self.rescues and time.monotonic() >= next_rescue:
                     next_rescue = time.monotonic() + self.poll_interval
                     await self._rescue()
                 await self._look_after_table()
@@ -224,7 +290,7 @@ class Worker(Lifecycle):
                     exc_info=True,
                     extra={"queue": self.queue, "retry_in": timeout},
                 )
-            if self._stopping:
+            if self.stopping:
                 break
             # asyncio.timeout, not wait_for: no task of its own, so a wake-up
             # reaches the next round a few loop iterations sooner.
@@ -255,10 +321,13 @@ class Worker(Lifecycle):
             if decision.status is Status.READY:
                 self.wake()  # a retry may be due before the next poll
         for row in rows:
-            # A job this worker still runs may come back: its lease lapsed while
-            # the loop was stalled, and it was rescued. Stop the stale run, and
-            # start the new one once it is gone, so the two never overlap.
+            # A job this worker still runs (in this claim loop or the other)
+            # may come back: its lease lapsed while the event loop was stalled,
+            # and it was rescued. Stop the stale run, and start the new one once
+            # it is gone, so the two never overlap.
             stale = self._runs.get(row["id"])
+            for sibling in self.siblings:
+                stale = stale or sibling._runs.get(row["id"])
             if stale is not None:
                 stale.cancelled = True
                 stale.task.cancel()
@@ -267,6 +336,9 @@ class Worker(Lifecycle):
             self._held[row["id"]] = row["attempts"]
         if rows:
             self._check_leases_at(sent + self.lease)
+            if len(rows) == free:
+                for sibling in self.siblings:
+                    sibling.wake()  # all it asked for: more may be waiting
         return len(rows)
 
     async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:

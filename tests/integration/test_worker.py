@@ -128,7 +128,7 @@ async def test_graceful_stop_lets_running_jobs_finish_within_the_grace(broker: B
     job_id = await jobs.wait_for_gate("soon")
     await wait_for_status(broker, job_id, Status.RUNNING)
     stopping = asyncio.create_task(worker.stop())
-    await _until(lambda: worker._stopping)
+    await _until(lambda: worker.stopping)
     jobs.gates["soon"].set()
     await stopping
     job = await broker.get_job(job_id)
