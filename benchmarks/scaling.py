@@ -177,7 +177,8 @@ async def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     quick, repeat = args.quick, args.repeat
     backlogs = [2_000, 20_000] if quick else [20_000, 200_000, 1_000_000]
-    for n in backlogs:
+    only = set(args.only or ["backlog", "concurrency", "queues", "payload"])
+    for n in backlogs if "backlog" in only else []:
         times = 1 if n >= 1_000_000 else repeat  # the million runs once: minutes each
         if n != backlogs[-1]:
             rate_in, rate = await _cell(args.dsn, times, _Calls(n, ["default"]), ["default"], 16)
@@ -207,7 +208,7 @@ async def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
             await broker.pool.execute("VACUUM koyojobs_jobs")
             record("size", when="after prune and VACUUM", **await sizes(broker))
     n = 5_000 if quick else 20_000
-    for concurrency in (1, 4, 16, 64):
+    for concurrency in (1, 4, 16, 64) if "concurrency" in only else ():
         _, rate = await _cell(args.dsn, repeat, _Calls(n, ["default"]), ["default"], concurrency)
         record(
             "concurrency",
@@ -217,11 +218,22 @@ async def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
             drain_per_s=_fmt(rate),
             drain_median=rate["median"],
         )
-    for count in (1, 50):
+    for count in (1, 50) if "queues" in only else ():
+        # 8 slots a worker: one claim loop, so 50 workers hold 50 connections
+        # (16 slots would be two loops each, past a default max_connections).
         queues = ["default"] if count == 1 else [f"q{i}" for i in range(count)]
-        _, rate = await _cell(args.dsn, repeat, _Calls(n, queues), queues, 16)
-        record("queues", queues=count, workers=count, jobs=n, runs=repeat, drain_per_s=_fmt(rate))
-    for size, jobs in ((1024, 1_000 if quick else 20_000), (100 * 1024, 200 if quick else 2_000)):
+        _, rate = await _cell(args.dsn, repeat, _Calls(n, queues), queues, 8)
+        record(
+            "queues",
+            queues=count,
+            workers=count,
+            slots_each=8,
+            jobs=n,
+            runs=repeat,
+            drain_per_s=_fmt(rate),
+        )
+    payloads = ((1024, 1_000 if quick else 20_000), (100 * 1024, 200 if quick else 2_000))
+    for size, jobs in payloads if "payload" in only else ():
         payload = os.urandom(size)
         rate_in, rate = await _cell(
             args.dsn, repeat, _Calls(jobs, ["default"], payload), ["default"], 16, chunk=500
@@ -299,6 +311,12 @@ def main() -> None:
         type=lambda v: max(1, int(v)),
         default=3,
         help="runs per cell (the 1M backlog runs once)",
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=["backlog", "concurrency", "queues", "payload"],
+        help="run only these tables (repeatable; default: all)",
     )
     parser.add_argument("--out", default="benchmarks/results/scaling.jsonl")
     parser.add_argument("--chart", default="docs/scaling.png")
