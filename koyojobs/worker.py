@@ -166,7 +166,7 @@ class Worker(Lifecycle):
     @property
     def stopping(self) -> bool:
         """Whether :meth:`stop` has begun."""
-        return self._executor is None or any(lane.stopping for lane in self._lanes)
+        return any(lane.stopping for lane in self._lanes)
 
 
 class _Lane:
