@@ -20,13 +20,12 @@ import argparse
 import asyncio
 import bisect
 import json
-import os
 import sys
 import time
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import scaling
 
 from koyojobs import Broker, Database, Worker, define_job, set_current_broker
 
@@ -96,16 +95,9 @@ async def bare_round_trips(dsn: str, pause: float, n: int) -> dict[str, list[flo
 
 
 async def producer_side(args: argparse.Namespace) -> None:
-    admin = await asyncpg.connect(args.dsn)
-    database = f"koyojobs_latency_{os.getpid()}"
-    await admin.execute(f'CREATE DATABASE "{database}"')  # generated name
-    dsn = urlunsplit(urlsplit(args.dsn)._replace(path=f"/{database}"))
-    try:
+    async with scaling.fresh_database(args.dsn) as dsn:
         bare = await bare_round_trips(dsn, args.interval_ms / 1000, 2 * args.jobs)
         await run_jobs(args, dsn, bare)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        await admin.close()
 
 
 async def run_jobs(args: argparse.Namespace, dsn: str, bare: dict[str, list[float]]) -> None:
