@@ -94,6 +94,11 @@ class Broker(Lifecycle):
             await self.database.stop()
 
     @property
+    def listen_dsn(self) -> str | None:
+        """Where the LISTEN connection (and a VACUUM) goes, if not through the pool."""
+        return self._listen_dsn
+
+    @property
     def pool(self) -> asyncpg.Pool:
         """The pool queries go through."""
         if not self._started:
@@ -110,8 +115,8 @@ class Broker(Lifecycle):
         """
         if self._listener is None:
             listener = Listener(
+                self.database,
                 self._listen_dsn or self.database.dsn,
-                self.database.connect_options,
                 on_notify=self._notified,
                 on_reconnect=self._wake_all,
             )
@@ -138,7 +143,7 @@ class Broker(Lifecycle):
                 wake()
 
     async def ping(self) -> None:
-        """Raise unless the pool answers and the LISTEN connection (if open) is up.
+        """Raise unless the pool answers and the LISTEN connection (if open) is up and hearing.
 
         For health checks.
 
@@ -146,8 +151,15 @@ class Broker(Lifecycle):
             >>> await broker.ping()  # doctest: +SKIP
         """
         await self.pool.execute(QUERIES["ping"])
-        if self._listener is not None and not self._listener.connected:
+        if self._listener is None:
+            return
+        if not self._listener.connected:
             raise ConnectionError("the LISTEN connection is down; it is reconnecting")
+        if not self._listener.hearing:
+            raise ConnectionError(
+                "the LISTEN connection hears no notifications (behind a transaction pooler? "
+                "pass listen_dsn=...); workers only poll"
+            )
 
     # -- enqueue --------------------------------------------------------------
 

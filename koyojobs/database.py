@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from .lifecycle import Lifecycle
+from .sql import QUERIES
 
 __all__ = ["Database"]
 
@@ -29,10 +32,18 @@ class Database(Lifecycle):
     """An asyncpg connection pool with a start/stop life.
 
     ``statement_cache_size=0`` turns off asyncpg's prepared-statement cache,
-    which a transaction-mode pooler (PgBouncer) needs; other keyword
-    arguments go to ``asyncpg.create_pool``. A released connection is not
-    reset with a query (an open transaction is still rolled back): do not
+    which a transaction-mode pooler (PgBouncer before 1.21) needs; other
+    keyword arguments go to ``asyncpg.create_pool``. A released connection is
+    not reset with a query (an open transaction is still rolled back): do not
     leave ``SET`` or advisory locks on a connection you return to this pool.
+
+    ``pooler=True`` says that ``dsn`` leads to a transaction-mode pooler:
+    koyojobs then leaves no session state on any connection of this
+    database (no ``SET``: the pooler would hand it to other clients), and
+    asks for no startup parameter a pooler may reject. By default it is
+    inferred from ``statement_cache_size=0``; say ``pooler=True`` with a
+    pooler that keeps prepared statements (PgBouncer 1.21+
+    ``max_prepared_statements``).
 
     Example:
         >>> from koyojobs import Database
@@ -49,12 +60,15 @@ class Database(Lifecycle):
         min_size: int = 1,
         max_size: int = 10,
         statement_cache_size: int = 100,
+        pooler: bool | None = None,
         **pool_options: Any,
     ) -> None:
         if not isinstance(dsn, str) or not dsn:
             raise ValueError(f"Database needs a DSN string, got {dsn!r}")
         self.dsn = dsn
         self.connect_options: dict[str, Any] = {"statement_cache_size": statement_cache_size}
+        self.pooler = statement_cache_size == 0 if pooler is None else bool(pooler)
+        """Whether connections go through a transaction-mode pooler (no session state)."""
         self._pool_options = {
             "min_size": min_size,
             "max_size": max_size,
@@ -82,13 +96,58 @@ class Database(Lifecycle):
                 self.dsn, **self.connect_options, **self._pool_options
             )
 
-    async def connect(self, **server_settings: str) -> asyncpg.Connection:
-        """A dedicated connection with the pool's options, plus ``server_settings``."""
+    async def connect(
+        self,
+        *,
+        dsn: str | None = None,
+        timeout: float = 10.0,
+        settings: dict[str, str] | None = None,
+    ) -> asyncpg.Connection:
+        """A dedicated connection (to ``dsn``, by default the pool's) with the pool's options.
+
+        ``settings`` are set for the session after connecting, with a plain
+        statement rather than as startup parameters, which poolers reject;
+        on a pooled connection (``dsn`` is the pool's and :attr:`pooler`)
+        they are left out, since the pooler would hand them to other
+        clients. ``timeout`` bounds connecting and setting up.
+        """
+        target = dsn or self.dsn
         options = {**self.connect_options}
-        settings = {**self._pool_options.get("server_settings", {}), **server_settings}
-        if settings:
-            options["server_settings"] = settings
-        return await asyncpg.connect(self.dsn, connection_class=_Connection, **options)
+        if "server_settings" in self._pool_options:
+            options["server_settings"] = self._pool_options["server_settings"]
+        conn: asyncpg.Connection = await asyncpg.connect(
+            target, connection_class=_Connection, timeout=timeout, **options
+        )
+        if settings and not (self.pooler and target == self.dsn):
+            try:
+                async with asyncio.timeout(timeout):
+                    await conn.execute(
+                        QUERIES["set_session"], list(settings), list(settings.values())
+                    )
+            except BaseException:
+                conn.terminate()
+                raise
+        return conn
+
+    async def fetch_within(self, timeout: float, query: str, *args: Any) -> list[asyncpg.Record]:
+        """Run ``query`` on a pool connection, taking it and the answer within ``timeout`` s.
+
+        Past the deadline the connection is closed rather than given back
+        (a connection that stopped answering, say, behind a dropped network
+        path, would hang its next user too) and ``TimeoutError`` is raised.
+        """
+        conn: PoolConnectionProxy[Any] | None = None
+        try:
+            async with asyncio.timeout(timeout):
+                conn = await self.pool.acquire()
+                return await conn.fetch(query, *args)
+        except TimeoutError:
+            if conn is not None:
+                conn.terminate()
+            raise TimeoutError(f"the database did not answer within {timeout:g}s") from None
+        finally:
+            if conn is not None:
+                await self.pool.release(conn)
 
     async def stop(self) -> None:
         """Close the pool, waiting for connections in use to come back."""

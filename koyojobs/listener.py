@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
 from .sql import QUERIES
+
+if TYPE_CHECKING:
+    from .database import Database
 
 __all__ = ["CHANNEL", "Listener"]
 
@@ -23,31 +28,43 @@ _MAX_RECONNECT_DELAY = 5.0
 
 
 class Listener:
-    """Holds a dedicated connection that LISTENs, and keeps it alive.
+    """Holds a dedicated connection that LISTENs, and keeps it alive and hearing.
 
-    ``on_notify(queue)`` is called for each notification. The connection is
-    checked every ``ping_interval`` seconds and replaced as soon as it is
-    lost; ``on_reconnect()`` then runs, since notifications sent while it was
-    down are gone.
+    ``on_notify(queue)`` is called for each notification. Every
+    ``ping_interval`` seconds the listener notifies itself through the pool
+    and waits for its own notification: a connection that is gone, stopped
+    answering, or answers but hears nothing (a LISTEN sent through a
+    transaction pooler lands on a server connection that is soon handed to
+    someone else) is found out within about two intervals. A lost or silent
+    connection is replaced, and ``on_reconnect()`` runs, since notifications
+    sent while it was down are gone. A deaf one (it answers, but hears
+    nothing) is reported at ERROR, and :attr:`hearing` stays False until a
+    probe comes back.
     """
 
     def __init__(
         self,
+        database: Database,
         dsn: str,
-        connect_options: dict[str, Any],
         *,
         on_notify: Callable[[str], None],
         on_reconnect: Callable[[], None],
         ping_interval: float = 5.0,
     ) -> None:
+        self._database = database
         self._dsn = dsn
-        self._connect_options = connect_options
         self._on_notify = on_notify
         self._on_reconnect = on_reconnect
         self._ping_interval = ping_interval
         self._conn: asyncpg.Connection | None = None
         self._lost = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # A channel of this listener's own: probes wake nobody else.
+        self._probe_channel = f"koyojobs_probe_{uuid.uuid4().hex}"
+        self._probes = itertools.count()
+        self._waiting: dict[str, asyncio.Future[None]] = {}
+        self.hearing = True
+        """False while the connection answers but its own notifications do not arrive."""
         self.reconnects = 0
         """How many times the connection was replaced (for tests and metrics)."""
 
@@ -76,9 +93,11 @@ class Listener:
         return None if self._conn is None else self._conn.get_server_pid()
 
     async def _connect(self) -> None:
-        conn = await asyncpg.connect(self._dsn, **self._connect_options)
+        conn = await self._database.connect(dsn=self._dsn, timeout=self._ping_interval)
         try:
-            await conn.add_listener(CHANNEL, self._notified)
+            async with asyncio.timeout(self._ping_interval):
+                await conn.add_listener(CHANNEL, self._notified)
+                await conn.add_listener(self._probe_channel, self._probed)
         except BaseException:
             conn.terminate()
             raise
@@ -95,24 +114,77 @@ class Listener:
         except Exception:
             conn.terminate()
 
-    def _notified(self, conn: Any, pid: int, channel: str, payload: str) -> None:
-        self._on_notify(payload)
+    def _notified(self, conn: Any, pid: int, channel: str, payload: object) -> None:
+        self._on_notify(str(payload))
+
+    def _probed(self, conn: Any, pid: int, channel: str, payload: object) -> None:
+        waiter = self._waiting.get(str(payload))
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _terminated(self, conn: Any) -> None:
         self._lost.set()
 
     async def _supervise(self) -> None:
+        # The first probe goes out at once: a deaf LISTEN is reported at start.
+        wait = 0.0
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._lost.wait(), self._ping_interval)
-            if not self._lost.is_set() and await self._alive():
-                continue
+                await asyncio.wait_for(self._lost.wait(), wait)
+            wait = self._ping_interval
+            if not self._lost.is_set():
+                heard = await self._probe()
+                if heard is not False:
+                    self._heard(heard)
+                    continue
+                if await self._alive():
+                    self._deaf()
+                    continue
             log.warning("LISTEN connection lost; reconnecting")
             await self._close()
             await self._reconnect()
             self.reconnects += 1
             log.warning("LISTEN connection restored", extra={"reconnects": self.reconnects})
             self._on_reconnect()
+
+    async def _probe(self) -> bool | None:
+        """Notify this listener through the pool; ``None`` if the pool could not send it."""
+        token = str(next(self._probes))
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiting[token] = waiter
+        try:
+            try:
+                await self._database.fetch_within(
+                    self._ping_interval, QUERIES["probe_listener"], self._probe_channel, token
+                )
+            except Exception:
+                # The pool's trouble is not this connection's: nothing learnt.
+                log.debug("LISTEN probe not sent", exc_info=True)
+                return None
+            try:
+                async with asyncio.timeout(self._ping_interval):
+                    await asyncio.shield(waiter)
+            except TimeoutError:
+                return False
+            return True
+        finally:
+            del self._waiting[token]
+
+    def _heard(self, heard: bool | None) -> None:
+        if heard and not self.hearing:
+            self.hearing = True
+            log.warning("LISTEN connection hears notifications again; wake-ups are back")
+            self._on_reconnect()
+
+    def _deaf(self) -> None:
+        if self.hearing:
+            self.hearing = False
+            log.error(
+                "LISTEN connection hears no notifications although it answers: workers "
+                "only poll now, so jobs start up to poll_interval late. Is it behind a "
+                "transaction pooler? Give the broker a direct connection for LISTEN "
+                "(Broker(listen_dsn=...), koyojobs worker --listen-dsn)"
+            )
 
     async def _alive(self) -> bool:
         conn = self._conn

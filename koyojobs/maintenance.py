@@ -107,8 +107,11 @@ class Vacuum:
         warnings: list[asyncpg.PostgresLogMessage] = []
         try:
             # Not a pool connection: a VACUUM of a big table takes a while,
-            # and lease renewals must not wait for a free connection.
-            conn = await broker.database.connect(statement_timeout="0")
+            # and lease renewals must not wait for a free connection. Past a
+            # pooler when the broker knows a direct DSN; no time limit.
+            conn = await broker.database.connect(
+                dsn=broker.listen_dsn, settings={"statement_timeout": "0"}
+            )
             try:
                 conn.add_log_listener(lambda _, message: warnings.append(message))
                 await conn.execute(QUERIES["vacuum_jobs"])

@@ -39,6 +39,9 @@ _OVERDUE_RECHECK = 0.05
 _WRITE_TRIES_AT_STOP = 5
 _TIMER_SLACK = 0.01
 _TWO_LANES_FROM = 16
+_MIN_DEADLINE = 2.0
+_MAX_DEADLINE = 10.0
+_REPEAT_WARNING_EVERY = 60.0
 
 
 @dataclass(eq=False)
@@ -109,6 +112,10 @@ class Worker(Lifecycle):
         self.poll_interval = float(poll_interval)
         self.shutdown_grace = float(shutdown_grace)
         self.vacuum_threshold = vacuum_threshold
+        # A bound on every round trip to the database: well inside the lease,
+        # so a hung renewal is noticed before the lease lapses, but not so
+        # tight that a busy server trips it.
+        self.deadline = min(_MAX_DEADLINE, max(_MIN_DEADLINE, self.lease / 3))
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         lanes = 2 if pool_size >= _TWO_LANES_FROM else 1
         self._lanes = [
@@ -180,6 +187,7 @@ class _Lane:
         self.poll_interval = worker.poll_interval
         self.shutdown_grace = worker.shutdown_grace
         self.vacuum_threshold = worker.vacuum_threshold
+        self.deadline = worker.deadline
         self.id = lane_id
         self.rescues = rescues
         self.siblings: list[_Lane] = []
@@ -262,6 +270,7 @@ class _Lane:
         assert self._wake is not None
         next_rescue = 0.0
         failures = 0
+        warn_again = 0.0
         while not self.stopping:
             timeout = self.poll_interval
             try:
@@ -281,15 +290,23 @@ class _Lane:
                     next_rescue = time.monotonic() + self.poll_interval
                     await self._rescue()
                 await self._look_after_table()
+                if failures:
+                    log.warning(
+                        "claiming again", extra={"queue": self.queue, "failed_rounds": failures}
+                    )
                 failures = 0
             except Exception:
                 failures += 1
                 timeout = min(_MAX_ERROR_DELAY, 0.05 * 2**failures, self.poll_interval)
-                log.warning(
-                    "claim failed; retrying",
-                    exc_info=True,
-                    extra={"queue": self.queue, "retry_in": timeout},
-                )
+                # Once when it starts, then once a minute while it lasts: an
+                # outage must show in the log without flooding it.
+                if failures == 1 or time.monotonic() >= warn_again:
+                    warn_again = time.monotonic() + _REPEAT_WARNING_EVERY
+                    log.warning(
+                        "claim failed; retrying",
+                        exc_info=True,
+                        extra={"queue": self.queue, "retry_in": timeout, "failed_rounds": failures},
+                    )
             if self.stopping:
                 break
             # asyncio.timeout, not wait_for: no task of its own, so a wake-up
@@ -349,11 +366,30 @@ class _Lane:
         Their generic plans are as good as custom ones, which cost more to
         plan than the statements cost to run, and PostgreSQL cannot tell
         (it prices the claim's LIMIT $2 at a tenth of the table).
+
+        Every round trip has a deadline: a connection that stops answering
+        without closing (a dropped network path) would otherwise hold the
+        loop until TCP gives up, many minutes later. Past it, the connection
+        is dropped and the next round opens another. The same bound runs on
+        the server as ``statement_timeout``, so a statement stuck there ends
+        too (not behind a pooler, which would hand the setting to others).
         """
         if self._conn is None or self._conn.is_closed():
-            self._conn = await self.broker.database.connect(plan_cache_mode="force_generic_plan")
+            self._conn = await self.broker.database.connect(
+                timeout=self.deadline,
+                settings={
+                    "plan_cache_mode": "force_generic_plan",
+                    "statement_timeout": str(int(self.deadline * 1000)),
+                },
+            )
         try:
-            return await self._conn.fetch(query, *args)
+            async with asyncio.timeout(self.deadline):
+                return await self._conn.fetch(query, *args)
+        except TimeoutError:
+            self._drop_connection()
+            raise TimeoutError(
+                f"the database did not answer within {self.deadline:g}s; reconnecting"
+            ) from None
         except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError):
             self._drop_connection()
             raise
@@ -380,7 +416,7 @@ class _Lane:
                 extra={"job_id": row["id"], "queue": row["queue"], "status": row["status"]},
             )
         for queue in {row["queue"] for row in rows if row["status"] == Status.READY}:
-            await self.broker.pool.execute(QUERIES["notify_queue"], queue)
+            await self.broker.database.fetch_within(self.deadline, QUERIES["notify_queue"], queue)
 
     async def _look_after_table(self) -> None:
         try:
@@ -451,9 +487,12 @@ class _Lane:
 
     async def _release(self, job_ids: list[int]) -> None:
         try:
-            rows = await self.broker.pool.fetch(QUERIES["release_jobs"], job_ids, self.id)
+            database = self.broker.database
+            rows = await database.fetch_within(
+                self.deadline, QUERIES["release_jobs"], job_ids, self.id
+            )
             for queue in {row["queue"] for row in rows}:
-                await self.broker.pool.execute(QUERIES["notify_queue"], queue)
+                await database.fetch_within(self.deadline, QUERIES["notify_queue"], queue)
         except Exception:
             log.warning(
                 "could not put unfinished jobs back; they return when their leases lapse",
@@ -498,7 +537,9 @@ class _Lane:
         ids = list(self._held)
         sent = time.monotonic()
         try:
-            rows = await self.broker.pool.fetch(QUERIES["renew_leases"], ids, self.id, self.lease)
+            rows = await self.broker.database.fetch_within(
+                self.deadline, QUERIES["renew_leases"], ids, self.id, self.lease
+            )
         except Exception:
             log.warning("lease renewal failed", exc_info=True, extra={"queue": self.queue})
             held = None

@@ -192,6 +192,16 @@ SELECT id, args FROM koyojobs_jobs WHERE name = $1 AND status = 'ready' ORDER BY
 -- name: ping
 SELECT 1;
 
+-- name: set_session
+-- Session settings as a statement, not as startup parameters, which
+-- connection poolers reject (PgBouncer: "unsupported startup parameter").
+SELECT set_config(s.name, s.value, false) FROM unnest($1::text[], $2::text[]) AS s(name, value);
+
+-- name: probe_listener
+-- A listener notifies itself through another connection: if the notification
+-- never comes back, its LISTEN is deaf (behind a transaction pooler, say).
+SELECT pg_notify($1, $2);
+
 -- name: dead_rows
 -- Dead row versions in the jobs table (as the statistics last heard), and
 -- whether this role may VACUUM it: the table's owner, the database's owner
