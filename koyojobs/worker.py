@@ -23,11 +23,11 @@ from typing import Any
 import asyncpg
 
 from .broker import Broker
-from .execution import attempt
+from .execution import attempt, warn_if_unsigned
 from .lifecycle import Lifecycle
 from .maintenance import Vacuum
 from .models import Status
-from .outcomes import Decision, Outcome, as_columns
+from .outcomes import Decision, Outcome, as_columns, unreadable
 from .sql import QUERIES
 
 __all__ = ["Worker"]
@@ -141,6 +141,7 @@ class Worker(Lifecycle):
         for lane in self._lanes:
             lane.start(self._executor)
         await self.broker.subscribe(self.queue, self.wake)
+        warn_if_unsigned(self.broker.serializer)
         log.info("worker started", extra={"queue": self.queue, "worker_id": self.id})
 
     async def stop(self) -> None:
@@ -448,6 +449,11 @@ class _Lane:
             # longer ours (cancelled or rescued): nothing to record.
             self._let_go(job_id, row["attempts"])
             return
+        except Exception as exc:
+            # attempt() decides for every row; should it raise all the same, the
+            # job must still end: a held job's lease is renewed for ever.
+            log.exception("attempt raised", extra={"job_id": job_id})
+            decision = unreadable(f"job could not be run: {type(exc).__name__}")
         finally:
             run = self._runs.get(job_id)
             if run is not None and run.task is asyncio.current_task():

@@ -75,7 +75,7 @@ async def test_a_late_outcome_does_not_overwrite_a_rescued_job(broker: Broker) -
     assert job_id is not None
     await _claim_as_dead_worker(broker, job_id)
     await broker.pool.fetch(QUERIES["rescue_lapsed"])
-    decision = succeeded(broker.serializer.dumps("late"))
+    decision = succeeded(broker.serializer.dump_result("late", "tests.jobs.echo"))
     await broker.pool.fetch(
         QUERIES["finish_and_claim"],
         "nothing-to-claim",
