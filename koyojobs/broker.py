@@ -288,6 +288,19 @@ class Broker(Lifecycle):
         status = await self.pool.execute(QUERIES["prune_jobs"], float(older_than))
         return int(status.split()[-1])
 
+    async def prunable(self, older_than: float) -> dict[Status, int]:
+        """What :meth:`prune` would delete now: finished jobs per status (0 included).
+
+        Example:
+            >>> await broker.prunable(older_than=7 * 24 * 3600)  # doctest: +SKIP
+            {<Status.DONE: 'done'>: 1200, <Status.FAILED: 'failed'>: 4, ...}
+        """
+        if not isinstance(older_than, int | float) or older_than < 0:
+            raise ValueError(f"prunable() older_than must be seconds >= 0, got {older_than!r}")
+        rows = await self.pool.fetch(QUERIES["count_prunable"], float(older_than))
+        counts = {Status(row["status"]): int(row["jobs"]) for row in rows}
+        return {s: counts.get(s, 0) for s in (Status.DONE, Status.FAILED, Status.CANCELLED)}
+
     async def queue_status(self) -> list[QueueStatus]:
         """Per queue: job counts by status, and the age of the oldest due job.
 
