@@ -197,6 +197,7 @@ class _Lane:
         """Job id -> attempt, claimed and not yet written back: their leases are renewed."""
         self._decisions: list[Outcome] = []
         self._conn: asyncpg.Connection | None = None
+        self._conn_lock = asyncio.Lock()
         self._executor: ThreadPoolExecutor | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._wake: asyncio.Event | None = None
@@ -364,6 +365,8 @@ class _Lane:
 
         The loop sends one statement at a time, so it holds a connection of
         its own: no pool round, and settings fit for exactly these statements.
+        Lease renewals go through it too, between the loop's rounds: they
+        must not wait for a pool whose connections the jobs may all hold.
         Their generic plans are as good as custom ones, which cost more to
         plan than the statements cost to run, and PostgreSQL cannot tell
         (it prices the claim's LIMIT $2 at a tenth of the table).
@@ -375,25 +378,26 @@ class _Lane:
         the server as ``statement_timeout``, so a statement stuck there ends
         too (not behind a pooler, which would hand the setting to others).
         """
-        if self._conn is None or self._conn.is_closed():
-            self._conn = await self.broker.database.connect(
-                timeout=self.deadline,
-                settings={
-                    "plan_cache_mode": "force_generic_plan",
-                    "statement_timeout": str(int(self.deadline * 1000)),
-                },
-            )
-        try:
-            async with asyncio.timeout(self.deadline):
-                return await self._conn.fetch(query, *args)
-        except TimeoutError:
-            self._drop_connection()
-            raise TimeoutError(
-                f"the database did not answer within {self.deadline:g}s; reconnecting"
-            ) from None
-        except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError):
-            self._drop_connection()
-            raise
+        async with self._conn_lock:
+            if self._conn is None or self._conn.is_closed():
+                self._conn = await self.broker.database.connect(
+                    timeout=self.deadline,
+                    settings={
+                        "plan_cache_mode": "force_generic_plan",
+                        "statement_timeout": str(int(self.deadline * 1000)),
+                    },
+                )
+            try:
+                async with asyncio.timeout(self.deadline):
+                    return await self._conn.fetch(query, *args)
+            except TimeoutError:
+                self._drop_connection()
+                raise TimeoutError(
+                    f"the database did not answer within {self.deadline:g}s; reconnecting"
+                ) from None
+            except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError):
+                self._drop_connection()
+                raise
 
     def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
@@ -543,9 +547,7 @@ class _Lane:
         ids = list(self._held)
         sent = time.monotonic()
         try:
-            rows = await self.broker.database.fetch_within(
-                self.deadline, QUERIES["renew_leases"], ids, self.id, self.lease
-            )
+            rows = await self._fetch(QUERIES["renew_leases"], ids, self.id, self.lease)
         except Exception:
             log.warning("lease renewal failed", exc_info=True, extra={"queue": self.queue})
             held = None
