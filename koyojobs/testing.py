@@ -270,10 +270,10 @@ class TemporaryPostgres:
         command = [*self._as_server_user(), *args]
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
-            raise RuntimeError(
-                f"{' '.join(args[:2])} failed ({result.returncode}): "
-                f"{(result.stderr or result.stdout).strip()}"
-            )
+            said = (result.stderr or result.stdout).strip()
+            if os.geteuid() == 0 and "Permission denied" in said:
+                said += f" (as root, the {_UNPRIVILEGED_USER} user runs it: let it read {self.bin})"
+            raise RuntimeError(f"{' '.join(args[:2])} failed ({result.returncode}): {said}")
 
     def start(self) -> None:
         """initdb and start; returns once the server accepts connections."""
@@ -281,6 +281,14 @@ class TemporaryPostgres:
         if os.geteuid() == 0:
             user = pwd.getpwnam(_UNPRIVILEGED_USER)
             os.chown(self._dir, user.pw_uid, user.pw_gid)
+        try:
+            self._init_and_start()
+        except BaseException:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+            raise
+
+    def _init_and_start(self) -> None:
         self._run(
             str(self.bin / "initdb"),
             "-D",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import asyncpg
@@ -55,3 +56,14 @@ async def test_the_cluster_runs_the_binaries_named_in_the_variable(
         finally:
             await conn.close()
     assert version.split()[0] == _version_of(folder)
+
+
+def test_a_cluster_that_fails_to_start_leaves_no_directory(tmp_path: Path) -> None:
+    for program in ("initdb", "pg_ctl"):
+        script = tmp_path / program
+        script.write_text("#!/bin/sh\necho 'no such cluster' >&2\nexit 3\n")
+        script.chmod(0o755)
+    before = set(Path(tempfile.gettempdir()).glob("koyojobs-pg-*"))
+    with pytest.raises(RuntimeError, match="initdb -D failed"), TemporaryPostgres(tmp_path):
+        pass
+    assert set(Path(tempfile.gettempdir()).glob("koyojobs-pg-*")) == before
