@@ -5,6 +5,7 @@ Workers here are real ``koyojobs worker`` processes on the test's database.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import os
@@ -198,6 +199,42 @@ async def test_a_run_whose_lease_lapsed_before_it_began_goes_back_uncounted(
         assert job is not None
         # result: whether the run's lease was current when its body began.
         assert (job.status, job.result, job.attempts) == (Status.DONE, True, 1), job
+
+
+async def test_a_claim_answered_after_its_lease_lapsed_is_not_begun(
+    broker: Broker, dsn: str, tmp_path: Path
+) -> None:
+    # The round that writes the first job's outcome also claims the second, and
+    # its answer comes back only after the second's lease lapsed (the first's
+    # row is locked here meanwhile; a job stalling the event loop does the same
+    # to the answer). That run must not begin: the job goes back and runs on a
+    # fresh claim.
+    gate = tmp_path / "finish"
+    first = await jobs.finish_when_file(str(gate))
+    assert first is not None
+    async with Worker(broker, pool_size=1, lease=0.5, poll_interval=30):
+        await wait_for_status(broker, first, Status.RUNNING)
+        second = await jobs.check_lease_then_stall(dsn, stall=0)
+        assert second is not None
+        async with broker.pool.acquire() as locker, locker.transaction():
+            await locker.execute("SELECT 1 FROM koyojobs_jobs WHERE id = $1 FOR UPDATE", first)
+            gate.touch()
+
+            async def round_blocked() -> bool:
+                waiting = await broker.pool.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE wait_event_type = 'Lock' AND query LIKE '%picked AS%'"
+                )
+                return bool(waiting)
+
+            await until(round_blocked, what="the outcome-and-claim round waits on the lock")
+            # The fault itself: the round trip outlasts the lease it grants.
+            await asyncio.sleep(0.8)
+        job = await wait_for_status(broker, second, Status.DONE, Status.FAILED)
+    # result: whether the run's lease was current when its body began.
+    assert (job.status, job.result, job.attempts) == (Status.DONE, True, 1), job
+    done = await broker.get_job(first)
+    assert done is not None and done.status is Status.DONE
 
 
 # From 16 slots a worker claims in two loops: a job rescued from one may come
