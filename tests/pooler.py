@@ -21,14 +21,9 @@ from types import TracebackType
 from typing import Self
 from urllib.parse import urlsplit
 
+from koyojobs.testing import _free_port
+
 _SERVER_USER = "postgres"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def find_pgbouncer() -> str:
