@@ -193,9 +193,10 @@ def main(log_level: str) -> None:
 
 
 OWN_CONNECTIONS_PER_QUEUE = 3
-"""Pool connections a worker takes for itself, per queue, at most at once: a lease
-renewal in each of its (up to two) claim loops, and the NOTIFY after a rescue.
-Its claim loops, the LISTEN connection and a VACUUM use connections of their own."""
+"""Pool connections a worker takes for itself, per queue, at most at once: putting
+back unfinished jobs at stop in each of its (up to two) claim loops, and the
+NOTIFY after a rescue. Its claim loops (which also renew leases), the LISTEN
+connection and a VACUUM use connections of their own."""
 
 OWN_CONNECTIONS_PER_PROCESS = 1
 """And one per process: the LISTEN connection's probe, a notification to itself."""
