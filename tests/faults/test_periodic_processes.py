@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import signal
 from datetime import timedelta
 
@@ -42,7 +43,7 @@ async def test_three_processes_enqueue_every_tick_once_and_run_it_once(
     ticks = [row["scheduled_at"] for row in jobs]
     assert len(ticks) == len(set(ticks)), "a tick was enqueued twice"
     assert all(t.microsecond == 0 for t in ticks), ticks  # whole seconds since the epoch
-    gaps = {b - a for a, b in zip(ticks, ticks[1:], strict=False)}
+    gaps = {b - a for a, b in itertools.pairwise(ticks)}
     assert gaps == {timedelta(seconds=1)}, f"a tick is missing: {ticks}"
     runs = await broker.pool.fetch("SELECT job_id, tick, pid FROM periodic_runs")
     done = [row["id"] for row in jobs if row["status"] == "done"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 
 from koyojobs import Broker, Worker
@@ -72,7 +73,7 @@ async def test_a_run_longer_than_the_period_is_not_stacked(broker: Broker) -> No
     runs = await broker.pool.fetch(
         "SELECT started_at, finished_at FROM periodic_runs ORDER BY started_at"
     )
-    for earlier, later in zip(runs, runs[1:], strict=False):
+    for earlier, later in itertools.pairwise(runs):
         assert earlier["finished_at"] is not None and earlier["finished_at"] <= later["started_at"]
     assert skipped is not None
     # 4 slots free, a tick a second: without skip_if_running runs would overlap.

@@ -112,7 +112,7 @@ def test_aliases_mean_what_cron_means(alias: str, fields: str) -> None:
     ],
 )
 def test_bad_periodic_options_are_named(options: dict[str, Any], culprit: str) -> None:
-    with pytest.raises(JobDefinitionError, match="t.bad") as raised:
+    with pytest.raises(JobDefinitionError, match=r"t\.bad") as raised:
         define_job(name="t.bad", **options)(_noop)
     assert culprit in str(raised.value)
     assert "\n" not in str(raised.value)
