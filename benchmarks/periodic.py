@@ -14,15 +14,12 @@ import argparse
 import asyncio
 import json
 import statistics
-import sys
 from datetime import timedelta
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from scaling import _noops, drain, enqueue, fresh_database
 
-from benchmarks.scaling import _noops, drain, enqueue, fresh_database  # noqa: E402
-from koyojobs import Broker, Database, Worker, define_job  # noqa: E402
-from koyojobs.registry import forget  # noqa: E402
+from koyojobs import Broker, Database, Worker, define_job
+from koyojobs.registry import forget
 
 _HUNDRED = [f"bench.periodic_{i}" for i in range(100)]
 
