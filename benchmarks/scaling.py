@@ -1,12 +1,19 @@
 """How koyojobs' cost grows: drain rate against backlog, concurrency, queues and
-payload size, and the table's size after a million jobs and after pruning.
+payload size, and the table's size after a million jobs and after pruning; and
+the drain of jobs that each write a row through the broker's pool, beside the
+no-op drain of the same run (--only dbjobs).
 
 Each measurement runs in a fresh database on the server given by --dsn (a
 database the script may CREATE DATABASE from). The worker runs in this process
 with its defaults except pool_size; the job is an async no-op that counts itself.
+In the dbjobs table the pool is sized as ``koyojobs worker`` sizes it
+(koyojobs.cli.default_pool_size), and each job INSERTs one row through
+``current_broker().pool``, in a transaction of its own, as the docs' FastAPI
+example's job does.
 
     python3 benchmarks/scaling.py --dsn postgresql://postgres@127.0.0.1:5432/postgres
     python3 benchmarks/scaling.py --quick          # smaller sizes, for a smoke run
+    python3 benchmarks/scaling.py --only dbjobs    # one table
 
 Prints markdown tables, writes JSON lines to --out, and with matplotlib
 installed (the 'bench' extra) draws --chart.
@@ -22,26 +29,47 @@ import json
 import os
 import statistics
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from koyojobs import Broker, Database, JobCall, Worker, define_job
+from koyojobs import Broker, Database, JobCall, Worker, current_broker, define_job
+from koyojobs.cli import default_pool_size
 
 _count = 0
 _target = 0
 _all_ran: asyncio.Event | None = None
 _names = itertools.count()
 
+ROWS_TABLE = """
+CREATE TABLE IF NOT EXISTS scaling_rows (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    job integer NOT NULL,
+    written_at timestamptz NOT NULL DEFAULT now()
+)
+"""
 
-@define_job(name="scaling.noop")
-async def noop(payload: bytes | int) -> None:
+
+def _ran() -> None:
     global _count
     _count += 1
     if _count == _target and _all_ran is not None:
         _all_ran.set()
+
+
+@define_job(name="scaling.noop")
+async def noop(payload: bytes | int) -> None:
+    _ran()
+
+
+@define_job(name="scaling.write_row")
+async def write_row(n: int) -> None:
+    broker = current_broker()  # inside a job: the broker of the worker running it
+    assert broker is not None
+    await broker.pool.execute("INSERT INTO scaling_rows (job) VALUES ($1)", n)
+    _ran()
 
 
 def _dsn_for(dsn: str, database: str) -> str:
@@ -137,6 +165,38 @@ class _Calls:
         return _noops(self.n, self.queues, self.payload)
 
 
+class _RowWrites(_Calls):
+    """A re-iterable batch of jobs that each write one row through the broker's pool."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(n, ["default"])
+
+    def __call__(self) -> Iterable[JobCall[Any]]:
+        return (write_row(i) for i in range(self.n))
+
+
+async def bare_inserts(admin_dsn: str, times: int, n: int, tasks: int, pool: int) -> dict[str, Any]:
+    """The same row writes without koyojobs: ``tasks`` loops INSERT ``n`` rows through a pool.
+
+    What the server and this machine allow for such writes at all, as a
+    ceiling for the row-writing drain.
+    """
+    rates = []
+    for _ in range(times):
+        async with fresh_database(admin_dsn) as dsn, Database(dsn, max_size=pool) as db:
+            await db.pool.execute(ROWS_TABLE)
+            numbers = iter(range(n))
+            started = time.perf_counter()
+            await asyncio.gather(*(_write_rows(db, numbers) for _ in range(tasks)))
+            rates.append(n / (time.perf_counter() - started))
+    return _spread(rates)
+
+
+async def _write_rows(db: Database, numbers: Iterator[int]) -> None:
+    for i in numbers:  # shared with the other writers: each number once
+        await db.pool.execute("INSERT INTO scaling_rows (job) VALUES ($1)", i)
+
+
 def _spread(rates: list[float]) -> dict[str, Any]:
     return {
         "median": round(statistics.median(rates)),
@@ -152,13 +212,25 @@ async def _cell(
     queues: list[str],
     pool_size: int,
     chunk: int = 20_000,
+    max_connections: int = 10,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Enqueue then drain ``times`` times, each in a fresh database; medians and ranges."""
+    """Enqueue then drain ``times`` times, each in a fresh database; medians and ranges.
+
+    ``max_connections`` is the pool's max_size (the Database default unless given).
+    """
     ins, outs = [], []
     for _ in range(times):
-        async with fresh_database(admin_dsn) as dsn, Database(dsn) as db, Broker(db) as broker:
+        async with (
+            fresh_database(admin_dsn) as dsn,
+            Database(dsn, max_size=max_connections) as db,
+            Broker(db) as broker,
+        ):
+            await broker.pool.execute(ROWS_TABLE)
             ins.append(await enqueue(broker, calls(), chunk=chunk))
             outs.append(await drain(broker, calls.n, queues, pool_size))
+            if isinstance(calls, _RowWrites):
+                written = await broker.pool.fetchval("SELECT count(*) FROM scaling_rows")
+                assert written == calls.n, (written, calls.n)
     return _spread(ins), _spread(outs)
 
 
@@ -177,7 +249,7 @@ async def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     quick, repeat = args.quick, args.repeat
     backlogs = [2_000, 20_000] if quick else [20_000, 200_000, 1_000_000]
-    only = set(args.only or ["backlog", "concurrency", "queues", "payload"])
+    only = set(args.only or ["backlog", "concurrency", "queues", "payload", "dbjobs"])
     for n in backlogs if "backlog" in only else []:
         times = 1 if n >= 1_000_000 else repeat  # the million runs once: minutes each
         if n != backlogs[-1]:
@@ -246,11 +318,34 @@ async def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
             enqueue_per_s=_fmt(rate_in),
             drain_per_s=_fmt(rate),
         )
+    for concurrency in (16, 64) if "dbjobs" in only else ():
+        # Both with the pool koyojobs worker would have: one connection per
+        # running job and the worker's own.
+        pool = default_pool_size(concurrency)
+        _, noops = await _cell(
+            args.dsn, repeat, _Calls(n, ["default"]), ["default"], concurrency,
+            max_connections=pool,
+        )  # fmt: skip
+        _, rows = await _cell(
+            args.dsn, repeat, _RowWrites(n), ["default"], concurrency, max_connections=pool
+        )
+        bare = await bare_inserts(args.dsn, repeat, n, concurrency, pool)
+        record(
+            "dbjobs",
+            concurrency=concurrency,
+            pool_max_size=pool,
+            jobs=n,
+            runs=repeat,
+            noop_drain_per_s=_fmt(noops),
+            row_writing_drain_per_s=_fmt(rows),
+            ratio=round(rows["median"] / noops["median"], 2),
+            bare_inserts_per_s=_fmt(bare),
+        )
     return results
 
 
 def print_tables(results: list[dict[str, Any]]) -> None:
-    for table in ("backlog", "concurrency", "queues", "payload", "size"):
+    for table in ("backlog", "concurrency", "queues", "payload", "dbjobs", "size"):
         rows = [
             {k: v for k, v in r.items() if k not in ("table", "drain_median")}
             for r in results
@@ -268,6 +363,11 @@ def print_tables(results: list[dict[str, Any]]) -> None:
 
 
 def chart(results: list[dict[str, Any]], path: str) -> None:
+    backlog = [r for r in results if r["table"] == "backlog"]
+    concurrency = [r for r in results if r["table"] == "concurrency"]
+    if not backlog or not concurrency:
+        print("the chart needs the backlog and concurrency tables: no chart")
+        return
     try:
         import matplotlib
 
@@ -276,8 +376,6 @@ def chart(results: list[dict[str, Any]], path: str) -> None:
     except ImportError:
         print("matplotlib is not installed (pip install -e '.[bench]'): no chart")
         return
-    backlog = [r for r in results if r["table"] == "backlog"]
-    concurrency = [r for r in results if r["table"] == "concurrency"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     left.plot([r["backlog"] for r in backlog], [r["drain_median"] for r in backlog], marker="o")
     left.set_xscale("log")
@@ -315,7 +413,7 @@ def main() -> None:
     parser.add_argument(
         "--only",
         action="append",
-        choices=["backlog", "concurrency", "queues", "payload"],
+        choices=["backlog", "concurrency", "queues", "payload", "dbjobs"],
         help="run only these tables (repeatable; default: all)",
     )
     parser.add_argument("--out", default="benchmarks/results/scaling.jsonl")

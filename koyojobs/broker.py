@@ -36,8 +36,11 @@ class Broker(Lifecycle):
 
     ``db`` is a :class:`Database` (started by its owner) or a DSN string (the
     broker then owns a pool). On start the schema is created or upgraded,
-    unless ``migrate=False``. ``secret`` (or ``KOYOJOBS_SECRET``) signs every
-    payload; a list signs with its first key and accepts any. ``listen_dsn``
+    unless ``migrate=False``. ``secret`` (or ``KOYOJOBS_SECRET`` when it is
+    ``None``) signs every payload for its job name; a list signs with its
+    first key and accepts any. An empty key, an empty list or an empty
+    ``KOYOJOBS_SECRET`` is a ``ValueError``, never a silent "unsigned"; leave
+    both unset to run unsigned (see the Security page). ``listen_dsn``
     opens the LISTEN connection elsewhere than the pool (a pool behind
     PgBouncer in transaction mode cannot LISTEN).
 
@@ -188,7 +191,7 @@ class Broker(Lifecycle):
             definition.queue,
             definition.priority,
             definition.max_attempts,
-            self.serializer.sign(call.payload),
+            self.serializer.sign_arguments(call.payload, definition.name),
             call.scheduled_at,
         )
         return job_id
@@ -206,7 +209,7 @@ class Broker(Lifecycle):
             return None
         if not calls:
             return []
-        sign = self.serializer.sign
+        sign = self.serializer.sign_arguments
         target: Executor = connection if connection is not None else self.pool
         rows = await target.fetch(
             QUERIES["insert_jobs"],
@@ -214,7 +217,7 @@ class Broker(Lifecycle):
             [c.definition.queue for c in calls],
             [c.definition.priority for c in calls],
             [c.definition.max_attempts for c in calls],
-            [sign(c.payload) for c in calls],
+            [sign(c.payload, c.definition.name) for c in calls],
             [c.scheduled_at for c in calls],
         )
         # Identity values are drawn in insertion order, which follows the input.
@@ -243,7 +246,7 @@ class Broker(Lifecycle):
             <Status.DONE: 'done'>
         """
         row = await self.pool.fetchrow(QUERIES["get_job"], job_id)
-        return None if row is None else Job.from_row(row, self.serializer.loads)
+        return None if row is None else Job.from_row(row, self.serializer.load_result)
 
     async def cancel(self, job_id: int) -> bool:
         """Cancel a job that has not finished; returns whether it did.
@@ -285,6 +288,19 @@ class Broker(Lifecycle):
         status = await self.pool.execute(QUERIES["prune_jobs"], float(older_than))
         return int(status.split()[-1])
 
+    async def prunable(self, older_than: float) -> dict[Status, int]:
+        """What :meth:`prune` would delete now: finished jobs per status (0 included).
+
+        Example:
+            >>> await broker.prunable(older_than=7 * 24 * 3600)  # doctest: +SKIP
+            {<Status.DONE: 'done'>: 1200, <Status.FAILED: 'failed'>: 4, ...}
+        """
+        if not isinstance(older_than, int | float) or older_than < 0:
+            raise ValueError(f"prunable() older_than must be seconds >= 0, got {older_than!r}")
+        rows = await self.pool.fetch(QUERIES["count_prunable"], float(older_than))
+        counts = {Status(row["status"]): int(row["jobs"]) for row in rows}
+        return {s: counts.get(s, 0) for s in (Status.DONE, Status.FAILED, Status.CANCELLED)}
+
     async def queue_status(self) -> list[QueueStatus]:
         """Per queue: job counts by status, and the age of the oldest due job.
 
@@ -308,10 +324,10 @@ class Broker(Lifecycle):
         rows = await self.pool.fetch(QUERIES["list_jobs"], status, queue, limit)
         return [Job.from_row(row, self._loads_or_keep) for row in rows]
 
-    def _loads_or_keep(self, payload: bytes) -> Any:
+    def _loads_or_keep(self, payload: bytes, job: str) -> Any:
         # Listing must not fail for one unreadable result: show the reason instead.
         try:
-            return self.serializer.loads(payload)
+            return self.serializer.load_result(payload, job)
         except PayloadError as exc:
             return exc
 

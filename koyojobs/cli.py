@@ -1,27 +1,39 @@
 """The ``koyojobs`` command: run workers, migrate, inspect, retry and cancel.
 
 Thin over the public API: each command opens a broker on ``--dsn`` (or
-``KOYOJOBS_DSN``), does one thing, and closes it.
+``KOYOJOBS_DSN``), does one thing, and closes it. What goes wrong outside the
+program (a database that is missing or refuses, a malformed DSN, a job module
+that raises) is told in one line, with exit status 1; a wrong invocation
+exits 2.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import importlib
 import logging
 import os
+import re
 import signal
+import socket
 import sys
 import threading
-from collections.abc import Awaitable, Callable
+import traceback
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from types import FrameType
 from typing import Any, TypeVar
 
+import asyncpg
 import click
 
 from .broker import Broker
-from .database import Database
+from .database import Database, _redacted
 from .models import Job, QueueStatus, Status
 from .schema import migrate as apply_migrations
+from .sql import QUERIES
 from .worker import Worker
 
 T = TypeVar("T")
@@ -63,22 +75,108 @@ def _require_dsn(dsn: str | None) -> str:
     return dsn
 
 
-def _run(dsn: str | None, action: Callable[[Broker], Awaitable[T]], migrate: bool = True) -> T:
-    dsn = _require_dsn(dsn)
+def _reason(exc: BaseException) -> str:
+    """What went wrong, in one line."""
+    if isinstance(exc, ConnectionRefusedError):
+        return f"connection refused ({exc})"
+    if isinstance(exc, TimeoutError) and not str(exc):
+        return "timed out"
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return text or type(exc).__name__
 
+
+@dataclass(frozen=True)
+class _Connection:
+    """Where and how a command connects: the options every such command shares."""
+
+    dsn: str
+    listen_dsn: str | None
+    statement_cache_size: int | None
+
+    @contextlib.asynccontextmanager
+    async def broker(self, *, migrate: bool = True, **pool_options: Any) -> AsyncIterator[Broker]:
+        """A started broker on a pool of its own; what fails on the way is one line."""
+        where = _redacted(self.dsn)
+        try:
+            database = Database(
+                self.dsn, statement_cache_size=self.statement_cache_size, **pool_options
+            )
+        except ValueError as exc:
+            raise _Failure(_reason(exc)) from None
+        try:
+            await database.start()
+        except Exception as exc:  # refused, unknown database or role, malformed DSN...
+            raise _Failure(f"cannot connect to {where}: {_reason(exc)}") from None
+        try:
+            broker = Broker(database, migrate=migrate, listen_dsn=self.listen_dsn)
+            try:
+                await broker.start()
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+                raise _Failure(f"cannot migrate the schema on {where}: {_reason(exc)}") from None
+            try:
+                yield broker
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+                raise _Failure(f"database error on {where}: {_reason(exc)}") from None
+            finally:
+                await broker.stop()
+        finally:
+            await database.stop()
+
+
+class _Failure(click.ClickException):
+    """Something outside the command went wrong: one line, exit status 1."""
+
+    exit_code = 1
+
+
+def _connects(command: Callable[..., T]) -> Callable[..., T]:
+    """Give a command the connection options, passed to it as one ``connection``."""
+
+    @functools.wraps(command)
+    def with_connection(
+        *args: Any,
+        dsn: str | None,
+        listen_dsn: str | None,
+        statement_cache_size: int | None,
+        **kwargs: Any,
+    ) -> T:
+        connection = _Connection(_require_dsn(dsn), listen_dsn, statement_cache_size)
+        return command(*args, connection=connection, **kwargs)
+
+    options = (
+        click.option(
+            "--dsn", envvar="KOYOJOBS_DSN", help="PostgreSQL URL (default: $KOYOJOBS_DSN)."
+        ),
+        click.option(
+            "--listen-dsn",
+            envvar="KOYOJOBS_LISTEN_DSN",
+            help="Straight to PostgreSQL, for the worker's LISTEN connection and VACUUM, "
+            "when --dsn is a transaction pooler such as PgBouncer "
+            "(default: $KOYOJOBS_LISTEN_DSN, else --dsn).",
+        ),
+        click.option(
+            "--statement-cache-size",
+            envvar="KOYOJOBS_STATEMENT_CACHE_SIZE",
+            type=click.IntRange(min=0),
+            help="asyncpg's prepared statements per connection; 0 behind a transaction "
+            "pooler (default: $KOYOJOBS_STATEMENT_CACHE_SIZE, else the DSN's "
+            "statement_cache_size, else 100).",
+        ),
+    )
+    wrapped: Callable[..., T] = with_connection
+    for option in reversed(options):
+        wrapped = option(wrapped)
+    return wrapped
+
+
+def _run(
+    connection: _Connection, action: Callable[[Broker], Awaitable[T]], migrate: bool = True
+) -> T:
     async def main() -> T:
-        async with Broker(dsn, migrate=migrate) as broker:
+        async with connection.broker(migrate=migrate) as broker:
             return await action(broker)
 
-    try:
-        return asyncio.run(main())
-    except (OSError, ConnectionError) as exc:
-        raise click.ClickException(f"cannot reach the database: {exc}") from None
-
-
-_dsn_option = click.option(
-    "--dsn", envvar="KOYOJOBS_DSN", help="PostgreSQL URL (default: $KOYOJOBS_DSN)."
-)
+    return asyncio.run(main())
 
 
 @click.group()
@@ -87,10 +185,45 @@ _dsn_option = click.option(
     default="INFO",
     show_default=True,
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    help="INFO logs a line per finished job; WARNING only failures and trouble.",
 )
 def main(log_level: str) -> None:
     """koyojobs: a job queue on PostgreSQL."""
     _setup_logging(log_level)
+
+
+OWN_CONNECTIONS_PER_QUEUE = 3
+"""Pool connections a worker takes for itself, per queue, at most at once: a lease
+renewal in each of its (up to two) claim loops, and the NOTIFY after a rescue.
+Its claim loops, the LISTEN connection and a VACUUM use connections of their own."""
+
+OWN_CONNECTIONS_PER_PROCESS = 1
+"""And one per process: the LISTEN connection's probe, a notification to itself."""
+
+
+def own_connections(queues: int) -> int:
+    """The pool connections ``koyojobs worker`` needs for itself, jobs aside.
+
+    Example:
+        >>> own_connections(queues=2)
+        7
+    """
+    return queues * OWN_CONNECTIONS_PER_QUEUE + OWN_CONNECTIONS_PER_PROCESS
+
+
+def default_pool_size(concurrency: int, queues: int = 1) -> int:
+    """The most pool connections ``koyojobs worker`` may open: one per running job, and its own.
+
+    Each running job may hold one connection of the broker's pool (to write
+    its results, to enqueue), so a pool smaller than the jobs at once would
+    make them take turns whatever ``--concurrency`` says, and make the
+    worker's lease renewals wait behind them.
+
+    Example:
+        >>> default_pool_size(concurrency=16, queues=2)
+        39
+    """
+    return queues * concurrency + own_connections(queues)
 
 
 @main.command()
@@ -111,6 +244,12 @@ def main(log_level: str) -> None:
     help="Jobs run at once, per queue.",
 )
 @click.option(
+    "--pool-size",
+    type=click.IntRange(min=1),
+    help="Most connections in the pool that jobs and the worker share "
+    "[default: queues x (concurrency + 3) + 1].",
+)
+@click.option(
     "--lease", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True
 )
 @click.option(
@@ -124,59 +263,189 @@ def main(log_level: str) -> None:
     show_default=True,
     help="VACUUM the jobs table past this many dead rows; 0 leaves it to autovacuum.",
 )
-@_dsn_option
+@_connects
 def worker(
     modules: tuple[str, ...],
     queues: tuple[str, ...],
     concurrency: int,
+    pool_size: int | None,
     lease: float,
     poll_interval: float,
     shutdown_grace: float,
     vacuum_threshold: int,
-    dsn: str | None,
+    connection: _Connection,
 ) -> None:
-    """Import MODULES (which define jobs) and work QUEUEs until SIGINT or SIGTERM."""
-    dsn = _require_dsn(dsn)
+    """Import MODULES (which define jobs) and work QUEUEs until SIGINT or SIGTERM.
+
+    A second signal during the graceful stop is logged and changes nothing; a
+    third stops the process at once (its running jobs run again once their
+    leases lapse).
+    """
+    # First of all, so that no signal from here to the exit kills the process
+    # by default: asyncio's own handlers go with its loop, before the exit.
+    signals = _StopSignals()
+    signals.install()
+    queues = tuple(dict.fromkeys(queues))
+    if pool_size is None:
+        pool_size = default_pool_size(concurrency, len(queues))
+    elif pool_size < own_connections(len(queues)):
+        raise _UsageError(
+            f"--pool-size {pool_size} is too small: a worker with {len(queues)} "
+            f"queue(s) takes up to {own_connections(len(queues))} for itself, "
+            "plus one for each job that uses the pool at once"
+        )
     sys.path.insert(0, os.getcwd())
     for module in modules:
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:
-            raise _UsageError(f"cannot import job module {module!r}: {exc}") from None
+        _import_job_module(module)
+    log = logging.getLogger("koyojobs.cli")
 
     async def serve() -> None:
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        database = Database(dsn, max_size=max(4, 2 + len(queues) * 2))
-        async with database, Broker(database) as broker:
-            workers = [
-                Worker(
-                    broker,
-                    queue=q,
-                    pool_size=concurrency,
-                    lease=lease,
-                    poll_interval=poll_interval,
-                    shutdown_grace=shutdown_grace,
-                    vacuum_threshold=vacuum_threshold or None,
+        stop = signals.attach()
+        try:
+            async with connection.broker(min_size=1, max_size=pool_size) as broker:
+                if stop.is_set():
+                    return  # asked to stop while connecting: claim nothing
+                workers = [
+                    Worker(
+                        broker,
+                        queue=q,
+                        pool_size=concurrency,
+                        lease=lease,
+                        poll_interval=poll_interval,
+                        shutdown_grace=shutdown_grace,
+                        vacuum_threshold=vacuum_threshold or None,
+                    )
+                    for q in queues
+                ]
+                await _start_workers(workers, connection)
+                log.info(
+                    "working",
+                    extra={
+                        "queues": ",".join(queues),
+                        "concurrency": concurrency,
+                        "pool_size": pool_size,
+                    },
                 )
-                for q in queues
-            ]
-            for w in workers:
-                await w.start()
-            logging.getLogger("koyojobs.cli").info(
-                "working", extra={"queues": ",".join(queues), "concurrency": concurrency}
-            )
-            await stop.wait()
-            logging.getLogger("koyojobs.cli").info("stopping gracefully")
-            await asyncio.gather(*(w.stop() for w in workers))
+                await stop.wait()
+                log.info("stopping gracefully")
+                await asyncio.gather(*(w.stop() for w in workers))
+        finally:
+            signals.detach()
 
-    try:
-        asyncio.run(serve())
-    except (OSError, ConnectionError) as exc:
-        raise click.ClickException(f"cannot reach the database: {exc}") from None
+    asyncio.run(serve())
     _exit_past_stuck_job_threads()
+
+
+async def _start_workers(workers: list[Worker], connection: _Connection) -> None:
+    started: list[Worker] = []
+    try:
+        for w in workers:
+            started.append(w)
+            await w.start()
+    except Exception as exc:
+        # Worker.start only opens the LISTEN connection on the way.
+        await asyncio.gather(*(w.stop() for w in started), return_exceptions=True)
+        where = _redacted(connection.listen_dsn or connection.dsn)
+        raise _Failure(f"cannot LISTEN on {where}: {_reason(exc)}") from None
+
+
+def _import_job_module(module: str) -> None:
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        raise _UsageError(f"cannot import job module {module!r}: {exc}") from None
+    except Exception as exc:
+        raise _Failure(
+            f"job module {module!r} raised {type(exc).__name__} on import: "
+            f"{_reason(exc)}{_where_raised(exc)}"
+        ) from None
+
+
+def _where_raised(exc: BaseException) -> str:
+    # A SyntaxError names its file and line in its message already.
+    if isinstance(exc, SyntaxError):
+        return ""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return ""
+    last = frames[-1]
+    return f" (at {os.path.relpath(last.filename)}:{last.lineno})"
+
+
+class _StopSignals:
+    """SIGINT and SIGTERM for ``koyojobs worker``, from its start until the process exits.
+
+    The first asks for a graceful stop; a second is logged and changes
+    nothing; a third ends the process at once, by that signal's default action.
+    Python-level handlers rather than asyncio's: the loop removes its own
+    handlers when it closes, and a signal between then and the exit would kill
+    the process after a clean stop. A wake-up fd wakes the loop when the signal
+    lands on another thread (a plain ``def`` job's).
+    """
+
+    def __init__(self) -> None:
+        self.received = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._wakeup: tuple[socket.socket, socket.socket] | None = None
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def attach(self) -> asyncio.Event:
+        """The event the running loop waits on; set at once if a signal came already."""
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        if self.received:
+            self._stop.set()
+        reader, writer = socket.socketpair()
+        reader.setblocking(False)
+        writer.setblocking(False)
+        self._wakeup = (reader, writer)
+        self._loop.add_reader(reader.fileno(), self._drain)
+        signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+        return self._stop
+
+    def detach(self) -> None:
+        """Before the loop closes; the handlers stay."""
+        signal.set_wakeup_fd(-1)
+        if self._loop is not None and self._wakeup is not None:
+            self._loop.remove_reader(self._wakeup[0].fileno())
+            for sock in self._wakeup:
+                sock.close()
+        self._loop, self._stop, self._wakeup = None, None, None
+
+    def _drain(self) -> None:
+        # The bytes only woke the loop; the Python handler does the work.
+        assert self._wakeup is not None
+        with contextlib.suppress(OSError):
+            while self._wakeup[0].recv(4096):
+                pass
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.received += 1
+        name = signal.Signals(signum).name
+        log = logging.getLogger("koyojobs.cli")
+        if self.received == 1:
+            if self._loop is not None and self._stop is not None:
+                self._loop.call_soon_threadsafe(self._stop.set)
+            return
+        if self.received == 2:
+            log.warning(
+                "a graceful stop is already under way; a third signal stops at once",
+                extra={"signal": name},
+            )
+            return
+        log.error(
+            "stopping at once, without waiting for running jobs; "
+            "they run again when their leases lapse",
+            extra={"signal": name},
+        )
+        logging.shutdown()
+        sys.stderr.flush()
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
 
 
 def _exit_past_stuck_job_threads() -> None:
@@ -198,14 +467,14 @@ def _exit_past_stuck_job_threads() -> None:
 
 
 @main.command()
-@_dsn_option
-def migrate(dsn: str | None) -> None:
+@_connects
+def migrate(connection: _Connection) -> None:
     """Create or upgrade the schema."""
 
     async def action(broker: Broker) -> list[int]:
         return await apply_migrations(broker.pool)
 
-    applied = _run(dsn, action, migrate=False)
+    applied = _run(connection, action, migrate=False)
     click.echo(f"applied migrations: {applied}" if applied else "schema is up to date")
 
 
@@ -220,13 +489,14 @@ def _table(rows: list[tuple[str, ...]], right: frozenset[int] = frozenset()) -> 
 
 
 def _age(seconds: float | None) -> str:
+    # The units --older-than reads: "min", never a bare "m".
     if seconds is None:
         return "-"
     seconds = int(max(seconds, 0))
     for unit, size, sub, sub_size in (
         ("d", 86400, "h", 3600),
-        ("h", 3600, "m", 60),
-        ("m", 60, "s", 1),
+        ("h", 3600, "min", 60),
+        ("min", 60, "s", 1),
     ):
         if seconds >= size:
             rest = (seconds % size) // sub_size
@@ -235,14 +505,14 @@ def _age(seconds: float | None) -> str:
 
 
 @main.command()
-@_dsn_option
-def status(dsn: str | None) -> None:
+@_connects
+def status(connection: _Connection) -> None:
     """Show job counts per queue and status, and the oldest due job's wait."""
 
     async def action(broker: Broker) -> list[QueueStatus]:
         return await broker.queue_status()
 
-    queues = _run(dsn, action)
+    queues = _run(connection, action)
     if not queues:
         click.echo("no jobs")
         return
@@ -271,14 +541,14 @@ def status(dsn: str | None) -> None:
 )
 @click.option("--queue", help="Only jobs of this queue.")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
-@_dsn_option
-def jobs(status_: str | None, queue: str | None, limit: int, dsn: str | None) -> None:
+@_connects
+def jobs(status_: str | None, queue: str | None, limit: int, connection: _Connection) -> None:
     """List the newest jobs, with the first line of their last error."""
 
     async def action(broker: Broker) -> list[Job]:
         return await broker.list_jobs(status=status_, queue=queue, limit=limit)
 
-    found = _run(dsn, action)
+    found = _run(connection, action)
     if not found:
         click.echo("no jobs")
         return
@@ -298,47 +568,98 @@ def jobs(status_: str | None, queue: str | None, limit: int, dsn: str | None) ->
     _table([header, *rows], right=frozenset({0}))
 
 
-_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION_UNITS = {"s": 1, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION = re.compile(r"(?P<number>\d+(?:\.\d*)?|\.\d+)\s*(?P<unit>[a-z]*)", re.IGNORECASE)
+_DURATION_HINT = "a duration such as 90s, 30min, 12h, 7d or 2w"
 
 
 def _seconds(text: str) -> float:
-    unit = text[-1:].lower()
-    number = text[:-1] if unit in _DURATION_UNITS else text
-    try:
-        value = float(number)
-    except ValueError:
+    """Seconds in a duration; every number needs one of the units of ``_DURATION_UNITS``.
+
+    A bare ``m`` is refused: read as minutes by some and months by others, it
+    once deleted far more than was meant. Months are never accepted.
+    """
+    match = _DURATION.fullmatch(text.strip())
+    if match is None:
+        if text.strip().startswith("-"):
+            raise click.BadParameter(f"{text!r} is negative")
+        raise click.BadParameter(f"{text!r} is not {_DURATION_HINT}")
+    number, unit = match["number"], match["unit"]
+    if unit == "":
+        raise click.BadParameter(f"{text!r} has no unit: write {_DURATION_HINT}")
+    if unit.lower() in ("m", "mo", "mon", "month", "months"):
         raise click.BadParameter(
-            f"{text!r} is not a duration such as 90s, 30m, 12h or 7d"
-        ) from None
-    if value < 0:
-        raise click.BadParameter(f"{text!r} is negative")
-    return value * _DURATION_UNITS.get(unit, 1)
+            f"{text!r} is ambiguous: write {number}min for minutes (months are not accepted)"
+        )
+    if unit not in _DURATION_UNITS:
+        raise click.BadParameter(f"{text!r} is not {_DURATION_HINT}")
+    return float(number) * _DURATION_UNITS[unit]
 
 
 @main.command()
-@click.option("--older-than", "older_than", required=True, help="Age, such as 12h or 7d.")
-@_dsn_option
-def prune(older_than: str, dsn: str | None) -> None:
+@click.option(
+    "--older-than",
+    "older_than",
+    required=True,
+    help="Age, with a unit: s, min, h, d or w (such as 12h or 7d).",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Count, per status, what would be deleted; delete nothing."
+)
+@_connects
+def prune(older_than: str, dry_run: bool, connection: _Connection) -> None:
     """Delete jobs that finished (done, failed, cancelled) longer ago than --older-than."""
-    seconds = _seconds(older_than)
+    try:
+        seconds = _seconds(older_than)
+    except click.BadParameter as exc:
+        exc.param_hint = "'--older-than'"
+        raise
 
-    async def action(broker: Broker) -> int:
+    if dry_run:
+
+        async def count(broker: Broker) -> dict[Status, int]:
+            return await broker.prunable(seconds)
+
+        counts = _run(connection, count)
+        details = ", ".join(f"{n} {s.value}" for s, n in counts.items())
+        click.echo(f"would delete {sum(counts.values())} finished jobs ({details})")
+        return
+
+    async def delete(broker: Broker) -> int:
         return await broker.prune(seconds)
 
-    click.echo(f"deleted {_run(dsn, action)} finished jobs")
+    click.echo(f"deleted {_run(connection, delete)} finished jobs")
+
+
+_FINISHED = frozenset({Status.DONE, Status.FAILED, Status.CANCELLED})
 
 
 def _job_command(
-    verb: str, method: Callable[[Broker, int], Awaitable[bool]], done: str, refused: str
+    verb: str,
+    method: Callable[[Broker, int], Awaitable[bool]],
+    acts_on: frozenset[Status],
+    done: str,
+    refused: Callable[[int, Status], str],
 ) -> Callable[..., None]:
     @click.argument("job_id", type=int)
-    @_dsn_option
-    def command(job_id: int, dsn: str | None) -> None:
-        async def action(broker: Broker) -> bool:
-            return await method(broker, job_id)
+    @_connects
+    def command(job_id: int, connection: _Connection) -> None:
+        async def action(broker: Broker) -> str | None:
+            # The job may change between the refusal and the look at why:
+            # try again while the status says it would work now.
+            for _ in range(3):
+                if await method(broker, job_id):
+                    return None
+                found = await broker.pool.fetchval(QUERIES["job_status"], job_id)
+                if found is None:
+                    return f"job {job_id} does not exist"
+                if Status(found) not in acts_on:
+                    return refused(job_id, Status(found))
+            return f"job {job_id} keeps changing; {verb} it again"
 
-        if not _run(dsn, action):
-            raise click.ClickException(f"job {job_id} {refused}")
+        failure = _run(connection, action)
+        if failure is not None:
+            raise _Failure(failure)
         click.echo(f"job {job_id} {done}")
 
     command.__doc__ = f"{verb.capitalize()} job JOB_ID."
@@ -355,12 +676,23 @@ def _cancel(broker: Broker, job_id: int) -> Awaitable[bool]:
 
 main.command("retry")(
     _job_command(
-        "retry", _retry, "is ready to run again", "was not retried: unknown, or not finished"
+        "retry",
+        _retry,
+        _FINISHED,
+        "is ready to run again",
+        lambda job_id, status: (
+            f"job {job_id} is {status.value}, not finished: "
+            "only a done, failed or cancelled job can be retried"
+        ),
     )
 )
 main.command("cancel")(
     _job_command(
-        "cancel", _cancel, "is cancelled", "was not cancelled: unknown, or already finished"
+        "cancel",
+        _cancel,
+        frozenset({Status.READY, Status.RUNNING}),
+        "is cancelled",
+        lambda job_id, status: f"job {job_id} already finished ({status.value}): nothing to cancel",
     )
 )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from urllib.parse import unquote_plus
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -12,6 +13,9 @@ from .lifecycle import Lifecycle
 from .sql import QUERIES
 
 __all__ = ["Database"]
+
+_DEFAULT_STATEMENT_CACHE_SIZE = 100
+_CACHE_PARAMETER = "statement_cache_size"
 
 
 class _Connection(asyncpg.Connection):
@@ -32,10 +36,15 @@ class Database(Lifecycle):
     """An asyncpg connection pool with a start/stop life.
 
     ``statement_cache_size=0`` turns off asyncpg's prepared-statement cache,
-    which a transaction-mode pooler (PgBouncer before 1.21) needs; other
-    keyword arguments go to ``asyncpg.create_pool``. A released connection is
-    not reset with a query (an open transaction is still rolled back): do not
-    leave ``SET`` or advisory locks on a connection you return to this pool.
+    which a transaction-mode pooler (PgBouncer before 1.21) needs; it may
+    also be given in the DSN as ``?statement_cache_size=0`` (taken out of the
+    DSN before asyncpg sees it, which would send it to the server as a
+    setting). Given both ways, the two must agree, or ``ValueError``: a
+    pooler's DSN that says 0 is never silently overridden. Unset either way,
+    it is 100. Other keyword arguments go to ``asyncpg.create_pool``. A
+    released connection is not reset with a query (an open transaction is
+    still rolled back): do not leave ``SET`` or advisory locks on a
+    connection you return to this pool.
 
     ``pooler=True`` says that ``dsn`` leads to a transaction-mode pooler:
     koyojobs then leaves no session state on any connection of this
@@ -51,6 +60,8 @@ class Database(Lifecycle):
         >>> async with db:  # doctest: +SKIP
         ...     await db.pool.fetchval("SELECT 1")
         1
+        >>> Database("postgresql://pgbouncer:6432/app?statement_cache_size=0").connect_options
+        {'statement_cache_size': 0}
     """
 
     def __init__(
@@ -59,13 +70,30 @@ class Database(Lifecycle):
         *,
         min_size: int = 1,
         max_size: int = 10,
-        statement_cache_size: int = 100,
+        statement_cache_size: int | None = None,
         pooler: bool | None = None,
         **pool_options: Any,
     ) -> None:
         if not isinstance(dsn, str) or not dsn:
             raise ValueError(f"Database needs a DSN string, got {dsn!r}")
+        if statement_cache_size is not None and (
+            isinstance(statement_cache_size, bool)
+            or not isinstance(statement_cache_size, int)
+            or statement_cache_size < 0
+        ):
+            raise ValueError(
+                f"Database statement_cache_size must be an int >= 0, got {statement_cache_size!r}"
+            )
+        dsn, in_dsn = _take_statement_cache_size(dsn)
+        if in_dsn is not None and statement_cache_size not in (None, in_dsn):
+            raise ValueError(
+                f"statement_cache_size={statement_cache_size} conflicts with "
+                f"statement_cache_size={in_dsn} in the DSN {_redacted(dsn)}: give one"
+            )
+        if statement_cache_size is None:
+            statement_cache_size = _DEFAULT_STATEMENT_CACHE_SIZE if in_dsn is None else in_dsn
         self.dsn = dsn
+        """The DSN the connections use (without ``statement_cache_size``)."""
         self.connect_options: dict[str, Any] = {"statement_cache_size": statement_cache_size}
         self.pooler = statement_cache_size == 0 if pooler is None else bool(pooler)
         """Whether connections go through a transaction-mode pooler (no session state)."""
@@ -159,10 +187,48 @@ class Database(Lifecycle):
         return f"<Database {_redacted(self.dsn)} started={self.started}>"
 
 
+def _take_statement_cache_size(dsn: str) -> tuple[str, int | None]:
+    """Split ``statement_cache_size`` out of a URL's query: (the DSN without it, its value).
+
+    asyncpg passes unknown query parameters to the server as settings, and
+    the server rejects this one; it is a client option. Other parameters are
+    kept as written.
+    """
+    base, mark, query = dsn.partition("?")
+    if not mark:
+        return dsn, None
+    query, hash_, fragment = query.partition("#")
+    kept, value = [], None
+    for part in query.split("&"):
+        key, _, raw = part.partition("=")
+        if unquote_plus(key) != _CACHE_PARAMETER:
+            kept.append(part)
+            continue
+        text = unquote_plus(raw)
+        if not text.isdigit():  # digits only: no sign, no spaces
+            raise ValueError(
+                f"{_CACHE_PARAMETER} in the DSN {_redacted(dsn)} must be an integer >= 0, "
+                f"got {text!r}"
+            )
+        if value is not None and int(text) != value:
+            raise ValueError(f"the DSN {_redacted(dsn)} gives {_CACHE_PARAMETER} twice")
+        value = int(text)
+    rest = "&".join(kept)
+    return base + (mark + rest if rest else "") + hash_ + fragment, value
+
+
 def _redacted(dsn: str) -> str:
-    # Keep passwords out of reprs and logs.
+    # Keep passwords out of reprs, logs and error messages: in the user part
+    # of the URL and in a password= query parameter.
     scheme, sep, rest = dsn.partition("://")
     creds, at, host = rest.rpartition("@")
-    if not at or ":" not in creds:
-        return dsn
-    return f"{scheme}{sep}{creds.split(':', 1)[0]}:***@{host}"
+    if at and ":" in creds:
+        rest = f"{creds.split(':', 1)[0]}:***@{host}"
+    base, mark, query = rest.partition("?")
+    if mark:
+        parts = query.split("&")
+        for i, part in enumerate(parts):
+            if unquote_plus(part.partition("=")[0]) == "password":
+                parts[i] = "password=***"
+        rest = base + mark + "&".join(parts)
+    return f"{scheme}{sep}{rest}"

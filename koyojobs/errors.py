@@ -8,7 +8,10 @@ __all__ = [
     "PayloadError",
     "SerializationError",
     "WiringError",
+    "describe",
 ]
+
+_MAX_DESCRIPTION = 1000
 
 
 class KoyojobsError(Exception):
@@ -57,3 +60,29 @@ class WiringError(KoyojobsError, ValueError):
         >>> str(WiringError("dependency cycle: a -> b -> a"))
         'dependency cycle: a -> b -> a'
     """
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message`` on one line, whatever the exception's own methods do.
+
+    For errors that reach ``last_error`` from what a row holds: a hostile
+    exception's ``__str__`` may raise, and a message may span lines or be huge.
+
+    Example:
+        >>> describe(ValueError("bad\\nvalue"))
+        'ValueError: bad value'
+        >>> class Mute(Exception):
+        ...     def __str__(self) -> str:
+        ...         raise RuntimeError
+        >>> describe(Mute())
+        'Mute: <str() failed>'
+    """
+    name = type(exc).__name__
+    try:
+        message = str(exc)
+    except Exception:
+        message = "<str() failed>"
+    text = " ".join(f"{name}: {message}".split()) if message else name
+    if len(text) > _MAX_DESCRIPTION:
+        text = text[: _MAX_DESCRIPTION - 3] + "..."
+    return text

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import functools
+import logging
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +18,7 @@ import pendulum
 from asyncpg import Record
 
 from .context import RetryJob, running
-from .errors import PayloadError, SerializationError
+from .errors import PayloadError, SerializationError, describe
 from .models import RunningJob, Status
 from .outcomes import Decision, after_failure, default_backoff, succeeded, unreadable
 from .registry import lookup
@@ -26,7 +28,9 @@ if TYPE_CHECKING:
     from .broker import Broker
     from .jobs import JobCall, JobDefinition
 
-__all__ = ["UnknownJobError", "attempt", "call", "run_inline"]
+__all__ = ["UnknownJobError", "attempt", "call", "run_inline", "warn_if_unsigned"]
+
+log = logging.getLogger("koyojobs.worker")
 
 
 class UnknownJobError(LookupError):
@@ -73,9 +77,29 @@ async def attempt(
 ) -> Decision:
     """Run the claimed job ``row`` once and decide what to store.
 
-    Never raises for what the job does; a ``CancelledError`` aimed at this
-    task (shutdown, cancel) propagates.
+    Never raises for what the row holds or what the job does: a worker holds
+    the job until it has a decision, so an escaping exception would keep the
+    job ``running`` for good. Only a ``CancelledError`` aimed at this task
+    (shutdown, cancel) and ``KeyboardInterrupt`` propagate. The decision's
+    text can always be stored.
     """
+    try:
+        decision = await _attempt(row, serializer, broker, executor)
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        decision = _broken(row, exc)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
+        decision = _broken(row, exc)
+    return _storable(decision)
+
+
+async def _attempt(
+    row: Record, serializer: Serializer, broker: Broker, executor: Executor
+) -> Decision:
     name: str = row["name"]
     number: int = row["attempts"]
     max_attempts: int = row["max_attempts"]
@@ -88,7 +112,7 @@ async def attempt(
             backoff=default_backoff,
         )
     try:
-        args, kwargs = serializer.loads(row["args"])
+        args, kwargs = serializer.load_arguments(row["args"], name)
     except PayloadError as exc:
         return unreadable(str(exc))
     job = RunningJob(
@@ -111,12 +135,37 @@ async def attempt(
     except BaseException as exc:
         return _failed(exc, job, definition)
     try:
-        return succeeded(serializer.dumps(value))
-    except Exception as exc:
-        error = SerializationError(
-            f"result of job {name!r} cannot be serialized: {type(exc).__name__}: {exc}"
-        )
+        return succeeded(serializer.dump_result(value, name))
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # pickling a result may run its code: SystemExit too
+        error = SerializationError(f"result of job {name!r} cannot be serialized: {describe(exc)}")
         return _failed(error, job, definition)
+
+
+def _broken(row: Record, exc: BaseException) -> Decision:
+    """What handling the row raised (an exception that cannot be printed, a
+    backoff that raises): the job ends, failed, saying so."""
+    return unreadable(f"job {row['name']!r} could not be run: {describe(exc)}")
+
+
+def _storable(decision: Decision) -> Decision:
+    # PostgreSQL text holds neither NUL nor lone surrogates, and one value it
+    # refuses fails the whole batch of outcomes, every round: escape them.
+    error, trace = _text(decision.error), _text(decision.traceback)
+    if error is decision.error and trace is decision.traceback:
+        return decision
+    return dataclasses.replace(decision, error=error, traceback=trace)
+
+
+def _text(text: str | None) -> str | None:
+    if text is None or ("\x00" not in text and text.isascii()):
+        return text
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode()
+    return text.replace("\x00", "\\x00") if "\x00" in text else text
 
 
 def _failed(exc: BaseException, job: RunningJob, definition: JobDefinition[Any, Any]) -> Decision:
@@ -134,7 +183,10 @@ async def run_inline(job_call: JobCall[Any], broker: Broker | None) -> None:
     """
     definition = job_call.definition
     serializer = broker.serializer if broker is not None else Serializer()
-    args, kwargs = serializer.loads(serializer.sign(job_call.payload))
+    name = definition.name
+    args, kwargs = serializer.load_arguments(
+        serializer.sign_arguments(job_call.payload, name), name
+    )
     scheduled_at = pendulum.now("UTC")
     for number in range(1, definition.max_attempts + 1):
         job = RunningJob(
@@ -151,10 +203,28 @@ async def run_inline(job_call: JobCall[Any], broker: Broker | None) -> None:
                 f"({number} of {definition.max_attempts})"
             ) from None
         try:
-            serializer.loads(serializer.dumps(value))
+            serializer.load_result(serializer.dump_result(value, name), name)
         except Exception as exc:
             raise SerializationError(
-                f"result of job {definition.name!r} cannot be serialized: "
-                f"{type(exc).__name__}: {exc}"
+                f"result of job {name!r} cannot be serialized: {describe(exc)}"
             ) from exc
         return
+
+
+_warned_unsigned = False
+
+
+def warn_if_unsigned(serializer: Serializer) -> None:
+    """Log once per process that a worker without a secret runs whatever the table holds.
+
+    Example:
+        >>> warn_if_unsigned(Serializer(["key"]))  # signed: nothing to say
+    """
+    global _warned_unsigned
+    if serializer.signs or _warned_unsigned:
+        return
+    _warned_unsigned = True
+    log.warning(
+        "payloads are not signed: anyone who can write the jobs table can run code in this "
+        "worker; set Broker(secret=...) or KOYOJOBS_SECRET (see the Security page)"
+    )

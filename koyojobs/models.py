@@ -70,8 +70,8 @@ class Job:
     result: Any
 
     @classmethod
-    def from_row(cls, row: Record, loads: Callable[[bytes], Any]) -> Job:
-        """Build a job from a ``get_job`` row, reading ``result`` with ``loads``."""
+    def from_row(cls, row: Record, load_result: Callable[[bytes, str], Any]) -> Job:
+        """Build a job from a ``get_job`` row; ``load_result(raw, name)`` reads ``result``."""
         raw = row["result"]
         scheduled_at = _time(row["scheduled_at"])
         created_at = _time(row["created_at"])
@@ -91,7 +91,7 @@ class Job:
             finished_at=_time(row["finished_at"]),
             last_error=row["last_error"],
             last_traceback=row["last_traceback"],
-            result=None if raw is None else loads(raw),
+            result=None if raw is None else load_result(raw, row["name"]),
         )
 
 

@@ -280,7 +280,7 @@ class Ticker:
         self._known.update(job.name for job in jobs)
 
     async def _enqueue(self, due: list[tuple[JobDefinition[Any, Any], datetime]]) -> None:
-        sign = self.broker.serializer.sign
+        sign = self.broker.serializer.sign_arguments
         calls = []
         for job, _ in due:
             call = job()
@@ -295,7 +295,7 @@ class Ticker:
             [job.queue for job, _ in due],
             [job.priority for job, _ in due],
             [job.max_attempts for job, _ in due],
-            [sign(call.payload) for call in calls],
+            [sign(call.payload, call.definition.name) for call in calls],
             [_schedule(job).skip_if_running for job, _ in due],
         )
         for row in rows:

@@ -1,8 +1,9 @@
 """Arguments and results to bytes and back: dill, optionally signed.
 
 dill runs code when it loads, so a payload is code. With a secret, every
-payload carries an HMAC-SHA256 over its bytes, checked before anything is
-unpickled; a payload that fails the check is never loaded.
+payload carries an HMAC-SHA256 over what it is for (arguments or result, of
+which job name) and its bytes, checked before anything is unpickled; a payload
+that fails the check is never loaded.
 """
 
 from __future__ import annotations
@@ -13,17 +14,23 @@ import inspect
 import os
 import pickle
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import dill  # type: ignore[import-untyped]
 
-from .errors import PayloadError, SerializationError
+from .errors import PayloadError, SerializationError, describe
 
 __all__ = ["Secret", "Serializer", "dump_arguments"]
 
 Secret = str | bytes
-_SIGNED = b"KJS1"
+_Kind = Literal["arguments", "result"]
+
+_SIGNED = b"KJS2"
+_UNBOUND = b"KJS1"
+"""The first format: its MAC covered the body only, so a payload fit any row."""
 _MAC_SIZE = hashlib.sha256().digest_size
+_HEADER_SIZE = len(_SIGNED) + _MAC_SIZE
+_KIND_TAGS: dict[_Kind, bytes] = {"arguments": b"A", "result": b"R"}
 
 
 def to_bytes(obj: Any) -> bytes:
@@ -49,76 +56,194 @@ def to_bytes(obj: Any) -> bytes:
     return data
 
 
-def _key(secret: Secret) -> bytes:
-    return secret.encode() if isinstance(secret, str) else secret
+def _keys(secrets: Sequence[Secret]) -> list[bytes]:
+    keys = []
+    for index, secret in enumerate(secrets):
+        if not isinstance(secret, str | bytes):
+            raise TypeError(
+                f"secret keys must be str or bytes, got {type(secret).__name__} at index {index}"
+            )
+        if not secret:
+            raise ValueError(
+                f"secret has an empty key at index {index}: an empty key signs nothing "
+                "(None runs unsigned)"
+            )
+        keys.append(secret.encode() if isinstance(secret, str) else secret)
+    return keys
 
 
 class Serializer:
-    """Turns objects into payload bytes and back.
+    """Turns arguments and results into payload bytes and back.
 
     ``secrets`` lists the keys a payload may be signed with: the first signs,
     any of them verifies (so old keys can be kept during a rotation). With
-    none, payloads are plain dill and nothing is verified.
+    none, payloads are plain dill and nothing is verified. A signature binds
+    a payload to its job name and to its kind: arguments signed for one job
+    do not verify as another job's, nor as a result.
 
     Example:
         >>> s = Serializer(["new-key", "old-key"])
-        >>> s.loads(s.dumps({"a": 1}))
+        >>> s.load_result(s.dump_result({"a": 1}, "app.f"), "app.f")
         {'a': 1}
+        >>> try:
+        ...     s.load_result(s.dump_result({"a": 1}, "app.f"), "app.g")
+        ... except PayloadError as exc:
+        ...     print(exc)
+        bad signature: no known key signed this payload as the result of job 'app.g'
     """
 
     def __init__(self, secrets: Sequence[Secret] = ()) -> None:
-        self._keys = [_key(s) for s in secrets if s]
+        self._keys = _keys(secrets)
 
     @classmethod
     def from_options(cls, secret: Secret | Sequence[Secret] | None) -> Serializer:
-        """Build from a ``Broker(secret=...)`` value, falling back to ``KOYOJOBS_SECRET``."""
+        """Build from a ``Broker(secret=...)`` value, falling back to ``KOYOJOBS_SECRET``.
+
+        An empty key, an empty list, or ``KOYOJOBS_SECRET`` set to the empty
+        string is an error: each would turn signing off without a word (think
+        ``secret=os.environ.get("KEY", "")`` with the variable missing).
+        Unset the variable, or pass ``None``, to run unsigned.
+
+        Example:
+            >>> Serializer.from_options(["new", "old"]).signs
+            True
+            >>> Serializer.from_options("")
+            Traceback (most recent call last):
+            ...
+            ValueError: secret='' is empty: an empty key signs nothing (None runs unsigned)
+        """
         if secret is None:
-            secret = os.environ.get("KOYOJOBS_SECRET") or None
-        if secret is None:
-            return cls()
+            from_env = os.environ.get("KOYOJOBS_SECRET")
+            if from_env is None:
+                return cls()
+            if not from_env:
+                raise ValueError(
+                    "KOYOJOBS_SECRET is set but empty: set it to a key, or unset it to run unsigned"
+                )
+            return cls([from_env])
         if isinstance(secret, str | bytes):
+            if not secret:
+                raise ValueError(
+                    f"secret={secret!r} is empty: an empty key signs nothing (None runs unsigned)"
+                )
             return cls([secret])
-        return cls(list(secret))
+        if not isinstance(secret, list | tuple):
+            raise TypeError(
+                f"secret must be a str or bytes key or a list of keys, got {type(secret).__name__}"
+            )
+        if not secret:
+            raise ValueError("secret is an empty list: give at least one key (None runs unsigned)")
+        return cls(secret)
 
     @property
     def signs(self) -> bool:
         """Whether payloads are signed and verified."""
         return bool(self._keys)
 
-    def dumps(self, obj: Any) -> bytes:
-        """Serialize and sign ``obj``; raises whatever dill raises for what it cannot pickle."""
-        return self.sign(to_bytes(obj))
+    def sign_arguments(self, body: bytes, job: str) -> bytes:
+        """Sign pickled ``(args, kwargs)`` made elsewhere (job calls pickle them early) for ``job``.
 
-    def sign(self, body: bytes) -> bytes:
-        """Sign dill bytes made elsewhere (job calls pickle their arguments early)."""
+        Example:
+            >>> s = Serializer(["k"])
+            >>> s.load_arguments(s.sign_arguments(to_bytes(((1,), {"b": 2})), "app.f"), "app.f")
+            ((1,), {'b': 2})
+        """
+        return self._sign("arguments", job, body)
+
+    def load_arguments(self, payload: bytes, job: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Read ``job``'s arguments back; :class:`PayloadError` says why they cannot be.
+
+        Anything but a pair of a tuple (or list) and a dict with str keys is
+        an error, checked on exact types: a subclass could run code when it
+        is unpacked or compared.
+
+        Example:
+            >>> try:
+            ...     Serializer().load_arguments(to_bytes(None), "app.f")
+            ... except PayloadError as exc:
+            ...     print(exc)
+            arguments of job 'app.f' are not an (args, kwargs) pair: got NoneType
+        """
+        value = self._load("arguments", job, payload)
+        if type(value) is not tuple or len(value) != 2:
+            raise PayloadError(
+                f"arguments of job {job!r} are not an (args, kwargs) pair: got {_shape(value)}"
+            )
+        args, kwargs = value
+        if type(args) is not tuple and type(args) is not list:
+            raise PayloadError(
+                f"arguments of job {job!r}: args is {_shape(args)}, not a tuple or list"
+            )
+        if type(kwargs) is not dict:
+            raise PayloadError(f"arguments of job {job!r}: kwargs is {_shape(kwargs)}, not a dict")
+        for key in kwargs:
+            if type(key) is not str:
+                raise PayloadError(
+                    f"arguments of job {job!r}: kwargs has a key of type "
+                    f"{type(key).__name__}, not str"
+                )
+        return tuple(args), kwargs
+
+    def dump_result(self, value: Any, job: str) -> bytes:
+        """Serialize and sign ``job``'s return value; raises whatever dill raises for it."""
+        return self._sign("result", job, to_bytes(value))
+
+    def load_result(self, payload: bytes, job: str) -> Any:
+        """Read ``job``'s result back; :class:`PayloadError` says why it cannot be."""
+        return self._load("result", job, payload)
+
+    def _sign(self, kind: _Kind, job: str, body: bytes) -> bytes:
         if not self._keys:
             return body
-        mac = hmac.new(self._keys[0], body, hashlib.sha256).digest()
-        return _SIGNED + mac + body
+        return _SIGNED + self._mac(self._keys[0], kind, job, body) + body
 
-    def loads(self, payload: bytes) -> Any:
-        """Deserialize ``payload``; :class:`PayloadError` says why it cannot be."""
-        body = self._verified(bytes(payload))
+    @staticmethod
+    def _mac(key: bytes, kind: _Kind, job: str, body: bytes) -> bytes:
+        # Length-prefixed name: no two (kind, name, body) share a message.
+        name = job.encode("utf-8", "surrogatepass")
+        mac = hmac.new(key, _SIGNED + _KIND_TAGS[kind], hashlib.sha256)
+        mac.update(len(name).to_bytes(4, "big") + name)
+        mac.update(body)
+        return mac.digest()
+
+    def _load(self, kind: _Kind, job: str, payload: bytes) -> Any:
+        if not isinstance(payload, bytes | bytearray | memoryview):
+            raise PayloadError(f"cannot deserialize payload: expected bytes, got {_shape(payload)}")
+        body = self._verified(kind, job, bytes(payload))
         try:
             return dill.loads(body)
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # a payload's SystemExit must not end the worker
-            raise PayloadError(f"cannot deserialize payload: {type(exc).__name__}: {exc}") from exc
+            raise PayloadError(f"cannot deserialize payload: {describe(exc)}") from None
 
-    def _verified(self, payload: bytes) -> bytes:
-        signed = payload.startswith(_SIGNED)
+    def _verified(self, kind: _Kind, job: str, payload: bytes) -> bytes:
+        signed = payload.startswith((_SIGNED, _UNBOUND))
         if not self._keys:
             # No key: the database is trusted as it is; a signature is just skipped.
-            return payload[len(_SIGNED) + _MAC_SIZE :] if signed else payload
+            return payload[_HEADER_SIZE:] if signed else payload
+        if payload.startswith(_UNBOUND):
+            raise PayloadError(
+                "bad signature: payload is signed in the KJS1 format, which predates "
+                "binding payloads to their job; enqueue the job again"
+            )
         if not signed:
             raise PayloadError("bad signature: payload is not signed")
-        mac = payload[len(_SIGNED) : len(_SIGNED) + _MAC_SIZE]
-        body = payload[len(_SIGNED) + _MAC_SIZE :]
+        mac = payload[len(_SIGNED) : _HEADER_SIZE]
+        body = payload[_HEADER_SIZE:]
         for key in self._keys:
-            if hmac.compare_digest(mac, hmac.new(key, body, hashlib.sha256).digest()):
+            if hmac.compare_digest(mac, self._mac(key, kind, job, body)):
                 return body
-        raise PayloadError("bad signature: no known key signed this payload")
+        what = "the arguments" if kind == "arguments" else "the result"
+        raise PayloadError(
+            f"bad signature: no known key signed this payload as {what} of job {job!r}"
+        )
+
+
+def _shape(value: object) -> str:
+    if type(value) is tuple or type(value) is list:
+        return f"a {type(value).__name__} of length {len(value)}"
+    return type(value).__name__
 
 
 def dump_arguments(

@@ -72,8 +72,8 @@ async def enqueued_jobs(
     rows = await b.pool.fetch(QUERIES["ready_jobs_named"], job.name)
     found = []
     for row in rows:
-        args, kwargs = b.serializer.loads(row["args"])
-        found.append(EnqueuedJob(row["id"], tuple(args), dict(kwargs)))
+        args, kwargs = b.serializer.load_arguments(row["args"], job.name)
+        found.append(EnqueuedJob(row["id"], args, kwargs))
     return found
 
 

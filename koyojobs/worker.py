@@ -23,11 +23,11 @@ from typing import Any
 import asyncpg
 
 from .broker import Broker
-from .execution import attempt
+from .execution import attempt, warn_if_unsigned
 from .lifecycle import Lifecycle
 from .maintenance import Vacuum
 from .models import Status
-from .outcomes import Decision, Outcome, as_columns
+from .outcomes import Decision, Outcome, as_columns, unreadable
 from .periodic import Ticker
 from .sql import QUERIES
 
@@ -150,6 +150,7 @@ class Worker(Lifecycle):
             self.broker, self.queue, idle_check=self.poll_interval, deadline=self.deadline
         )
         self._ticker.start()
+        warn_if_unsigned(self.broker.serializer)
         log.info("worker started", extra={"queue": self.queue, "worker_id": self.id})
 
     async def stop(self) -> None:
@@ -208,6 +209,7 @@ class _Lane:
         """Job id -> attempt, claimed and not yet written back: their leases are renewed."""
         self._decisions: list[Outcome] = []
         self._conn: asyncpg.Connection | None = None
+        self._conn_lock = asyncio.Lock()
         self._executor: ThreadPoolExecutor | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._wake: asyncio.Event | None = None
@@ -375,6 +377,8 @@ class _Lane:
 
         The loop sends one statement at a time, so it holds a connection of
         its own: no pool round, and settings fit for exactly these statements.
+        Lease renewals go through it too, between the loop's rounds: they
+        must not wait for a pool whose connections the jobs may all hold.
         Their generic plans are as good as custom ones, which cost more to
         plan than the statements cost to run, and PostgreSQL cannot tell
         (it prices the claim's LIMIT $2 at a tenth of the table).
@@ -386,25 +390,26 @@ class _Lane:
         the server as ``statement_timeout``, so a statement stuck there ends
         too (not behind a pooler, which would hand the setting to others).
         """
-        if self._conn is None or self._conn.is_closed():
-            self._conn = await self.broker.database.connect(
-                timeout=self.deadline,
-                settings={
-                    "plan_cache_mode": "force_generic_plan",
-                    "statement_timeout": str(int(self.deadline * 1000)),
-                },
-            )
-        try:
-            async with asyncio.timeout(self.deadline):
-                return await self._conn.fetch(query, *args)
-        except TimeoutError:
-            self._drop_connection()
-            raise TimeoutError(
-                f"the database did not answer within {self.deadline:g}s; reconnecting"
-            ) from None
-        except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError):
-            self._drop_connection()
-            raise
+        async with self._conn_lock:
+            if self._conn is None or self._conn.is_closed():
+                self._conn = await self.broker.database.connect(
+                    timeout=self.deadline,
+                    settings={
+                        "plan_cache_mode": "force_generic_plan",
+                        "statement_timeout": str(int(self.deadline * 1000)),
+                    },
+                )
+            try:
+                async with asyncio.timeout(self.deadline):
+                    return await self._conn.fetch(query, *args)
+            except TimeoutError:
+                self._drop_connection()
+                raise TimeoutError(
+                    f"the database did not answer within {self.deadline:g}s; reconnecting"
+                ) from None
+            except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError):
+                self._drop_connection()
+                raise
 
     def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
@@ -460,6 +465,11 @@ class _Lane:
             # longer ours (cancelled or rescued): nothing to record.
             self._let_go(job_id, row["attempts"])
             return
+        except Exception as exc:
+            # attempt() decides for every row; should it raise all the same, the
+            # job must still end: a held job's lease is renewed for ever.
+            log.exception("attempt raised", extra={"job_id": job_id})
+            decision = unreadable(f"job could not be run: {type(exc).__name__}")
         finally:
             run = self._runs.get(job_id)
             if run is not None and run.task is asyncio.current_task():
@@ -549,9 +559,7 @@ class _Lane:
         ids = list(self._held)
         sent = time.monotonic()
         try:
-            rows = await self.broker.database.fetch_within(
-                self.deadline, QUERIES["renew_leases"], ids, self.id, self.lease
-            )
+            rows = await self._fetch(QUERIES["renew_leases"], ids, self.id, self.lease)
         except Exception:
             log.warning("lease renewal failed", exc_info=True, extra={"queue": self.queue})
             held = None

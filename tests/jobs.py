@@ -7,7 +7,7 @@ import threading
 from collections import defaultdict
 from typing import Any
 
-from koyojobs import current_job, define_job, retry
+from koyojobs import current_broker, current_job, define_job, retry
 
 # In-process observations, reset by the tests that read them.
 runs: list[tuple[str, Any]] = []
@@ -117,3 +117,14 @@ async def returns_generator() -> Any:
 async def sleeper(seconds: float) -> float:
     await asyncio.sleep(seconds)  # the job's own work: it takes time on purpose
     return seconds
+
+
+@define_job(max_attempts=3)
+async def hold_pool_connection(seconds: float) -> int:
+    """Holds one of the broker's pool connections for ``seconds``, as a job using the DB may."""
+    broker = current_broker()
+    job = current_job()
+    assert broker is not None and job is not None
+    async with broker.pool.acquire() as conn:
+        await conn.execute("SELECT pg_sleep($1)", seconds)
+    return job.attempt

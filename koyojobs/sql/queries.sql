@@ -161,6 +161,18 @@ DELETE FROM koyojobs_jobs
  WHERE status IN ('done', 'failed', 'cancelled')
    AND finished_at < now() - make_interval(secs => $1);
 
+-- name: count_prunable
+-- What prune_jobs would delete now, per status (koyojobs prune --dry-run).
+SELECT status, count(*)::bigint AS jobs
+  FROM koyojobs_jobs
+ WHERE status IN ('done', 'failed', 'cancelled')
+   AND finished_at < now() - make_interval(secs => $1)
+ GROUP BY status;
+
+-- name: job_status
+-- Why an operator's retry or cancel did nothing: NULL for an unknown job.
+SELECT status FROM koyojobs_jobs WHERE id = $1;
+
 -- name: queue_status
 -- Counts per queue and status, and how long the oldest due job has waited.
 SELECT queue,

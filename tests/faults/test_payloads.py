@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import logging
 import os
 import pickle
 import sys
@@ -11,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from koyojobs import Broker, PayloadError, Status, Worker, set_current_broker
+from koyojobs import Broker, PayloadError, Status, Worker, execution, set_current_broker
 from koyojobs.serializer import Serializer
 from tests.conftest import insert_raw_job, wait_for_status
 from tests.faults import jobs
@@ -102,19 +105,17 @@ async def test_a_hostile_row_is_never_unpickled_by_a_worker_with_a_secret(
 ) -> None:
     marker = tmp_path / "pwned"
     hostile = pickle.dumps(((_Marks(marker),), {}))
+    name = "faults.takes_arg"
     assert not marker.exists()
     async with Broker(dsn, secret="s3cret") as broker, Worker(broker, lease=2.0, poll_interval=0.2):
         set_current_broker(broker)
         try:
             rows = {
                 "unsigned": hostile,
-                "signed with another key": Serializer(["attacker"]).sign(hostile),
-                "signature cut short": Serializer(["s3cret"]).sign(hostile)[:20],
+                "signed with another key": Serializer(["attacker"]).sign_arguments(hostile, name),
+                "signature cut short": Serializer(["s3cret"]).sign_arguments(hostile, name)[:20],
             }
-            ids = {
-                what: await _insert(broker, "faults.takes_arg", data, 3)
-                for what, data in rows.items()
-            }
+            ids = {what: await _insert(broker, name, data, 3) for what, data in rows.items()}
             for what, job_id in ids.items():
                 job = await wait_for_status(broker, job_id, Status.FAILED, Status.DONE)
                 assert (job.status, job.attempts) == (Status.FAILED, 1), (what, job)
@@ -177,3 +178,97 @@ async def test_the_secret_can_come_from_the_environment(
         finally:
             set_current_broker(None)
         assert job.result == "env"
+
+
+async def _args_of(broker: Broker, job_id: int) -> bytes:
+    args: bytes = await broker.pool.fetchval("SELECT args FROM koyojobs_jobs WHERE id = $1", job_id)
+    return args
+
+
+async def test_a_signed_payload_runs_only_as_what_it_was_signed_for(dsn: str) -> None:
+    async with Broker(dsn, secret="s3cret") as broker:
+        set_current_broker(broker)
+        try:
+            # Signed arguments of faults.quick, not yet run (no worker yet).
+            quick = await jobs.quick("meant for quick")
+            assert quick is not None
+            quick_args = await _args_of(broker, quick)
+            async with Worker(broker, lease=2.0, poll_interval=0.2):
+                done = await wait_for_status(broker, quick, Status.DONE, Status.FAILED)
+                assert (done.status, done.result) == (Status.DONE, "meant for quick")
+                result = await broker.pool.fetchval(
+                    "SELECT result FROM koyojobs_jobs WHERE id = $1", quick
+                )
+                replays = {
+                    "arguments of another job": ("faults.takes_arg", quick_args),
+                    "a result as arguments": ("faults.quick", result),
+                }
+                ids = {
+                    what: await _insert(broker, name, data, 3)
+                    for what, (name, data) in replays.items()
+                }
+                for what, job_id in ids.items():
+                    job = await wait_for_status(broker, job_id, Status.FAILED, Status.DONE)
+                    assert (job.status, job.attempts) == (Status.FAILED, 1), (what, job)
+                    name = replays[what][0]
+                    assert job.last_error == (
+                        "bad signature: no known key signed this payload as "
+                        f"the arguments of job {name!r}"
+                    ), what
+                # The same arguments in a row of their own job still run (no freshness:
+                # see the Security page).
+                again = await _insert(broker, "faults.quick", quick_args, 1)
+                job = await wait_for_status(broker, again, Status.DONE, Status.FAILED)
+                assert (job.status, job.result) == (Status.DONE, "meant for quick")
+            # A result copied into another job's row reads as nothing but an error.
+            await broker.pool.execute(
+                "UPDATE koyojobs_jobs SET result = $1 WHERE id = $2",
+                result,
+                ids["arguments of another job"],
+            )
+            with pytest.raises(PayloadError, match=r"as the result of job 'faults\.takes_arg'$"):
+                await broker.get_job(ids["arguments of another job"])
+        finally:
+            set_current_broker(None)
+
+
+async def test_a_payload_signed_in_the_unbound_kjs1_format_is_refused(dsn: str) -> None:
+    body = _arguments("old")
+    old = b"KJS1" + hmac.new(b"s3cret", body, hashlib.sha256).digest() + body
+    async with Broker(dsn, secret="s3cret") as broker, Worker(broker, lease=2.0, poll_interval=0.2):
+        job_id = await _insert(broker, "faults.takes_arg", old, 3)
+        job = await wait_for_status(broker, job_id, Status.FAILED, Status.DONE)
+        assert (job.status, job.attempts) == (Status.FAILED, 1)
+        assert job.last_error == (
+            "bad signature: payload is signed in the KJS1 format, which predates binding "
+            "payloads to their job; enqueue the job again"
+        )
+
+
+def _security_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and "payloads are not signed" in r.getMessage()
+    ]
+
+
+async def test_a_worker_without_a_secret_warns_once_what_that_means(
+    dsn: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KOYOJOBS_SECRET", raising=False)
+    monkeypatch.setattr(execution, "_warned_unsigned", False, raising=False)  # a fresh process
+    caplog.set_level(logging.INFO, logger="koyojobs")
+    async with Broker(dsn, secret="s3cret") as signed, Worker(signed, poll_interval=0.2):
+        pass
+    assert _security_warnings(caplog) == []
+
+    async with Broker(dsn) as broker:
+        async with Worker(broker, poll_interval=0.2), Worker(broker, "other", poll_interval=0.2):
+            pass
+        async with Worker(broker, poll_interval=0.2):
+            pass
+    assert _security_warnings(caplog) == [
+        "payloads are not signed: anyone who can write the jobs table can run code in this "
+        "worker; set Broker(secret=...) or KOYOJOBS_SECRET (see the Security page)"
+    ]

@@ -96,8 +96,8 @@ async def test_enqueue_many_in_one_statement_keeps_order(broker: Broker) -> None
     assert ours[0].lstrip().startswith("INSERT INTO koyojobs_jobs")
     assert await broker.enqueue_many([]) == []
     async with broker.pool.acquire() as conn:
-        rows = await conn.fetch("SELECT id, args FROM koyojobs_jobs ORDER BY id")
-    values = [broker.serializer.loads(r["args"])[0][0] for r in rows]
+        rows = await conn.fetch("SELECT id, name, args FROM koyojobs_jobs ORDER BY id")
+    values = [broker.serializer.load_arguments(r["args"], r["name"])[0][0] for r in rows]
     assert values == list(range(500))
 
 

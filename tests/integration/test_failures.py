@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import pendulum
 
 from koyojobs import Broker, Status
@@ -64,7 +66,11 @@ async def test_an_unknown_job_name_is_retried_then_failed_naming_it(
     broker: Broker, start_worker: StartWorker
 ) -> None:
     await start_worker()
-    job_id = await _insert_raw(broker, "gone.in_this_deploy", broker.serializer.dumps(((), {})))
+    job_id = await _insert_raw(
+        broker,
+        "gone.in_this_deploy",
+        broker.serializer.sign_arguments(pickle.dumps(((), {})), "gone.in_this_deploy"),
+    )
     await broker.pool.execute("UPDATE koyojobs_jobs SET max_attempts = 2 WHERE id = $1", job_id)
     job = await wait_for_status(broker, job_id, Status.FAILED, timeout=15)
     assert job.attempts == 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from koyojobs import Broker, Status
+from koyojobs import Broker, Database, Status, Worker
 from tests import jobs
 from tests.conftest import wait_for_status
 from tests.integration.conftest import StartWorker
@@ -75,7 +75,7 @@ async def test_a_late_outcome_does_not_overwrite_a_rescued_job(broker: Broker) -
     assert job_id is not None
     await _claim_as_dead_worker(broker, job_id)
     await broker.pool.fetch(QUERIES["rescue_lapsed"])
-    decision = succeeded(broker.serializer.dumps("late"))
+    decision = succeeded(broker.serializer.dump_result("late", "tests.jobs.echo"))
     await broker.pool.fetch(
         QUERIES["finish_and_claim"],
         "nothing-to-claim",
@@ -133,3 +133,18 @@ async def test_recording_outcomes_joins_by_primary_key_even_with_stale_statistic
             )
             assert "koyojobs_jobs_running_idx" not in plan, plan
         await conn.execute("RESET plan_cache_mode")
+
+
+async def test_leases_are_renewed_while_the_jobs_hold_every_pool_connection(dsn: str) -> None:
+    # Two slots, a pool of two, and each job holds a pool connection for
+    # twice the lease: renewals must not need a pool connection.
+    async with (
+        Database(dsn, max_size=2) as db,
+        Broker(db) as small,
+        Worker(small, pool_size=2, lease=2.0, poll_interval=0.5),
+    ):
+        ids = [await small.enqueue(jobs.hold_pool_connection(4.0)) for _ in range(2)]
+        for job_id in ids:
+            assert job_id is not None
+            job = await wait_for_status(small, job_id, Status.DONE, Status.FAILED, timeout=20)
+            assert (job.status, job.attempts, job.result) == (Status.DONE, 1, 1), job

@@ -135,7 +135,7 @@ async def test_the_cli_worker_works_through_the_pooler(
     )
     await worker.start()
     try:
-        ids = await broker.enqueue_many(echo(i) for i in range(50))
+        ids = await broker.enqueue_many(fault_jobs.quick(i) for i in range(50))
         assert ids is not None
         for job_id in ids:
             await wait_for_status(broker, job_id, Status.DONE, timeout=20)
