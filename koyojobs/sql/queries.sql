@@ -293,6 +293,9 @@ SELECT d.name,
   LEFT JOIN moved AS m ON m.name = d.name
   LEFT JOIN koyojobs_schedules AS s ON s.name = d.name;
 
+-- name: database_now
+SELECT clock_timestamp();
+
 -- name: schedules
 -- What `koyojobs schedules` shows of each periodic job the database knows.
 SELECT name, last_tick, last_enqueued_tick, last_skipped, last_job_id
