@@ -56,3 +56,13 @@ async def slow() -> None:
 @define_job(name="periodic.catch_up", queue="periodic-catch-up", every=timedelta(seconds=1))
 async def catch_up() -> None:
     await _record()
+
+
+@define_job(name="periodic.clock", queue="periodic-removal", every=timedelta(seconds=1))
+async def clock() -> None:
+    await _record()
+
+
+@define_job(name="periodic.removed", queue="periodic-removal", every=timedelta(seconds=1))
+async def removed() -> None:
+    await _record()

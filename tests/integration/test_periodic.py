@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from koyojobs import Broker, Worker
 from koyojobs.periodic import periodic_jobs
+from koyojobs.registry import forget, register
 from tests import periodic_jobs as jobs
 from tests.faults.conftest import until
 
@@ -89,3 +90,37 @@ async def test_a_run_longer_than_the_period_is_not_stacked(broker: Broker) -> No
 def test_periodic_jobs_lists_what_this_process_imported() -> None:
     names = [job.name for job in periodic_jobs("periodic-1s")]
     assert names == [jobs.every_second.name]
+
+
+async def test_a_periodic_job_removed_from_the_code_stops_being_enqueued(broker: Broker) -> None:
+    await broker.pool.execute(jobs.RUNS_TABLE)
+
+    async def runs_of(name: str) -> int:
+        count: int = await broker.pool.fetchval(
+            "SELECT count(*) FROM periodic_runs WHERE name = $1", name
+        )
+        return count
+
+    try:
+        async with Worker(broker, queue="periodic-removal", poll_interval=0.2):
+            await until(
+                lambda: runs_of(jobs.removed.name), timeout=10, what="the job to remove ran"
+            )
+            forget(jobs.removed.name)  # as a deploy that deletes it
+            enqueued = await broker.pool.fetchval(
+                "SELECT count(*) FROM koyojobs_jobs WHERE name = $1", jobs.removed.name
+            )
+            clock = await runs_of(jobs.clock.name)
+
+            # Three more ticks of its neighbour: the clock of this test.
+            async def three_more() -> bool:
+                return await runs_of(jobs.clock.name) >= clock + 3
+
+            await until(three_more, timeout=15, what="three more ticks")
+        after = await broker.pool.fetchval(
+            "SELECT count(*) FROM koyojobs_jobs WHERE name = $1", jobs.removed.name
+        )
+        # At most the round already under way when it was removed.
+        assert after <= enqueued + 1, (enqueued, after)
+    finally:
+        register(jobs.removed)
