@@ -172,16 +172,16 @@ class Broker(Lifecycle):
         """Insert one job; with ``connection``, inside the caller's transaction.
 
         Returns the new id (``None`` in the synchronous mode, where the job
-        has run). Workers wake when the inserting transaction commits. An
-        enqueue that raises because the connection broke may still have
-        committed.
+        has run, on ``connection`` if given: see ``koyojobs.inline``). Workers
+        wake when the inserting transaction commits. An enqueue that raises
+        because the connection broke may still have committed.
 
         Example:
             >>> async with broker.pool.acquire() as conn, conn.transaction():  # doctest: +SKIP
             ...     await conn.execute("INSERT INTO orders ...")
             ...     await broker.enqueue(send_receipt(order_id), connection=conn)
         """
-        if await self._ran_inline([call], "a job call"):
+        if await self._ran_inline([call], "a job call", connection):
             return None
         target: Executor = connection if connection is not None else self.pool
         definition = call.definition
@@ -205,7 +205,7 @@ class Broker(Lifecycle):
             >>> ids = await broker.enqueue_many(say_hello(n) for n in names)  # doctest: +SKIP
         """
         calls = list(calls)
-        if await self._ran_inline(calls, "job calls"):
+        if await self._ran_inline(calls, "job calls", connection):
             return None
         if not calls:
             return []
@@ -223,7 +223,9 @@ class Broker(Lifecycle):
         # Identity values are drawn in insertion order, which follows the input.
         return sorted(row[0] for row in rows)
 
-    async def _ran_inline(self, calls: list[JobCall[Any]], wanted: str) -> bool:
+    async def _ran_inline(
+        self, calls: list[JobCall[Any]], wanted: str, connection: Connection | None = None
+    ) -> bool:
         """Check and take the calls; in the synchronous mode, run them now and say so."""
         for call in calls:
             if not isinstance(call, JobCall):
@@ -231,8 +233,20 @@ class Broker(Lifecycle):
             call.consume()
         if not execute_jobs_synchronously.enabled():
             return False
+        if connection is None:
+            for call in calls:
+                await run_inline(call, self)
+            return True
+        from .inline import on_connection  # it builds on Broker
+
+        bound = on_connection(self, connection)
         for call in calls:
-            await run_inline(call, self)
+            if connection.is_in_transaction():
+                # A savepoint: a job that fails leaves the caller's transaction usable.
+                async with connection.transaction():
+                    await run_inline(call, bound)
+            else:
+                await run_inline(call, bound)
         return True
 
     # -- inspect and control ----------------------------------------------------

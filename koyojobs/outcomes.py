@@ -8,6 +8,7 @@ is ``failed`` once they are spent; an unreadable payload is ``failed`` at once.
 
 from __future__ import annotations
 
+import math
 import random
 import traceback as tb
 from collections.abc import Callable, Sequence
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .context import RetryJob
+from .errors import describe
 from .models import Status
 
 __all__ = ["Backoff", "Decision", "after_failure", "default_backoff", "succeeded", "unreadable"]
@@ -22,6 +24,7 @@ __all__ = ["Backoff", "Decision", "after_failure", "default_backoff", "succeeded
 Backoff = Callable[[int], float]
 
 _BACKOFF_CAP = 3600.0
+_LONGEST_DELAY = 365 * 86400.0
 
 
 def default_backoff(attempt: int) -> float:
@@ -82,12 +85,21 @@ def after_failure(
     if isinstance(exc, RetryJob):
         error, trace = "retry() requested", None
     else:
-        error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        error = describe(exc)
         trace = "".join(tb.format_exception(exc))
     if attempt >= max_attempts:
         return Decision(Status.FAILED, error=error, traceback=trace)
     if isinstance(exc, RetryJob) and exc.delay is not None:
         delay = exc.delay
     else:
-        delay = max(0.0, float(backoff(attempt)))
-    return Decision(Status.READY, error=error, traceback=trace, delay=delay)
+        delay = float(backoff(attempt))
+    return Decision(Status.READY, error=error, traceback=trace, delay=_bounded(delay))
+
+
+def _bounded(delay: float) -> float:
+    # The database refuses an interval that does not fit (a backoff returning
+    # inf, or 1e300), and one refused value would fail the whole batch of
+    # outcomes every round: a year at most, and never negative or NaN.
+    if not math.isfinite(delay):
+        return _LONGEST_DELAY if delay > 0 else 0.0
+    return min(max(delay, 0.0), _LONGEST_DELAY)

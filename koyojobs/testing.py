@@ -176,15 +176,34 @@ async def drain(
 
 
 _UNPRIVILEGED_USER = "postgres"
+PG_BIN_VARIABLE = "KOYOJOBS_TEST_PG_BIN"
+"""Names the folder of the server binaries :class:`TemporaryPostgres` runs,
+to test against another PostgreSQL version than the one on PATH."""
 
 
-def find_pg_bin() -> Path:
-    """The folder holding ``initdb`` and ``pg_ctl``: on PATH, else Debian's newest.
+def find_pg_bin(bin_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The folder holding ``initdb`` and ``pg_ctl``.
+
+    ``bin_dir`` if given, else ``$KOYOJOBS_TEST_PG_BIN`` if set, else the one
+    on PATH, else Debian's newest (``/usr/lib/postgresql/*/bin``). A folder
+    given either way must hold both programs.
 
     Example:
-        >>> (find_pg_bin() / "pg_ctl").exists()  # doctest: +SKIP
-        True
+        >>> find_pg_bin("/usr/lib/postgresql/17/bin")  # doctest: +SKIP
+        PosixPath('/usr/lib/postgresql/17/bin')
     """
+    given, source = bin_dir, "bin_dir"
+    if given is None and os.environ.get(PG_BIN_VARIABLE):
+        given, source = os.environ[PG_BIN_VARIABLE], PG_BIN_VARIABLE
+    if given is not None:
+        folder = Path(given)
+        missing = [p for p in ("initdb", "pg_ctl") if not (folder / p).is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"{source}={str(given)!r} is not a PostgreSQL bin folder: "
+                f"no {' nor '.join(missing)} in it"
+            )
+        return folder.resolve()
     found = shutil.which("initdb")
     if found:
         return Path(found).resolve().parent
@@ -212,7 +231,9 @@ class TemporaryPostgres:
 
     It trusts local connections, listens on 127.0.0.1 on a free port and
     runs with ``fsync=off``: fast, and only for throwaway data. As root
-    (initdb refuses root) it runs the server as the ``postgres`` user.
+    (initdb refuses root) it runs the server as the ``postgres`` user, who
+    must be able to read and run the binaries. ``bin_dir`` picks the server's
+    binaries as :func:`find_pg_bin` says (``$KOYOJOBS_TEST_PG_BIN``, PATH...).
 
     Example:
         >>> with TemporaryPostgres() as pg:  # doctest: +SKIP
@@ -220,8 +241,8 @@ class TemporaryPostgres:
         postgresql://postgres@127.0.0.1:41234/postgres
     """
 
-    def __init__(self) -> None:
-        self.bin = find_pg_bin()
+    def __init__(self, bin_dir: str | os.PathLike[str] | None = None) -> None:
+        self.bin = find_pg_bin(bin_dir)
         self.port = _free_port()
         self._dir: Path | None = None
 
@@ -249,10 +270,10 @@ class TemporaryPostgres:
         command = [*self._as_server_user(), *args]
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
-            raise RuntimeError(
-                f"{' '.join(args[:2])} failed ({result.returncode}): "
-                f"{(result.stderr or result.stdout).strip()}"
-            )
+            said = (result.stderr or result.stdout).strip()
+            if os.geteuid() == 0 and "Permission denied" in said:
+                said += f" (as root, the {_UNPRIVILEGED_USER} user runs it: let it read {self.bin})"
+            raise RuntimeError(f"{' '.join(args[:2])} failed ({result.returncode}): {said}")
 
     def start(self) -> None:
         """initdb and start; returns once the server accepts connections."""
@@ -260,6 +281,14 @@ class TemporaryPostgres:
         if os.geteuid() == 0:
             user = pwd.getpwnam(_UNPRIVILEGED_USER)
             os.chown(self._dir, user.pw_uid, user.pw_gid)
+        try:
+            self._init_and_start()
+        except BaseException:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+            raise
+
+    def _init_and_start(self) -> None:
         self._run(
             str(self.bin / "initdb"),
             "-D",

@@ -52,6 +52,18 @@ class _Run:
     """Monotonic time after which another worker may have rescued the job."""
     cancelled: bool = field(default=False)
     """Set when the worker stops the run itself: its outcome is not recorded."""
+    begun: bool = field(default=False)
+    """Set when the job itself starts; until then, stop the run with :func:`_stop_run`."""
+
+
+def _stop_run(run: _Run) -> None:
+    run.cancelled = True
+    # A run that has not begun the job sees ``cancelled`` before it would, and
+    # puts the job back. Cancelling its task instead could lose that: a task
+    # cancelled before its first step never runs its body, clean-up included
+    # (its slot and its hold on the job, which the heartbeat would keep renewing).
+    if run.begun:
+        run.task.cancel()
 
 
 class Worker(Lifecycle):
@@ -360,8 +372,7 @@ class _Lane:
             for sibling in self.siblings:
                 stale = stale or sibling._runs.get(row["id"])
             if stale is not None:
-                stale.cancelled = True
-                stale.task.cancel()
+                _stop_run(stale)
             task = asyncio.create_task(self._run(row, None if stale is None else stale.task))
             self._runs[row["id"]] = _Run(task, sent + self.lease)
             self._held[row["id"]] = row["attempts"]
@@ -454,12 +465,22 @@ class _Lane:
 
     async def _run(self, row: asyncpg.Record, stale: asyncio.Task[None] | None = None) -> None:
         job_id: int = row["id"]
+        this = self._runs[job_id]
         assert self._executor is not None
+        decision: Decision | None = None
         try:
             if stale is not None:
                 await asyncio.wait([stale])
-            started = time.monotonic()
-            decision = await attempt(row, self.broker.serializer, self.broker, self._executor)
+            # A job that blocks the event loop delays the claim's answer or this
+            # first step: the lease may lapse before the run begins, and from
+            # then on another worker may hold the job. Never begin it then.
+            if this.cancelled or time.monotonic() + _TIMER_SLACK >= this.lease_deadline:
+                this.cancelled = True
+                await self._put_back_unbegun(row)
+            else:
+                this.begun = True
+                started = time.monotonic()
+                decision = await attempt(row, self.broker.serializer, self.broker, self._executor)
         except asyncio.CancelledError:
             # Stopped by stop() (released afterwards) or because the job is no
             # longer ours (cancelled or rescued): nothing to record.
@@ -477,11 +498,31 @@ class _Lane:
             else:
                 run = None  # a newer claim of the job owns the entry
             self.wake()
-        if run is None or run.cancelled:
+        if run is None or run.cancelled or decision is None:
             self._let_go(job_id, row["attempts"])
             return
         self._decisions.append((job_id, row["attempts"], decision))
         _log_outcome(row, decision, time.monotonic() - started)
+
+    async def _put_back_unbegun(self, row: asyncpg.Record) -> None:
+        # It never ran, so it does not count as an attempt (as a run cut short
+        # by stop()); if a rescue got there first, the rescue counted it.
+        log.warning(
+            "lease lapsed before the job began; putting it back",
+            extra={"job_id": row["id"], "attempt": row["attempts"]},
+        )
+        try:
+            queue = await self.broker.pool.fetchval(
+                QUERIES["release_unbegun"], row["id"], row["attempts"], self.id
+            )
+            if queue is not None:
+                await self.broker.pool.execute(QUERIES["notify_queue"], queue)
+        except Exception:
+            log.warning(
+                "could not put the job back; it returns when its lease lapses",
+                exc_info=True,
+                extra={"job_id": row["id"]},
+            )
 
     def _let_go(self, job_id: int, number: int) -> None:
         # Only this attempt's hold: the job may have been claimed again since.
@@ -546,8 +587,7 @@ class _Lane:
         for job_id, run in list(self._runs.items()):
             if run.lease_deadline <= now and not run.task.done() and not run.cancelled:
                 log.warning("lease not renewed in time; stopping the job", extra={"job_id": job_id})
-                run.cancelled = True
-                run.task.cancel()
+                _stop_run(run)
         pending = [r.lease_deadline for r in self._runs.values() if not r.cancelled]
         if pending:
             self._check_leases_at(min(pending))
@@ -577,8 +617,7 @@ class _Lane:
                 # Cancelled, or rescued by another worker (or about to be, while
                 # the database is unreachable): stop, so it never runs twice at once.
                 log.warning("job no longer held; stopping it", extra={"job_id": job_id})
-                run.cancelled = True
-                run.task.cancel()
+                _stop_run(run)
 
 
 async def _finish(task: asyncio.Task[None]) -> None:

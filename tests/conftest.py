@@ -1,25 +1,47 @@
 """Fixtures: a real PostgreSQL (the one in KOYOJOBS_TEST_DSN, or a throwaway
-cluster started here), and a fresh database per test cloned from a migrated
-template."""
+cluster started here from the binaries in KOYOJOBS_TEST_PG_BIN or on PATH),
+and a fresh database per test cloned from a migrated template. Every database
+made here is dropped again: a shared server is left as it was found."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
+import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 
 from koyojobs import Broker, Job, Status, set_current_broker
-from koyojobs.testing import TemporaryPostgres
+from koyojobs.testing import PG_BIN_VARIABLE, TemporaryPostgres, find_pg_bin
 
-TEMPLATE = "koyojobs_test_template"
+# Names carry the pid: two sessions may share one server (KOYOJOBS_TEST_DSN).
+TEMPLATE = f"koyojobs_template_{os.getpid()}"
 _counter = itertools.count()
+
+
+def _database_name(suffix: str = "") -> str:
+    return f"koyojobs_t{os.getpid()}_{next(_counter)}{suffix and '_' + suffix}"
+
+
+def pytest_report_header() -> str:
+    if os.environ.get("KOYOJOBS_TEST_DSN"):
+        return "PostgreSQL: the server in KOYOJOBS_TEST_DSN"
+    try:
+        folder = find_pg_bin()
+    except FileNotFoundError as exc:
+        return f"PostgreSQL: {exc}"
+    version = subprocess.run(
+        [str(folder / "pg_ctl"), "--version"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    chosen = f" from {PG_BIN_VARIABLE}" if os.environ.get(PG_BIN_VARIABLE) else ""
+    return f"PostgreSQL: {version} in {folder}{chosen}"
 
 
 @dataclass
@@ -28,20 +50,47 @@ class Server:
 
     admin_dsn: str
     cluster: TemporaryPostgres | None
+    made: set[str] = field(default_factory=set)
+    """Every database created through this object, dropped or not."""
 
     def dsn_for(self, database: str) -> str:
         parts = urlsplit(self.admin_dsn)
         return urlunsplit(parts._replace(path=f"/{database}"))
 
-    async def empty_database(self, name: str) -> str:
-        """(Re)create database ``name``, empty; returns its DSN."""
+    async def create_database(self, name: str, template: str | None = None) -> str:
+        """Create database ``name`` (empty, or a copy of ``template``); returns its DSN.
+
+        Drop it again with :meth:`drop_database`: the session fails at its end
+        if one is left on the server."""
         conn = await asyncpg.connect(self.admin_dsn)
         try:
+            self.made.add(name)
             await conn.execute(f"DROP DATABASE IF EXISTS {_ident(name)} WITH (FORCE)")
-            await conn.execute(f"CREATE DATABASE {_ident(name)}")
+            copy = f" TEMPLATE {_ident(template)}" if template else ""
+            await conn.execute(f"CREATE DATABASE {_ident(name)}{copy}")
         finally:
             await conn.close()
         return self.dsn_for(name)
+
+    async def drop_database(self, name: str) -> None:
+        """Drop database ``name`` if it exists, whoever is connected to it."""
+        conn = await asyncpg.connect(self.admin_dsn)
+        try:
+            await conn.execute(f"DROP DATABASE IF EXISTS {_ident(name)} WITH (FORCE)")
+        finally:
+            await conn.close()
+
+    async def left_behind(self) -> list[str]:
+        """The databases made here that still exist."""
+        conn = await asyncpg.connect(self.admin_dsn)
+        try:
+            rows = await conn.fetch(
+                "SELECT datname FROM pg_database WHERE datname = ANY($1::text[]) ORDER BY 1",
+                sorted(self.made),
+            )
+        finally:
+            await conn.close()
+        return [r["datname"] for r in rows]
 
 
 def _ident(name: str) -> str:
@@ -51,39 +100,62 @@ def _ident(name: str) -> str:
 
 
 async def _prepare_template(server: Server) -> None:
-    async with Broker(await server.empty_database(TEMPLATE)):
+    async with Broker(await server.create_database(TEMPLATE)):
         pass  # starting a broker migrates
+
+
+async def _clean_up(server: Server) -> None:
+    await server.drop_database(TEMPLATE)
+    left = await server.left_behind()
+    for name in left:
+        await server.drop_database(name)
+    # A test that makes a database without dropping it would litter a shared
+    # server (KOYOJOBS_TEST_DSN) run after run.
+    assert not left, f"the tests left these databases behind (now dropped): {left}"
 
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[Server]:
     given = os.environ.get("KOYOJOBS_TEST_DSN")
-    if given:
-        server = Server(given, None)
+    with contextlib.ExitStack() as stack:
+        if given:
+            server = Server(given, None)
+        else:
+            cluster = stack.enter_context(TemporaryPostgres())
+            server = Server(cluster.dsn, cluster)
         asyncio.run(_prepare_template(server))
-        yield server
-        return
-    with TemporaryPostgres() as cluster:
-        server = Server(cluster.dsn, cluster)
-        asyncio.run(_prepare_template(server))
-        yield server
+        try:
+            yield server
+        finally:
+            asyncio.run(_clean_up(server))
 
 
 @pytest.fixture
 async def dsn(pg_server: Server) -> AsyncIterator[str]:
     """A fresh, migrated database for this test."""
-    name = f"koyojobs_t{os.getpid()}_{next(_counter)}"
-    conn = await asyncpg.connect(pg_server.admin_dsn)
+    name = _database_name()
     try:
-        await conn.execute(f"CREATE DATABASE {_ident(name)} TEMPLATE {_ident(TEMPLATE)}")
+        yield await pg_server.create_database(name, template=TEMPLATE)
     finally:
-        await conn.close()
-    yield pg_server.dsn_for(name)
-    conn = await asyncpg.connect(pg_server.admin_dsn)
+        await pg_server.drop_database(name)
+
+
+@pytest.fixture
+async def empty_database(pg_server: Server) -> AsyncIterator[Callable[[str], Awaitable[str]]]:
+    """Makes empty (unmigrated) databases for this test; returns a DSN. All are
+    dropped at its end, whatever the test did."""
+    made: list[str] = []
+
+    async def make(suffix: str) -> str:
+        name = _database_name(suffix)
+        made.append(name)
+        return await pg_server.create_database(name)
+
     try:
-        await conn.execute(f"DROP DATABASE IF EXISTS {_ident(name)} WITH (FORCE)")
+        yield make
     finally:
-        await conn.close()
+        for name in made:
+            await pg_server.drop_database(name)
 
 
 @pytest.fixture

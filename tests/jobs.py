@@ -128,3 +128,8 @@ async def hold_pool_connection(seconds: float) -> int:
     async with broker.pool.acquire() as conn:
         await conn.execute("SELECT pg_sleep($1)", seconds)
     return job.attempt
+
+
+@define_job(max_attempts=2, backoff=lambda attempt: float("inf"))
+async def fails_with_endless_backoff() -> None:
+    raise ValueError("again, some day")

@@ -3,7 +3,9 @@
 The app's lifespan starts a koyojobs :class:`~koyojobs.System` (the pool, the
 broker and a worker, as in Loco's same-process mode) and stops it on shutdown.
 ``POST /signups`` inserts a row in the app's own table and enqueues the welcome
-email in the same transaction: if the request fails, neither exists.
+email in the same transaction: if the request fails, neither exists. Under
+``execute_jobs_synchronously()`` (tests) the welcome runs inside the request,
+on the request's connection and in its transaction, and no job id is returned.
 ``GET /jobs/{job_id}`` reads a job's status and result.
 
 Run it with the DSN in ``KOYOJOBS_DSN`` (the app factory reads it)::
@@ -69,7 +71,8 @@ class SignupIn(BaseModel):
 class SignupOut(BaseModel):
     id: int
     email: str
-    welcome_job_id: int
+    welcome_job_id: int | None
+    """None when jobs run inline (the synchronous mode): the welcome went out already."""
 
 
 class JobOut(BaseModel):
@@ -150,7 +153,6 @@ def create_app(
         except asyncpg.UniqueViolationError:
             # Raised at commit; the signup and its job were rolled back together.
             raise HTTPException(status.HTTP_409_CONFLICT, "email already signed up") from None
-        assert job_id is not None  # None only in the synchronous mode
         return SignupOut(id=signup_id, email=signup.email, welcome_job_id=job_id)
 
     @app.get("/jobs/{job_id}")

@@ -107,6 +107,19 @@ UPDATE koyojobs_jobs
  WHERE id = ANY($1::bigint[]) AND worker_id = $2 AND status = 'running'
 RETURNING id, queue;
 
+-- name: release_unbegun
+-- A claim whose lease lapsed before its run began: back to ready, and the run
+-- that never was does not count as an attempt. Only while this very claim
+-- ($2 the attempt, $3 the claimer) still holds the job: it may have been
+-- rescued, or claimed again since.
+UPDATE koyojobs_jobs
+   SET status = 'ready',
+       attempts = attempts - 1,
+       lease_expires_at = NULL,
+       worker_id = NULL
+ WHERE id = $1 AND attempts = $2 AND worker_id = $3 AND status = 'running'
+RETURNING queue;
+
 -- name: rescue_lapsed
 -- Puts back the jobs whose worker stopped renewing its lease. The lost run
 -- counted as an attempt when it was claimed, so a job that kills its worker

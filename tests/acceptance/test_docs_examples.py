@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from docs.examples import components, defining, inside_a_job, periodic, testing_your_app
+from docs.examples import components, defining, inside_a_job, periodic
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -63,9 +63,23 @@ async def test_periodic(dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
     ]
 
 
-async def test_testing_your_app(dsn: str) -> None:
-    await testing_your_app.test_with_no_database()
-    await testing_your_app.test_against_the_database(dsn)
+async def test_testing_your_app_runs_as_the_page_says(tmp_path: Path) -> None:
+    # The page's three files as a user lays them out, and nothing else: the
+    # conftest starts its own PostgreSQL, the settings are the ones shown.
+    examples = DOCS / "examples"
+    (tmp_path / "conftest.py").write_text((examples / "testing_conftest.py").read_text())
+    (tmp_path / "test_app.py").write_text((examples / "testing_your_app.py").read_text())
+    (tmp_path / "pyproject.toml").write_text((examples / "testing_pyproject.toml").read_text())
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-W", "error", "-q"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed" in result.stdout, result.stdout
 
 
 def test_python_samples_on_pages_come_from_tested_files() -> None:

@@ -14,7 +14,7 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
 from docs.examples import di_container, fastapi_app, svcs_registry
-from koyojobs import Broker, Database, Status, Worker
+from koyojobs import Broker, Database, Status, Worker, execute_jobs_synchronously
 from tests.conftest import wait_for_status
 
 # Test-sized timings: a worker stopped at the end of a test does not wait long.
@@ -92,6 +92,25 @@ async def test_fastapi_a_request_that_fails_after_enqueueing_leaves_no_job(dsn: 
     assert await count(dsn, "SELECT count(*) FROM koyojobs_jobs") == 2
     kept = [first.json()["welcome_job_id"], other.json()["welcome_job_id"]]
     assert await count(dsn, "SELECT count(*) FROM koyojobs_jobs WHERE id = ANY($1)", kept) == 2
+
+
+async def test_fastapi_under_the_synchronous_mode_the_welcome_runs_in_the_request(
+    dsn: str,
+) -> None:
+    # What a test of the app does: no worker, jobs inline. The welcome runs on
+    # the request's connection, so it sees the signup before the commit, and
+    # rolls back with a request that fails.
+    with execute_jobs_synchronously():
+        async with serve(fastapi_app.create_app(dsn, run_worker=False)) as client:
+            response = await client.post("/signups", json={"email": "ada@example.com"})
+            assert response.status_code == 201, response.text
+            assert response.json()["welcome_job_id"] is None
+            again = await client.post("/signups", json={"email": "ada@example.com"})
+            assert again.status_code == 409, again.text
+
+    welcomed = "SELECT count(*) FROM signups WHERE welcomed_at IS NOT NULL"
+    assert await count(dsn, welcomed) == await count(dsn, "SELECT count(*) FROM signups") == 1
+    assert await count(dsn, "SELECT count(*) FROM koyojobs_jobs") == 0
 
 
 async def test_fastapi_app_reads_its_dsn_from_the_environment(

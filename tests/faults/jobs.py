@@ -175,6 +175,40 @@ async def finish_at_lapse(dsn: str, log: str, margin: float, io_after: float) ->
         _append(log, f"end {job.id} {job.attempt} {pid} {time.monotonic()}\n")
 
 
+def _lease_current(dsn: str, job_id: int, attempt: int) -> bool:
+    """Whether, by the database's clock, ``attempt`` holds the job's lease right
+    now. Blocks the calling thread (the worker's event loop), so that "now" is
+    the moment the job's body began, not some later await."""
+
+    async def check() -> bool:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return bool(
+                await conn.fetchval(
+                    "SELECT status = 'running' AND attempts = $2"
+                    "       AND lease_expires_at > clock_timestamp()"
+                    "  FROM koyojobs_jobs WHERE id = $1",
+                    job_id,
+                    attempt,
+                )
+            )
+        finally:
+            await conn.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, check()).result()
+
+
+@define_job(name="faults.check_lease_then_stall", max_attempts=3)
+async def check_lease_then_stall(dsn: str, stall: float) -> bool:
+    """Returns whether its lease was current when its body began, after
+    blocking its worker's event loop for ``stall`` seconds (no lease renewal)."""
+    job = _job()
+    held = _lease_current(dsn, job.id, job.attempt)
+    time.sleep(stall)  # noqa: ASYNC251 - a job that blocks the loop is the fault under test
+    return held
+
+
 @define_job(name="faults.unserializable_result", max_attempts=1)
 async def unserializable_result() -> Any:
     return (i for i in range(3))  # generators cannot be pickled

@@ -134,3 +134,19 @@ async def _pause() -> None:
     import asyncio
 
     await asyncio.sleep(0.01)
+
+
+async def test_a_backoff_past_what_the_database_holds_stalls_nothing(
+    broker: Broker, start_worker: StartWorker
+) -> None:
+    # An infinite delay does not fit in an interval: before it was bounded,
+    # the batch holding it failed every round and the worker claimed nothing.
+    await start_worker()
+    endless = await jobs.fails_with_endless_backoff()
+    job = await wait_for_status(broker, endless, Status.READY)
+    while job.attempts == 0:
+        job = await wait_for_status(broker, endless, Status.READY)
+    assert job.last_error == "ValueError: again, some day"
+    assert job.scheduled_at > pendulum.now().add(days=300)
+    after = await jobs.echo("still working")
+    assert (await wait_for_status(broker, after, Status.DONE)).result == "still working"

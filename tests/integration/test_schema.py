@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 
@@ -10,13 +11,11 @@ from koyojobs import Broker, Database
 from koyojobs.sql import MIGRATIONS
 from tests.conftest import Server
 
-
-async def _empty_database(pg_server: Server, name: str) -> str:
-    return await pg_server.empty_database(name)
+EmptyDatabase = Callable[[str], Awaitable[str]]
 
 
-async def test_concurrent_starts_migrate_once(pg_server: Server) -> None:
-    dsn = await _empty_database(pg_server, "koyojobs_migrate_race")
+async def test_concurrent_starts_migrate_once(empty_database: EmptyDatabase) -> None:
+    dsn = await empty_database("migrate_race")
     brokers = [Broker(dsn) for _ in range(4)]
     await asyncio.gather(*(b.start() for b in brokers))
     try:
@@ -30,8 +29,8 @@ async def test_concurrent_starts_migrate_once(pg_server: Server) -> None:
         )
 
 
-async def test_migrate_false_leaves_the_database_alone(pg_server: Server) -> None:
-    dsn = await _empty_database(pg_server, "koyojobs_no_migrate")
+async def test_migrate_false_leaves_the_database_alone(empty_database: EmptyDatabase) -> None:
+    dsn = await empty_database("no_migrate")
     async with Database(dsn) as db, Broker(db, migrate=False) as broker:
         assert await broker.pool.fetchval("SELECT to_regclass('koyojobs_jobs')") is None
 
@@ -85,10 +84,12 @@ async def test_a_released_connection_does_not_keep_an_open_transaction(dsn: str)
             assert await conn.fetchval("SELECT to_regclass('left_open')") is None
 
 
-async def test_ping_checks_the_pool_and_the_listen_connection(dsn: str, pg_server: Server) -> None:
+async def test_ping_checks_the_pool_and_the_listen_connection(
+    dsn: str, pg_server: Server, empty_database: EmptyDatabase
+) -> None:
     import pytest
 
-    listen_dsn = await _empty_database(pg_server, "koyojobs_listen_only")
+    listen_dsn = await empty_database("listen_only")
     async with Broker(dsn, listen_dsn=listen_dsn) as broker:
         await broker.ping()
         await broker.subscribe("default", lambda: None)
@@ -96,7 +97,7 @@ async def test_ping_checks_the_pool_and_the_listen_connection(dsn: str, pg_serve
         # The LISTEN connection's database goes away: it cannot come back.
         admin = await asyncpg.connect(pg_server.admin_dsn)
         try:
-            await admin.execute('DROP DATABASE "koyojobs_listen_only" WITH (FORCE)')
+            await admin.execute(f'DROP DATABASE "{listen_dsn.rsplit("/", 1)[1]}" WITH (FORCE)')
         finally:
             await admin.close()
         assert broker.listener is not None
