@@ -23,6 +23,8 @@ import threading
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC
+from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
@@ -30,8 +32,10 @@ import asyncpg
 import click
 
 from .broker import Broker
+from .config import ConfigError, Deployment, load_deployment
 from .database import Database, _redacted
 from .models import Job, QueueStatus, Status
+from .periodic import periodic_jobs
 from .schema import migrate as apply_migrations
 from .sql import QUERIES
 from .worker import Worker
@@ -92,6 +96,7 @@ class _Connection:
     dsn: str
     listen_dsn: str | None
     statement_cache_size: int | None
+    deployment: Deployment
 
     @contextlib.asynccontextmanager
     async def broker(self, *, migrate: bool = True, **pool_options: Any) -> AsyncIterator[Broker]:
@@ -140,7 +145,20 @@ def _connects(command: Callable[..., T]) -> Callable[..., T]:
         statement_cache_size: int | None,
         **kwargs: Any,
     ) -> T:
-        connection = _Connection(_require_dsn(dsn), listen_dsn, statement_cache_size)
+        deployment = _deployment()
+        # The command line (and KOYOJOBS_*) first, then what pyproject.toml declares.
+        if dsn is None:
+            dsn = os.environ.get(deployment.dsn_env) if deployment.path else None
+        if listen_dsn is None and deployment.listen_dsn_env:
+            listen_dsn = os.environ.get(deployment.listen_dsn_env)
+        if statement_cache_size is None:
+            statement_cache_size = deployment.statement_cache_size
+        if not dsn and deployment.dsn_env != "KOYOJOBS_DSN":
+            raise _UsageError(
+                f"no database given: pass --dsn, or set KOYOJOBS_DSN or {deployment.dsn_env} "
+                f"(dsn_env in {deployment.path})"
+            )
+        connection = _Connection(_require_dsn(dsn), listen_dsn, statement_cache_size, deployment)
         return command(*args, connection=connection, **kwargs)
 
     options = (
@@ -169,6 +187,14 @@ def _connects(command: Callable[..., T]) -> Callable[..., T]:
     return wrapped
 
 
+def _deployment() -> Deployment:
+    """``[tool.koyojobs]`` of ./pyproject.toml; a malformed one is a usage error."""
+    try:
+        return load_deployment(Path.cwd() / "pyproject.toml")
+    except ConfigError as exc:
+        raise _UsageError(str(exc)) from None
+
+
 def _run(
     connection: _Connection, action: Callable[[Broker], Awaitable[T]], migrate: bool = True
 ) -> T:
@@ -191,6 +217,8 @@ def main(log_level: str) -> None:
     """koyojobs: a job queue on PostgreSQL."""
     _setup_logging(log_level)
 
+
+_DEFAULT_CONCURRENCY = 8
 
 OWN_CONNECTIONS_PER_QUEUE = 3
 """Pool connections a worker takes for itself, per queue, at most at once: putting
@@ -228,21 +256,18 @@ def default_pool_size(concurrency: int, queues: int = 1) -> int:
 
 
 @main.command()
-@click.argument("modules", nargs=-1, required=True)
+@click.argument("modules", nargs=-1)
 @click.option(
     "--queue",
     "queues",
     multiple=True,
-    default=["default"],
-    show_default=True,
-    help="Queue to work; repeat for several.",
+    help="Queue to work; repeat for several [default: the queues of [tool.koyojobs], "
+    "else default].",
 )
 @click.option(
     "--concurrency",
     type=click.IntRange(min=1),
-    default=8,
-    show_default=True,
-    help="Jobs run at once, per queue.",
+    help="Jobs run at once, per queue [default: as [tool.koyojobs] declares, else 8].",
 )
 @click.option(
     "--pool-size",
@@ -268,7 +293,7 @@ def default_pool_size(concurrency: int, queues: int = 1) -> int:
 def worker(
     modules: tuple[str, ...],
     queues: tuple[str, ...],
-    concurrency: int,
+    concurrency: int | None,
     pool_size: int | None,
     lease: float,
     poll_interval: float,
@@ -278,6 +303,11 @@ def worker(
 ) -> None:
     """Import MODULES (which define jobs) and work QUEUEs until SIGINT or SIGTERM.
 
+    With no MODULES, the modules and queues (with their concurrency) come
+    from [tool.koyojobs] in ./pyproject.toml: one worker per declared queue.
+    Options given here win over the file. Each worker also enqueues the
+    ticks of the periodic jobs of its queue.
+
     A second signal during the graceful stop is logged and changes nothing; a
     third stops the process at once (its running jobs run again once their
     leases lapse).
@@ -286,9 +316,19 @@ def worker(
     # by default: asyncio's own handlers go with its loop, before the exit.
     signals = _StopSignals()
     signals.install()
-    queues = tuple(dict.fromkeys(queues))
+    declared = connection.deployment
+    modules = modules or declared.modules
+    if not modules:
+        raise _UsageError(
+            "no job modules: name them (koyojobs worker myapp.jobs) "
+            "or declare modules in [tool.koyojobs] of pyproject.toml"
+        )
+    queues = tuple(dict.fromkeys(queues or declared.queues or ("default",)))
+    slots = {q: concurrency or declared.queues.get(q, _DEFAULT_CONCURRENCY) for q in queues}
     if pool_size is None:
-        pool_size = default_pool_size(concurrency, len(queues))
+        pool_size = declared.pool_size
+    if pool_size is None:
+        pool_size = sum(slots.values()) + own_connections(len(queues))
     elif pool_size < own_connections(len(queues)):
         raise _UsageError(
             f"--pool-size {pool_size} is too small: a worker with {len(queues)} "
@@ -310,7 +350,7 @@ def worker(
                     Worker(
                         broker,
                         queue=q,
-                        pool_size=concurrency,
+                        pool_size=slots[q],
                         lease=lease,
                         poll_interval=poll_interval,
                         shutdown_grace=shutdown_grace,
@@ -322,8 +362,7 @@ def worker(
                 log.info(
                     "working",
                     extra={
-                        "queues": ",".join(queues),
-                        "concurrency": concurrency,
+                        "queues": ",".join(f"{q}:{n}" for q, n in slots.items()),
                         "pool_size": pool_size,
                     },
                 )
@@ -696,6 +735,57 @@ main.command("cancel")(
         lambda job_id, status: f"job {job_id} already finished ({status.value}): nothing to cancel",
     )
 )
+
+
+@main.command()
+@click.argument("modules", nargs=-1)
+@_connects
+def schedules(modules: tuple[str, ...], connection: _Connection) -> None:
+    """List the periodic jobs MODULES define, with their last and next ticks.
+
+    With no MODULES, the modules of [tool.koyojobs] in ./pyproject.toml.
+    """
+    modules = modules or connection.deployment.modules
+    if not modules:
+        raise _UsageError("no job modules: name them or declare modules in [tool.koyojobs]")
+    sys.path.insert(0, os.getcwd())
+    for module in modules:
+        _import_job_module(module)
+    jobs = periodic_jobs()
+    if not jobs:
+        click.echo("no periodic jobs")
+        return
+
+    async def action(broker: Broker) -> tuple[Any, dict[str, Any]]:
+        now = await broker.pool.fetchval(QUERIES["database_now"])
+        rows = await broker.pool.fetch(QUERIES["schedules"], [job.name for job in jobs])
+        return now, {row["name"]: row for row in rows}
+
+    now, known = _run(connection, action)
+    header = ("job", "queue", "schedule", "zone", "last tick", "last enqueued", "next tick")
+    lines: list[tuple[str, ...]] = [header]
+    for job in jobs:
+        assert job.schedule is not None
+        row = known.get(job.name)
+        last = "-" if row is None else _when(row["last_tick"])
+        if row is not None and row["last_skipped"]:
+            last += " (skipped: still running)"
+        lines.append(
+            (
+                job.name,
+                job.queue,
+                job.schedule.expression,
+                job.schedule.timezone,
+                last,
+                "-" if row is None else _when(row["last_enqueued_tick"]),
+                _when(job.schedule.next_tick(now)),
+            )
+        )
+    _table(lines)
+
+
+def _when(moment: Any) -> str:
+    return "-" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def run(argv: list[str] | None = None) -> Any:

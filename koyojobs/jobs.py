@@ -5,13 +5,14 @@ from __future__ import annotations
 import inspect
 import warnings
 from collections.abc import Awaitable, Callable, Generator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from .context import current_broker, execute_jobs_synchronously
 from .errors import JobDefinitionError
 from .execution import run_inline
 from .outcomes import Backoff, default_backoff
+from .periodic import Schedule, make_schedule
 from .registry import register
 from .serializer import dump_arguments
 
@@ -48,6 +49,7 @@ class JobDefinition(Generic[P, R]):
         max_attempts: int,
         timeout: float | None,
         backoff: Backoff,
+        schedule: Schedule | None = None,
     ) -> None:
         self.fn = fn
         self.name = name
@@ -56,6 +58,8 @@ class JobDefinition(Generic[P, R]):
         self.max_attempts = max_attempts
         self.timeout = timeout
         self.backoff = backoff
+        self.schedule = schedule
+        """When a periodic job's ticks fall (``None``: not periodic)."""
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = inspect.signature(fn)
 
@@ -192,6 +196,10 @@ def define_job(
     timeout: float | None = None,
     backoff: Backoff | None = None,
     name: str | None = None,
+    cron: str | None = None,
+    every: timedelta | None = None,
+    timezone: str = "UTC",
+    skip_if_running: bool = True,
 ) -> Callable[[Callable[P, Any]], JobDefinition[P, Any]]: ...
 
 
@@ -205,6 +213,10 @@ def define_job(
     timeout: float | None = None,
     backoff: Backoff | None = None,
     name: str | None = None,
+    cron: str | None = None,
+    every: timedelta | None = None,
+    timezone: str = "UTC",
+    skip_if_running: bool = True,
 ) -> Any:
     """Make a function into a job; works bare and with options.
 
@@ -216,6 +228,12 @@ def define_job(
     required in ``__main__``). An ``async def`` runs on the worker's event
     loop, a plain ``def`` on its thread pool.
 
+    ``cron`` (a 5-field expression, or ``@hourly``, ``@daily``...) read in
+    ``timezone``, or ``every`` (a ``timedelta`` of at least a second) makes
+    the job periodic: the running workers of its queue enqueue each tick
+    once; with ``skip_if_running`` (the default) a tick is skipped while the
+    previous run is still ready or running. See the "Periodic jobs" page.
+
     Example:
         >>> from koyojobs import define_job
         >>> @define_job(queue="emails", priority=0, max_attempts=5, timeout=30, name="doc.send")
@@ -223,6 +241,11 @@ def define_job(
         ...     ...
         >>> send_email.queue, send_email.priority
         ('emails', 0)
+        >>> @define_job(cron="0 3 * * *", timezone="Europe/Amsterdam", name="doc.nightly")
+        ... async def nightly() -> None:
+        ...     ...
+        >>> nightly.schedule.expression
+        '0 3 * * *'
     """
 
     def wrap(target: Callable[..., Any]) -> JobDefinition[Any, Any]:
@@ -238,6 +261,14 @@ def define_job(
                 "import it by name; pass name=... to define_job"
             )
         _check_options(job_name, queue, priority, max_attempts, timeout, backoff)
+        schedule = make_schedule(
+            job_name,
+            target,
+            cron=cron,
+            every=every,
+            timezone=timezone,
+            skip_if_running=skip_if_running,
+        )
         definition: JobDefinition[Any, Any] = JobDefinition(
             target,
             name=job_name,
@@ -246,6 +277,7 @@ def define_job(
             max_attempts=max_attempts,
             timeout=None if timeout is None else float(timeout),
             backoff=backoff or default_backoff,
+            schedule=schedule,
         )
         register(definition)
         return definition

@@ -10,7 +10,7 @@ from .errors import JobDefinitionError
 if TYPE_CHECKING:
     from .jobs import JobDefinition
 
-__all__ = ["lookup", "register"]
+__all__ = ["definitions", "forget", "lookup", "register"]
 
 _registry: dict[str, JobDefinition[Any, Any]] = {}
 
@@ -18,6 +18,16 @@ _registry: dict[str, JobDefinition[Any, Any]] = {}
 def lookup(name: str) -> JobDefinition[Any, Any] | None:
     """The job defined under ``name`` in this process, if any."""
     return _registry.get(name)
+
+
+def definitions() -> list[JobDefinition[Any, Any]]:
+    """Every job defined in this process."""
+    return list(_registry.values())
+
+
+def forget(name: str) -> None:
+    """Drop the job defined under ``name`` (as a deploy that removes it would)."""
+    _registry.pop(name, None)
 
 
 def register(definition: JobDefinition[Any, Any]) -> None:

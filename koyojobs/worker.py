@@ -28,6 +28,7 @@ from .lifecycle import Lifecycle
 from .maintenance import Vacuum
 from .models import Status
 from .outcomes import Decision, Outcome, as_columns, unreadable
+from .periodic import Ticker
 from .sql import QUERIES
 
 __all__ = ["Worker"]
@@ -76,6 +77,9 @@ class Worker(Lifecycle):
     ``vacuum_threshold`` dead row versions, a worker VACUUMs it, so claims
     stay fast through a long drain (``None``: leave it to autovacuum; see
     the Operations page).
+
+    The worker also enqueues the ticks of the periodic jobs of its queue
+    that this process has imported (see :mod:`koyojobs.periodic`).
 
     From ``pool_size`` 16 up, the slots are split between two claim loops,
     each with its own connection: while one waits for PostgreSQL, the other's
@@ -142,6 +146,7 @@ class Worker(Lifecycle):
         for lane in self._lanes:
             lane.siblings = [other for other in self._lanes if other is not lane]
         self._executor: ThreadPoolExecutor | None = None
+        self._ticker: Ticker | None = None
 
     async def start(self) -> None:
         """Subscribe to the queue's wake-ups and start claiming."""
@@ -153,6 +158,10 @@ class Worker(Lifecycle):
         for lane in self._lanes:
             lane.start(self._executor)
         await self.broker.subscribe(self.queue, self.wake)
+        self._ticker = Ticker(
+            self.broker, self.queue, idle_check=self.poll_interval, deadline=self.deadline
+        )
+        self._ticker.start()
         warn_if_unsigned(self.broker.serializer)
         log.info("worker started", extra={"queue": self.queue, "worker_id": self.id})
 
@@ -164,6 +173,9 @@ class Worker(Lifecycle):
         executor, self._executor = self._executor, None
         if executor is None:
             return
+        if self._ticker is not None:
+            await self._ticker.stop()
+            self._ticker = None
         self.broker.unsubscribe(self.queue, self.wake)
         released = await asyncio.gather(*(lane.stop() for lane in self._lanes))
         # Threads cannot be stopped; their results are dropped.

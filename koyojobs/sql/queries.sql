@@ -246,3 +246,71 @@ SELECT s.n_dead_tup,
 -- SKIP_LOCKED: when another VACUUM (a worker's or autovacuum's) is on the
 -- table, this one returns at once instead of queueing behind it.
 VACUUM (SKIP_LOCKED) koyojobs_jobs;
+
+-- name: register_schedules
+-- Periodic jobs seen for the first time start from their latest tick (not
+-- enqueued); a job already known keeps its row, so a restart catches up.
+WITH added AS (
+    INSERT INTO koyojobs_schedules (name, last_tick)
+    SELECT * FROM unnest($1::text[], $2::timestamptz[])
+    ON CONFLICT (name) DO NOTHING
+    RETURNING 1
+)
+SELECT clock_timestamp() AS now, (SELECT count(*) FROM added) AS added;
+
+-- name: enqueue_ticks
+-- The ticks now due ($1 names, $2 ticks, with each job's columns): a tick is
+-- taken only by moving its job's last_tick forward under the row's lock. A
+-- racing ticker blocks on the lock, then sees the moved tick and takes
+-- nothing. A job whose previous run is still ready or running skips the tick
+-- when asked to ($7). A tick that is not yet due by the database's clock is
+-- left for the next round. Every name comes back with the tick the database
+-- now holds for it (NULL: its row is gone).
+WITH due AS (
+    SELECT *
+      FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::integer[], $5::integer[],
+                  $6::bytea[], $7::boolean[])
+           AS d(name, tick, queue, priority, max_attempts, args, skip_if_running)
+), won AS MATERIALIZED (
+    SELECT s.name, d.tick, d.queue, d.priority, d.max_attempts, d.args,
+           d.skip_if_running AND EXISTS (
+               SELECT 1 FROM koyojobs_jobs AS j
+                WHERE j.id = s.last_job_id AND j.status IN ('ready', 'running')
+           ) AS busy
+      FROM koyojobs_schedules AS s
+      JOIN due AS d ON d.name = s.name
+     WHERE s.last_tick < d.tick
+       AND d.tick <= clock_timestamp()
+       FOR UPDATE OF s
+), enqueued AS (
+    INSERT INTO koyojobs_jobs (name, queue, priority, max_attempts, args, scheduled_at)
+    SELECT name, queue, priority, max_attempts, args, tick FROM won WHERE NOT busy
+    RETURNING id, name
+), moved AS (
+    UPDATE koyojobs_schedules AS s
+       SET last_tick = w.tick,
+           last_skipped = w.busy,
+           last_job_id = coalesce(e.id, s.last_job_id),
+           last_enqueued_tick = CASE WHEN w.busy THEN s.last_enqueued_tick ELSE w.tick END
+      FROM won AS w
+      LEFT JOIN enqueued AS e ON e.name = w.name
+     WHERE s.name = w.name
+    RETURNING s.name, s.last_tick, w.busy
+)
+SELECT d.name,
+       coalesce(m.last_tick, s.last_tick) AS last_tick,
+       m.name IS NOT NULL AND NOT m.busy AS enqueued,
+       coalesce(m.busy, false) AS skipped,
+       clock_timestamp() AS now
+  FROM due AS d
+  LEFT JOIN moved AS m ON m.name = d.name
+  LEFT JOIN koyojobs_schedules AS s ON s.name = d.name;
+
+-- name: database_now
+SELECT clock_timestamp();
+
+-- name: schedules
+-- What `koyojobs schedules` shows of each periodic job the database knows.
+SELECT name, last_tick, last_enqueued_tick, last_skipped, last_job_id
+  FROM koyojobs_schedules
+ WHERE name = ANY($1::text[]);

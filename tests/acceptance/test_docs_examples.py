@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from docs.examples import components, defining, inside_a_job
+from docs.examples import components, defining, inside_a_job, periodic
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -52,6 +52,15 @@ async def test_inside_a_job(dsn: str, capsys: pytest.CaptureFixture[str]) -> Non
 async def test_components(dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
     await components.main(dsn)
     assert capsys.readouterr().out.strip() == "5"
+
+
+async def test_periodic(dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
+    await periodic.main(dsn)
+    assert capsys.readouterr().out.splitlines() == [
+        "docs.nightly_cleanup 0 3 * * * Europe/Amsterdam",
+        "docs.sample every 1s UTC",
+        "a second apart: True",
+    ]
 
 
 async def test_testing_your_app_runs_as_the_page_says(tmp_path: Path) -> None:

@@ -45,8 +45,9 @@ async def until(
 class WorkerProcess:
     """``koyojobs worker tests.faults.jobs`` in a child process; stderr is kept."""
 
-    def __init__(self, dsn: str, **options: Any) -> None:
+    def __init__(self, dsn: str, module: str = "tests.faults.jobs", **options: Any) -> None:
         self.dsn = dsn
+        self.module = module
         self.options = {
             "concurrency": 4,
             "lease": 1.0,
@@ -67,7 +68,7 @@ class WorkerProcess:
             "--log-level",
             "INFO",
             "worker",
-            "tests.faults.jobs",
+            self.module,
             "--dsn",
             self.dsn,
             *args,

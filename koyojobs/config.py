@@ -1,0 +1,128 @@
+"""``[tool.koyojobs]``: a deployment declared in the app's ``pyproject.toml``.
+
+``koyojobs worker`` with no arguments reads it from the current directory,
+imports ``modules`` and runs one worker per declared queue, as Loom's
+``serve`` does; options on the command line win over the file.
+
+.. code-block:: toml
+
+    [tool.koyojobs]
+    modules = ["myapp.jobs"]
+    dsn_env = "DATABASE_URL"            # default: KOYOJOBS_DSN
+    listen_dsn_env = "DIRECT_URL"       # behind PgBouncer: LISTEN goes direct
+    statement_cache_size = 0            # behind PgBouncer in transaction mode
+    pool_size = 40                      # the pool's connections (default: from the queues)
+
+    [tool.koyojobs.queues]              # queue = concurrency
+    default = 8
+    long = 2
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ConfigError", "Deployment", "load_deployment"]
+
+_SECTION = "[tool.koyojobs]"
+
+
+class ConfigError(ValueError):
+    """``[tool.koyojobs]`` is malformed; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What ``[tool.koyojobs]`` declares (empty when there is no such section).
+
+    Example:
+        >>> d = load_deployment(Path("pyproject.toml"))  # doctest: +SKIP
+        >>> d.queues
+        {'default': 8, 'long': 2}
+    """
+
+    modules: tuple[str, ...] = ()
+    dsn_env: str = "KOYOJOBS_DSN"
+    listen_dsn_env: str | None = None
+    statement_cache_size: int | None = None
+    pool_size: int | None = None
+    queues: dict[str, int] = field(default_factory=dict)
+    path: Path | None = None
+    """The file it was read from (``None``: none was found)."""
+
+
+def load_deployment(path: Path) -> Deployment:
+    """Read ``[tool.koyojobs]`` from the ``pyproject.toml`` at ``path``.
+
+    A missing file or section gives an empty :class:`Deployment`; anything
+    malformed raises :class:`ConfigError` naming the key.
+    """
+    if not path.is_file():
+        return Deployment()
+    try:
+        document = tomllib.loads(path.read_text("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    section = document.get("tool", {}).get("koyojobs")
+    if section is None:
+        return Deployment()
+    where = f"{path} {_SECTION}"
+    if not isinstance(section, dict):
+        raise ConfigError(f"{where}: must be a table")
+    known = {
+        "modules",
+        "dsn_env",
+        "listen_dsn_env",
+        "statement_cache_size",
+        "pool_size",
+        "queues",
+    }
+    for key in section:
+        if key not in known:
+            raise ConfigError(f"{where}: unknown key {key!r} (known: {', '.join(sorted(known))})")
+    modules = section.get("modules", [])
+    if not isinstance(modules, list) or not all(_name(m) for m in modules):
+        raise ConfigError(f"{where} modules: must be a list of module names, got {modules!r}")
+    dsn_env = section.get("dsn_env", "KOYOJOBS_DSN")
+    if not _name(dsn_env):
+        raise ConfigError(f"{where} dsn_env: must name an environment variable, got {dsn_env!r}")
+    listen_dsn_env = section.get("listen_dsn_env")
+    if listen_dsn_env is not None and not _name(listen_dsn_env):
+        raise ConfigError(
+            f"{where} listen_dsn_env: must name an environment variable, got {listen_dsn_env!r}"
+        )
+    queues = section.get("queues", {})
+    if not isinstance(queues, dict):
+        raise ConfigError(f"{where} queues: must be a table of queue = concurrency")
+    for queue, concurrency in queues.items():
+        if not _count(concurrency, 1):
+            raise ConfigError(
+                f"{where} queues.{queue}: concurrency must be an int >= 1, got {concurrency!r}"
+            )
+    return Deployment(
+        modules=tuple(modules),
+        dsn_env=dsn_env,
+        listen_dsn_env=listen_dsn_env,
+        statement_cache_size=_optional_count(section, "statement_cache_size", 0, where),
+        pool_size=_optional_count(section, "pool_size", 1, where),
+        queues=dict(queues),
+        path=path,
+    )
+
+
+def _name(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+def _count(value: Any, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _optional_count(section: dict[str, Any], key: str, least: int, where: str) -> int | None:
+    value = section.get(key)
+    if value is not None and not _count(value, least):
+        raise ConfigError(f"{where} {key}: must be an int >= {least}, got {value!r}")
+    return value
