@@ -179,7 +179,9 @@ async def test_schedules_lists_periodic_jobs_with_their_ticks(dsn: str, broker: 
     rows = {line.split()[0]: line for line in lines[1:]}
     assert set(rows) == {
         "periodic.catch_up",
+        "periodic.clock",
         "periodic.every_second",
+        "periodic.removed",
         "periodic.slow",
     }
     slow = rows["periodic.slow"]
