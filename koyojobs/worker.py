@@ -512,11 +512,14 @@ class _Lane:
             extra={"job_id": row["id"], "attempt": row["attempts"]},
         )
         try:
-            queue = await self.broker.pool.fetchval(
-                QUERIES["release_unbegun"], row["id"], row["attempts"], self.id
+            database = self.broker.database
+            put_back = await database.fetch_within(
+                self.deadline, QUERIES["release_unbegun"], row["id"], row["attempts"], self.id
             )
-            if queue is not None:
-                await self.broker.pool.execute(QUERIES["notify_queue"], queue)
+            if put_back:
+                await database.fetch_within(
+                    self.deadline, QUERIES["notify_queue"], put_back[0]["queue"]
+                )
         except Exception:
             log.warning(
                 "could not put the job back; it returns when its lease lapses",
