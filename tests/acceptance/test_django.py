@@ -29,9 +29,10 @@ ROOT = Path(__file__).resolve().parents[2]
 PROJECT = ROOT / "tests" / "django_project"
 
 
-def _environment(dsn: str) -> dict[str, str]:
+def _environment(dsn: str, secret: str | None = None) -> dict[str, str]:
     parts = urlsplit(dsn)
     return {
+        **({"DJANGO_TEST_SECRET": secret} if secret else {}),
         **{k: v for k, v in os.environ.items() if not k.startswith(("PG", "KOYOJOBS_"))},
         "PYTHONPATH": os.pathsep.join([str(ROOT), str(PROJECT)]),
         "DJANGO_SETTINGS_MODULE": "djproject.settings",
@@ -42,20 +43,20 @@ def _environment(dsn: str) -> dict[str, str]:
     }
 
 
-def _run(dsn: str, *arguments: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def _run(dsn: str, *arguments: str, secret: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, *arguments],
         cwd=PROJECT,
-        env=_environment(dsn),
+        env=_environment(dsn, secret),
         capture_output=True,
         text=True,
-        timeout=timeout,
+        timeout=120,
         check=False,
     )
 
 
-def _scenario(dsn: str, name: str) -> dict[str, Any]:
-    result = _run(dsn, "scenarios.py", name)
+def _scenario(dsn: str, name: str, secret: str | None = None) -> dict[str, Any]:
+    result = _run(dsn, "scenarios.py", name, secret=secret)
     assert result.returncode == 0, result.stderr
     found: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     return found
@@ -72,11 +73,11 @@ async def django_db(dsn: str) -> str:
 class _Process:
     """A subprocess whose stderr lines are read as they come."""
 
-    def __init__(self, dsn: str, *arguments: str) -> None:
+    def __init__(self, dsn: str, *arguments: str, secret: str | None = None) -> None:
         self.process = subprocess.Popen(
             [sys.executable, *arguments],
             cwd=PROJECT,
-            env=_environment(dsn),
+            env=_environment(dsn, secret),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -102,9 +103,16 @@ class _Process:
                 assert not exited, f"exited before {text!r}:\n{''.join(self.seen)}"
 
 
+@pytest.fixture(params=[None, "django-key"], ids=["unsigned", "signed"])
+def secret(request: pytest.FixtureRequest) -> str | None:
+    """settings.KOYOJOBS["secret"] of the test project (None: unsigned)."""
+    value: str | None = request.param
+    return value
+
+
 @pytest.fixture
-def worker_process(django_db: str) -> Iterator[_Process]:
-    # A 30 s poll: the job can only be picked up in time through NOTIFY.
+def worker_process(django_db: str, secret: str | None) -> Iterator[_Process]:
+    # A 30 s poll: past its first claim round, the worker gets jobs in time only by NOTIFY.
     worker = _Process(
         django_db,
         "manage.py",
@@ -114,6 +122,7 @@ def worker_process(django_db: str) -> Iterator[_Process]:
         "30",
         "--shutdown-grace",
         "2",
+        secret=secret,
     )
     try:
         worker.wait_for("working")
@@ -125,9 +134,18 @@ def worker_process(django_db: str) -> Iterator[_Process]:
 
 
 async def test_a_view_enqueues_in_its_transaction_and_the_command_worker_runs_it(
-    django_db: str, worker_process: _Process, broker: Broker
+    django_db: str, worker_process: _Process, secret: str | None
 ) -> None:
-    found = await asyncio.to_thread(_scenario, django_db, "checkout")
+    found = await asyncio.to_thread(_scenario, django_db, "checkout", secret)
+    async with Broker(django_db, secret=secret) as broker:
+        await _check_checkout(found, broker, secret)
+    worker_process.process.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(worker_process.process.wait, 30) == 0
+    worker_process.wait_for("stopping gracefully")
+    worker_process.wait_for("queues=default:4,emails:2")
+
+
+async def _check_checkout(found: dict[str, Any], broker: Broker, secret: str | None) -> None:
     assert found["committed"] == 201
     assert found["rolled_back"] == 500  # the view raised: order and job rolled back
     assert found["orders"] == ["ada@example.com"]
@@ -140,11 +158,8 @@ async def test_a_view_enqueues_in_its_transaction_and_the_command_worker_runs_it
     assert job.queue == "emails"
     assert await broker.pool.fetchval("SELECT count(*) FROM koyojobs_jobs") == 1
     assert await broker.pool.fetchval("SELECT receipt_sent FROM django_shop_order") is True
-
-    worker_process.process.send_signal(signal.SIGTERM)
-    assert await asyncio.to_thread(worker_process.process.wait, 30) == 0
-    worker_process.wait_for("stopping gracefully")
-    worker_process.wait_for("queues=default:4,emails:2")
+    args = await broker.pool.fetchval("SELECT args FROM koyojobs_jobs")
+    assert args.startswith(b"KJS2") is (secret is not None)  # signed with the settings' key
 
 
 async def test_enqueue_many_joins_an_atomic_block_on_djangos_connection(

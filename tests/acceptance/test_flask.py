@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def cli_worker(dsn: str) -> Iterator[subprocess.Popen[str]]:
-    # A 30 s poll: the jobs are picked up in time only through NOTIFY.
+    # A 30 s poll: past its first claim round, the worker gets jobs in time only by NOTIFY.
     command = ["koyojobs", "worker", "docs.examples.flask_app", "--queue", "emails"]
     worker = subprocess.Popen(
         [sys.executable, "-m", *command, "--poll-interval", "30", "--shutdown-grace", "2"],

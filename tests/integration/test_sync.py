@@ -72,6 +72,9 @@ async def test_a_commit_wakes_an_idle_worker_by_notify(
     broker: Broker, dsn: str, start_worker: StartWorker
 ) -> None:
     await start_worker(poll_interval=30)
+    # Once a first job's outcome is written, the worker has claimed and found
+    # nothing more: it sleeps until woken or for 30 s.
+    await wait_for_status(broker, await broker.enqueue(jobs.echo("first")), Status.DONE)
     assert broker.listener is not None and broker.listener.connected
 
     def enqueue_and_commit() -> int | None:

@@ -3,7 +3,14 @@
 The database comes from PG* variables, which the tests point at a database of
 the throwaway cluster."""
 
+import os
+
 from docs.examples.django_settings import *  # noqa: F403
+from docs.examples.django_settings import KOYOJOBS
+
+# A key given here rather than in KOYOJOBS_SECRET (which the tests unset): it
+# reaches koyojobs.sync and the worker only if the app passes it on.
+KOYOJOBS = {**KOYOJOBS, "secret": os.environ.get("DJANGO_TEST_SECRET") or None}
 
 SECRET_KEY = "tests-only"
 DEBUG = False
