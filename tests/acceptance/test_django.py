@@ -223,6 +223,11 @@ async def test_the_admin_lists_jobs_read_only_and_never_unpickles(
     assert found["delete_status"] == 403
     assert found["post_status"] == 403
     assert not trap.exists()
+    # The payloads never left the database: only their lengths were asked for.
+    assert found["job_queries"]
+    for sql in found["job_queries"]:
+        for column in ('"koyojobs_jobs"."args"', '"koyojobs_jobs"."result"'):
+            assert sql.count(column) == sql.count(f"LENGTH({column})"), sql
     # And the trap works: loading the payload would have sprung it.
     pickle.loads(payload)
     assert trap.exists()
@@ -251,3 +256,50 @@ async def test_the_command_migrates_shows_status_and_prunes_with_the_retention(
     wrong = await asyncio.to_thread(_run, dsn, "manage.py", "koyojobs", "jobs", "--status", "x")
     assert wrong.returncode == 2
     assert "Invalid value for '--status'" in wrong.stderr
+
+
+def _configured(koyojobs: object, then: str) -> subprocess.CompletedProcess[str]:
+    """Django set up on SQLite with ``settings.KOYOJOBS = koyojobs``, then ``then`` run."""
+    code = (
+        "import django, sys\n"
+        "from django.conf import settings\n"
+        "settings.configure(INSTALLED_APPS=['koyojobs.contrib.django'], DATABASES={'default': "
+        "{'ENGINE': 'django.db.backends.sqlite3', 'NAME': ':memory:'}}"
+        f"{'' if koyojobs is None else f', KOYOJOBS={koyojobs!r}'})\n"
+        "django.setup()\n" + then
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**_environment("postgresql:///unused"), "DJANGO_SETTINGS_MODULE": ""},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_a_malformed_setting_stops_the_project_at_start_in_one_line() -> None:
+    result = _configured({"queue": ["default"]}, "")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "django.core.exceptions.ImproperlyConfigured: settings.KOYOJOBS: unknown key 'queue' "
+        "(known: database, modules, queues, secret, retention)"
+    )
+
+
+def test_a_project_on_another_database_starts_and_its_connection_is_refused() -> None:
+    result = _configured(
+        None,
+        "from django.db import connection\n"
+        "from koyojobs.sync import enqueue\n"
+        "from tests.jobs import echo\n"
+        "try:\n"
+        "    enqueue(echo(1), connection=connection)\n"
+        "except TypeError as exc:\n"
+        "    print(exc)\n",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (
+        "koyojobs needs a Django connection to PostgreSQL, got one to sqlite (alias 'default')"
+    )

@@ -16,7 +16,9 @@ django.setup()
 
 from django.contrib.auth.models import User  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
+from django.http import HttpResponse  # noqa: E402
 from django.test import Client  # noqa: E402
+from django.test.utils import CaptureQueriesContext  # noqa: E402
 
 from docs.examples.django_shop.jobs import send_receipt  # noqa: E402
 from docs.examples.django_shop.models import Order  # noqa: E402
@@ -63,24 +65,28 @@ def admin() -> dict[str, object]:
     User.objects.create_superuser("root", "root@example.com", "pw")
     client = Client()
     client.force_login(User.objects.get(username="root"))
+    job_queries: list[str] = []
+
+    def get(url: str) -> HttpResponse:
+        # Per request: Django empties the query log as each request starts.
+        with CaptureQueriesContext(connection) as queries:
+            response: HttpResponse = client.get(url)
+        job_queries.extend(q["sql"] for q in queries if "koyojobs_jobs" in q["sql"])
+        return response
+
     pages = {
-        "list": client.get("/admin/koyojobs/job/"),
-        "failed": client.get("/admin/koyojobs/job/?status__exact=failed"),
-        "emails": client.get("/admin/koyojobs/job/?queue=emails"),
-        "detail": client.get("/admin/koyojobs/job/1/change/"),
-        "add": client.get("/admin/koyojobs/job/add/"),
-        "delete": client.get("/admin/koyojobs/job/1/delete/"),
+        "list": get("/admin/koyojobs/job/"),
+        "failed": get("/admin/koyojobs/job/?status__exact=failed"),
+        "emails": get("/admin/koyojobs/job/?queue=emails"),
+        "detail": get("/admin/koyojobs/job/1/change/"),
+        "add": get("/admin/koyojobs/job/add/"),
+        "delete": get("/admin/koyojobs/job/1/delete/"),
     }
     found: dict[str, object] = {f"{k}_status": r.status_code for k, r in pages.items()}
-    found.update(
-        {
-            k: r.content.decode()
-            for k, r in pages.items()
-            if k in ("list", "failed", "emails", "detail")
-        }
-    )
+    found.update({k: pages[k].content.decode() for k in ("list", "failed", "emails", "detail")})
     post = client.post("/admin/koyojobs/job/1/change/", {"status": "done"})
     found["post_status"] = post.status_code
+    found["job_queries"] = job_queries
     return found
 
 
