@@ -45,6 +45,8 @@ __all__ = ["configure", "enqueue", "enqueue_many"]
 _INSERT_JOB = pyformat(QUERIES["insert_job"])
 _INSERT_JOBS = pyformat(QUERIES["insert_jobs"])
 
+_CONNECT_TIMEOUT = 10
+"""Seconds to connect, unless the DSN or ``PGCONNECT_TIMEOUT`` says otherwise."""
 _MAX_IDLE = 8
 """Idle connections of koyojobs' own kept for later calls; more are closed."""
 
@@ -128,11 +130,11 @@ def _enqueue(
             f"koyojobs.sync.{function}() was called inside a running event loop: "
             "await the job call instead (await my_job(...))"
         )
+    kind = _kind_of(connection) if connection is not None else "own"
     if execute_jobs_synchronously.enabled():
         for call in calls:
             run_inline_blocking(call)
         return None
-    kind = _kind_of(connection) if connection is not None else "own"
     serializer = Serializer.from_options(_settings.secret)
     if not calls:
         return []
@@ -267,8 +269,12 @@ def _usable(conn: Any) -> bool:
     # session (a restart, pg_terminate_backend, an idle timeout) and told so.
     if conn.closed:
         return False
-    readable, _, _ = select.select([conn.fileno()], [], [], 0)
-    return not readable
+    if not hasattr(select, "poll"):  # Windows
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+        return not readable
+    poller = select.poll()  # not select(): it fails past file descriptor 1023
+    poller.register(conn.fileno(), select.POLLIN)
+    return not poller.poll(0)
 
 
 def _connect(dsn: str) -> Any:
@@ -279,14 +285,21 @@ def _connect(dsn: str) -> Any:
             "koyojobs.sync needs psycopg 3 for a connection of its own: "
             "pip install 'koyojobs[sync]' (or pass connection=...)"
         ) from None
+    from psycopg.conninfo import conninfo_to_dict
+
     dsn, cache_size = _take_statement_cache_size(dsn)
+    options: dict[str, Any] = {
+        "autocommit": True,
+        # A transaction pooler (statement_cache_size=0) keeps no prepared statements.
+        "prepare_threshold": None if cache_size == 0 else 5,
+    }
     try:
-        return psycopg.connect(
-            dsn,
-            autocommit=True,
-            # A transaction pooler (statement_cache_size=0) keeps no prepared statements.
-            prepare_threshold=None if cache_size == 0 else 5,
-        )
+        if "connect_timeout" not in conninfo_to_dict(dsn) and not os.environ.get(
+            "PGCONNECT_TIMEOUT"
+        ):
+            # A view must not hang for minutes on a database that does not answer.
+            options["connect_timeout"] = _CONNECT_TIMEOUT
+        return psycopg.connect(dsn, **options)
     except psycopg.Error as exc:
         reason = " ".join(str(exc).split())
         raise ConnectionError(f"cannot connect to {_redacted(dsn)}: {reason}") from None

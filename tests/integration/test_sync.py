@@ -294,3 +294,17 @@ def test_a_forked_child_opens_its_own_connection_and_leaves_the_parents(dsn: str
     assert child_backend not in (0, parent_backend)
     assert sync.enqueue(jobs.echo(3)) == 3
     assert _kept_backend(dsn) == parent_backend  # the parent's session lived on
+
+
+def test_a_malformed_dsn_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KOYOJOBS_DSN", "postgresql://u:hunter2@h:notaport/db")
+    with pytest.raises(ConnectionError) as caught:
+        sync.enqueue(jobs.echo(1))
+    message = str(caught.value)
+    assert message.startswith("cannot connect to postgresql://u:***@h:notaport/db: ")
+    assert "\n" not in message and "hunter2" not in message
+
+
+def test_the_synchronous_mode_refuses_a_wrong_connection_too() -> None:
+    with execute_jobs_synchronously(), pytest.raises(TypeError, match=r"got builtins\.object$"):
+        sync.enqueue(jobs.echo(1), connection=object())
