@@ -113,7 +113,12 @@ class _Connection:
         except Exception as exc:  # refused, unknown database or role, malformed DSN...
             raise _Failure(f"cannot connect to {where}: {_reason(exc)}") from None
         try:
-            broker = Broker(database, migrate=migrate, listen_dsn=self.listen_dsn)
+            broker = Broker(
+                database,
+                migrate=migrate,
+                listen_dsn=self.listen_dsn,
+                secret=self.deployment.secret,
+            )
             try:
                 await broker.start()
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
@@ -188,7 +193,15 @@ def _connects(command: Callable[..., T]) -> Callable[..., T]:
 
 
 def _deployment() -> Deployment:
-    """``[tool.koyojobs]`` of ./pyproject.toml; a malformed one is a usage error."""
+    """``[tool.koyojobs]`` of ./pyproject.toml; a malformed one is a usage error.
+
+    A program that runs the CLI may pass its own as click's ``obj`` instead
+    (``manage.py koyojobs`` passes ``settings.KOYOJOBS``).
+    """
+    context = click.get_current_context(silent=True)
+    given = context.find_object(Deployment) if context is not None else None
+    if given is not None:
+        return given
     try:
         return load_deployment(Path.cwd() / "pyproject.toml")
     except ConfigError as exc:

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .serializer import Secret
+
 __all__ = ["ConfigError", "Deployment", "load_deployment"]
 
 _SECTION = "[tool.koyojobs]"
@@ -52,6 +54,10 @@ class Deployment:
     queues: dict[str, int] = field(default_factory=dict)
     path: Path | None = None
     """The file it was read from (``None``: none was found)."""
+    secret: Secret | tuple[Secret, ...] | None = None
+    """The payload key(s), never read from the file (a secret has no place in a
+    committed file): given by code that builds a deployment, such as the Django
+    app; ``None`` leaves it to ``KOYOJOBS_SECRET``."""
 
 
 def load_deployment(path: Path) -> Deployment:

@@ -11,6 +11,7 @@ import contextvars
 import dataclasses
 import functools
 import logging
+from collections.abc import Iterator
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +29,14 @@ if TYPE_CHECKING:
     from .broker import Broker
     from .jobs import JobCall, JobDefinition
 
-__all__ = ["UnknownJobError", "attempt", "call", "run_inline", "warn_if_unsigned"]
+__all__ = [
+    "UnknownJobError",
+    "attempt",
+    "call",
+    "run_inline",
+    "run_inline_blocking",
+    "warn_if_unsigned",
+]
 
 log = logging.getLogger("koyojobs.worker")
 
@@ -174,6 +182,41 @@ def _failed(exc: BaseException, job: RunningJob, definition: JobDefinition[Any, 
     )
 
 
+class _Inline:
+    """One job call run in the synchronous mode: its arguments, attempts and checks."""
+
+    def __init__(self, job_call: JobCall[Any], serializer: Serializer) -> None:
+        self.definition = definition = job_call.definition
+        self.serializer = serializer
+        name = definition.name
+        self.args, self.kwargs = serializer.load_arguments(
+            serializer.sign_arguments(job_call.payload, name), name
+        )
+        self._scheduled_at = pendulum.now("UTC")
+
+    def attempts(self) -> Iterator[RunningJob]:
+        d = self.definition
+        for number in range(1, d.max_attempts + 1):
+            yield RunningJob(0, d.name, d.queue, number, d.max_attempts, self._scheduled_at)
+
+    def retried(self, exc: RetryJob, job: RunningJob) -> None:
+        """Return to run again; raise when ``retry()`` came on the last attempt."""
+        if _failed(exc, job, self.definition).status is not Status.READY:
+            raise RuntimeError(
+                f"job {self.definition.name!r} called retry() on its last attempt "
+                f"({job.attempt} of {job.max_attempts})"
+            ) from None
+
+    def check(self, value: Any) -> None:
+        name = self.definition.name
+        try:
+            self.serializer.load_result(self.serializer.dump_result(value, name), name)
+        except Exception as exc:
+            raise SerializationError(
+                f"result of job {name!r} cannot be serialized: {describe(exc)}"
+            ) from exc
+
+
 async def run_inline(job_call: JobCall[Any], broker: Broker | None) -> None:
     """The synchronous mode: run ``job_call`` now, in this task.
 
@@ -181,33 +224,37 @@ async def run_inline(job_call: JobCall[Any], broker: Broker | None) -> None:
     raised exception reaches the caller, and ``retry()`` runs the job again at
     once until ``max_attempts`` is spent.
     """
-    definition = job_call.definition
-    serializer = broker.serializer if broker is not None else Serializer()
-    name = definition.name
-    args, kwargs = serializer.load_arguments(
-        serializer.sign_arguments(job_call.payload, name), name
-    )
-    scheduled_at = pendulum.now("UTC")
-    for number in range(1, definition.max_attempts + 1):
-        job = RunningJob(
-            0, definition.name, definition.queue, number, definition.max_attempts, scheduled_at
-        )
+    inline = _Inline(job_call, broker.serializer if broker is not None else Serializer())
+    for job in inline.attempts():
         try:
-            value = await call(definition, args, kwargs, job, broker, None)
+            value = await call(inline.definition, inline.args, inline.kwargs, job, broker, None)
         except RetryJob as exc:
-            decision = _failed(exc, job, definition)
-            if decision.status is Status.READY:
-                continue
-            raise RuntimeError(
-                f"job {definition.name!r} called retry() on its last attempt "
-                f"({number} of {definition.max_attempts})"
-            ) from None
+            inline.retried(exc, job)
+            continue
+        inline.check(value)
+        return
+
+
+def run_inline_blocking(job_call: JobCall[Any]) -> None:
+    """:func:`run_inline` for synchronous code, where no event loop runs.
+
+    A plain ``def`` job runs right here, in the caller's thread and outside
+    any event loop, as the caller's own code would (Django's ORM refuses to
+    run inside one); an ``async def`` job in an event loop of its own.
+    """
+    inline = _Inline(job_call, Serializer())
+    definition = inline.definition
+    for job in inline.attempts():
         try:
-            serializer.load_result(serializer.dump_result(value, name), name)
-        except Exception as exc:
-            raise SerializationError(
-                f"result of job {name!r} cannot be serialized: {describe(exc)}"
-            ) from exc
+            if definition.is_async:
+                value = asyncio.run(call(definition, inline.args, inline.kwargs, job, None, None))
+            else:
+                with running(job, None):
+                    value = definition.fn(*inline.args, **inline.kwargs)
+        except RetryJob as exc:
+            inline.retried(exc, job)
+            continue
+        inline.check(value)
         return
 
 

@@ -11,10 +11,19 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
-__all__ = ["MIGRATIONS", "QUERIES", "Migration"]
+__all__ = ["MIGRATIONS", "QUERIES", "Migration", "pyformat"]
 
 _NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 _MIGRATION = re.compile(r"^(\d{4})_(\w+)\.sql$")
+# What pyformat() must step over or rewrite: quoted literals and names, comments,
+# dollar-quoted bodies, $n parameters and percent signs.
+_PYFORMAT_TOKEN = re.compile(
+    r"(?P<quoted>'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\")"
+    r"|(?P<comment>--[^\n]*)"
+    r"|(?P<dollar>\$(?P<tag>[A-Za-z_]\w*)?\$(?:.|\n)*?\$(?P=tag)?\$)"
+    r"|\$(?P<number>\d+)"
+    r"|(?P<percent>%)"
+)
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,30 @@ def _load_migrations() -> tuple[Migration, ...]:
             found.append(Migration(int(match[1]), match[2], entry.read_text("utf-8")))
     found.sort(key=lambda m: m.version)
     return tuple(found)
+
+
+def pyformat(sql: str) -> tuple[str, tuple[int, ...]]:
+    """``sql`` with asyncpg's ``$n`` parameters as the ``%s`` of psycopg and Django.
+
+    Returns the statement and, for each ``%s`` in order, the index (from 0)
+    of the argument it takes, so one named query serves both drivers. A
+    ``$n`` in quoted text, comments and dollar-quoted bodies is no parameter
+    and stays; every literal ``%`` is doubled, there too (psycopg reads ``%``
+    anywhere in the statement).
+
+    Example:
+        >>> pyformat("SELECT $2::int, $1, $2, '$1 100%' -- $3")
+        ("SELECT %s::int, %s, %s, '$1 100%%' -- $3", (1, 0, 1))
+    """
+    order: list[int] = []
+
+    def replace(match: re.Match[str]) -> str:
+        if match["number"] is not None:
+            order.append(int(match["number"]) - 1)
+            return "%s"
+        return match[0].replace("%", "%%")
+
+    return _PYFORMAT_TOKEN.sub(replace, sql), tuple(order)
 
 
 QUERIES: dict[str, str] = _load_queries()

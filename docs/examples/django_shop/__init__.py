@@ -1,0 +1,1 @@
+"""A small Django app: an order placed in a view, its receipt sent by a job."""

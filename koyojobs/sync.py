@@ -1,0 +1,305 @@
+"""Enqueue from synchronous code: Django and Flask views, scripts, management commands.
+
+:func:`enqueue` and :func:`enqueue_many` need no event loop. Given a psycopg
+(3) connection or a Django connection to PostgreSQL, they insert on it, inside
+whatever transaction it is in: rolled back, the job never existed; committed,
+the workers wake by the same NOTIFY as for the async path (the insert's
+statement trigger sends it). Given none, they use connections of their own to
+``KOYOJOBS_DSN`` (or the DSN given to :func:`configure`), kept between calls
+and safe to share between threads. The payloads are the async path's bytes,
+signed the same way (``KOYOJOBS_SECRET``, or the secret given to
+:func:`configure`), and the statements are the same named queries.
+
+psycopg is an optional dependency: ``pip install 'koyojobs[sync]'``. It is
+imported on the first enqueue of a connection of koyojobs' own, never by
+``import koyojobs``.
+
+Example:
+    >>> from koyojobs.sync import enqueue
+    >>> job_id = enqueue(say_hello("Bogdan"))  # doctest: +SKIP
+    >>> with transaction.atomic():  # doctest: +SKIP
+    ...     order = Order.objects.create(total=12)
+    ...     enqueue(send_receipt(order.id), connection=django.db.connection)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import select
+import sys
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from .context import execute_jobs_synchronously
+from .database import _redacted, _take_statement_cache_size
+from .execution import run_inline_blocking
+from .jobs import JobCall
+from .serializer import Secret, Serializer
+from .sql import QUERIES, pyformat
+
+__all__ = ["configure", "enqueue", "enqueue_many"]
+
+_INSERT_JOB = pyformat(QUERIES["insert_job"])
+_INSERT_JOBS = pyformat(QUERIES["insert_jobs"])
+
+_CONNECT_TIMEOUT = 10
+"""Seconds to connect, unless the DSN or ``PGCONNECT_TIMEOUT`` says otherwise."""
+_MAX_IDLE = 8
+"""Idle connections of koyojobs' own kept for later calls; more are closed."""
+
+
+class _Settings:
+    dsn: str | None = None
+    secret: Secret | Sequence[Secret] | None = None
+
+
+_settings = _Settings()
+_lock = threading.Lock()
+_idle: dict[str, list[Any]] = {}
+"""Per DSN, connections of koyojobs' own waiting for the next call."""
+_idle_pid = os.getpid()
+_inherited: list[Any] = []
+
+
+def configure(*, dsn: str | None = None, secret: Secret | Sequence[Secret] | None = None) -> None:
+    """Set where :func:`enqueue` connects without ``connection=``, and how it signs.
+
+    ``dsn`` wins over ``KOYOJOBS_DSN``, ``secret`` over ``KOYOJOBS_SECRET``;
+    ``None`` falls back to the variable. The Django app calls this with the
+    database of ``DATABASES`` and the secret of ``settings.KOYOJOBS``.
+    Connections kept for the previous DSN are closed.
+
+    Example:
+        >>> from koyojobs import sync
+        >>> sync.configure(dsn="postgresql://localhost/app", secret="key")  # doctest: +SKIP
+    """
+    Serializer.from_options(secret)  # a bad secret fails here, not at the first enqueue
+    with _lock:
+        _settings.dsn, _settings.secret = dsn, secret
+        closing = [conn for conns in _idle.values() for conn in conns]
+        _idle.clear()
+    for conn in closing:
+        conn.close()
+
+
+def enqueue(call: JobCall[Any], connection: Any = None) -> int | None:
+    """Insert one job from synchronous code; returns its id.
+
+    With ``connection`` (a psycopg 3 connection, or a Django connection to
+    PostgreSQL such as ``django.db.connection``) the job is inserted inside
+    that connection's transaction, in one round trip, and exists only if it
+    commits. Without, on a connection of koyojobs' own to ``KOYOJOBS_DSN``,
+    committed at once. In the synchronous mode (``execute_jobs_synchronously``)
+    the job runs now instead, and ``None`` is returned. From async code,
+    ``await my_job(...)`` instead: called in a running event loop, this raises.
+
+    Example:
+        >>> from koyojobs.sync import enqueue
+        >>> job_id = enqueue(say_hello("Bogdan"))  # doctest: +SKIP
+    """
+    ids = _enqueue([call], connection, "enqueue", "a job call")
+    return None if ids is None else ids[0]
+
+
+def enqueue_many(calls: Iterable[JobCall[Any]], connection: Any = None) -> list[int] | None:
+    """Insert many jobs in one statement and one round trip; returns their ids in order.
+
+    ``connection`` as for :func:`enqueue`.
+
+    Example:
+        >>> from koyojobs.sync import enqueue_many
+        >>> ids = enqueue_many(say_hello(n) for n in ["Ada", "Bogdan"])  # doctest: +SKIP
+    """
+    return _enqueue(list(calls), connection, "enqueue_many", "job calls")
+
+
+def _enqueue(
+    calls: list[JobCall[Any]], connection: Any, function: str, wanted: str
+) -> list[int] | None:
+    for call in calls:
+        if not isinstance(call, JobCall):
+            raise TypeError(
+                f"koyojobs.sync.{function}() needs {wanted} such as my_job(1, 2), got {call!r}"
+            )
+        call.consume()
+    if _in_event_loop():
+        raise RuntimeError(
+            f"koyojobs.sync.{function}() was called inside a running event loop: "
+            "await the job call instead (await my_job(...))"
+        )
+    kind = _kind_of(connection) if connection is not None else "own"
+    if execute_jobs_synchronously.enabled():
+        for call in calls:
+            run_inline_blocking(call)
+        return None
+    serializer = Serializer.from_options(_settings.secret)
+    if not calls:
+        return []
+    if len(calls) == 1:
+        call = calls[0]
+        definition = call.definition
+        row: tuple[Any, ...] = (
+            definition.name,
+            definition.queue,
+            definition.priority,
+            definition.max_attempts,
+            serializer.sign_arguments(call.payload, definition.name),
+            call.scheduled_at,
+        )
+        return [_fetch(kind, connection, _INSERT_JOB, row)[0][0]]
+    sign = serializer.sign_arguments
+    columns: tuple[Any, ...] = (
+        [c.definition.name for c in calls],
+        [c.definition.queue for c in calls],
+        [c.definition.priority for c in calls],
+        [c.definition.max_attempts for c in calls],
+        [sign(c.payload, c.definition.name) for c in calls],
+        [c.scheduled_at for c in calls],
+    )
+    # Identity values are drawn in insertion order, which follows the input.
+    return sorted(row[0] for row in _fetch(kind, connection, _INSERT_JOBS, columns))
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _kind_of(connection: Any) -> str:
+    """``"psycopg"`` or ``"django"``; anything else is a one-line ``TypeError``."""
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is not None and isinstance(connection, psycopg.Connection):
+        return "psycopg"
+    if _is_django_connection(connection):
+        vendor = connection.vendor
+        if vendor != "postgresql":
+            raise TypeError(
+                f"koyojobs needs a Django connection to PostgreSQL, got one to {vendor} "
+                f"(alias {connection.alias!r})"
+            )
+        return "django"
+    kind = type(connection)
+    hint = (
+        " (an asyncpg connection: await broker.enqueue(call, connection=conn))"
+        if kind.__module__.startswith("asyncpg")
+        else ""
+    )
+    raise TypeError(
+        "connection= must be a psycopg 3 connection or a Django connection, "
+        f"got {kind.__module__}.{kind.__qualname__}{hint}"
+    )
+
+
+def _is_django_connection(connection: Any) -> bool:
+    base = sys.modules.get("django.db.backends.base.base")
+    proxy = sys.modules.get("django.utils.connection")
+    return (base is not None and isinstance(connection, base.BaseDatabaseWrapper)) or (
+        proxy is not None and isinstance(connection, proxy.ConnectionProxy)
+    )
+
+
+def _fetch(
+    kind: str, connection: Any, query: tuple[str, tuple[int, ...]], arguments: tuple[Any, ...]
+) -> list[tuple[Any, ...]]:
+    sql, order = query
+    parameters = [arguments[i] for i in order]
+    if kind == "django":
+        with connection.cursor() as cursor:
+            cursor.execute(sql, parameters)
+            return list(cursor.fetchall())
+    if kind == "psycopg":
+        return list(connection.execute(sql, parameters).fetchall())
+    with _own_connection() as conn:
+        return list(conn.execute(sql, parameters).fetchall())
+
+
+@contextmanager
+def _own_connection() -> Iterator[Any]:
+    """An autocommit connection of koyojobs' own: an idle one, else a new one."""
+    dsn = _settings.dsn or os.environ.get("KOYOJOBS_DSN")
+    if not dsn:
+        raise RuntimeError(
+            "no database to enqueue on: set KOYOJOBS_DSN, pass connection=..., "
+            "or call koyojobs.sync.configure(dsn=...)"
+        )
+    conn = _take_idle(dsn)
+    if conn is None:
+        conn = _connect(dsn)
+    try:
+        yield conn
+    except BaseException:
+        # It may be broken, or hold a half-read answer: never hand it out again.
+        conn.close()
+        raise
+    with _lock:
+        idle = _idle.setdefault(dsn, [])
+        if len(idle) < _MAX_IDLE and _idle_pid == os.getpid():
+            idle.append(conn)
+            conn = None
+    if conn is not None:
+        conn.close()
+
+
+def _take_idle(dsn: str) -> Any:
+    global _idle_pid
+    with _lock:
+        if _idle_pid != os.getpid():
+            # A forked child (a pre-forking web server): the parent's sessions stay the
+            # parent's. Closing them here would end them for the parent too.
+            _inherited.extend(conn for conns in _idle.values() for conn in conns)
+            _idle.clear()
+            _idle_pid = os.getpid()
+        idle = _idle.get(dsn, [])
+        while idle:
+            conn = idle.pop()
+            if _usable(conn):
+                return conn
+            conn.close()
+    return None
+
+
+def _usable(conn: Any) -> bool:
+    # An idle connection has nothing to read: if it has, the server ended the
+    # session (a restart, pg_terminate_backend, an idle timeout) and told so.
+    if conn.closed:
+        return False
+    if not hasattr(select, "poll"):  # Windows
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+        return not readable
+    poller = select.poll()  # not select(): it fails past file descriptor 1023
+    poller.register(conn.fileno(), select.POLLIN)
+    return not poller.poll(0)
+
+
+def _connect(dsn: str) -> Any:
+    try:
+        import psycopg
+    except ImportError:
+        raise RuntimeError(
+            "koyojobs.sync needs psycopg 3 for a connection of its own: "
+            "pip install 'koyojobs[sync]' (or pass connection=...)"
+        ) from None
+    from psycopg.conninfo import conninfo_to_dict
+
+    dsn, cache_size = _take_statement_cache_size(dsn)
+    options: dict[str, Any] = {
+        "autocommit": True,
+        # A transaction pooler (statement_cache_size=0) keeps no prepared statements.
+        "prepare_threshold": None if cache_size == 0 else 5,
+    }
+    try:
+        if "connect_timeout" not in conninfo_to_dict(dsn) and not os.environ.get(
+            "PGCONNECT_TIMEOUT"
+        ):
+            # A view must not hang for minutes on a database that does not answer.
+            options["connect_timeout"] = _CONNECT_TIMEOUT
+        return psycopg.connect(dsn, **options)
+    except psycopg.Error as exc:
+        reason = " ".join(str(exc).split())
+        raise ConnectionError(f"cannot connect to {_redacted(dsn)}: {reason}") from None
