@@ -14,7 +14,7 @@ from .context import execute_jobs_synchronously
 from .database import Database
 from .errors import PayloadError
 from .execution import run_inline
-from .jobs import JobCall
+from .jobs import JobCall, insert_columns
 from .lifecycle import Lifecycle
 from .listener import Listener
 from .models import Job, QueueStatus, Status
@@ -184,15 +184,8 @@ class Broker(Lifecycle):
         if await self._ran_inline([call], "a job call", connection):
             return None
         target: Executor = connection if connection is not None else self.pool
-        definition = call.definition
         job_id: int = await target.fetchval(
-            QUERIES["insert_job"],
-            definition.name,
-            definition.queue,
-            definition.priority,
-            definition.max_attempts,
-            self.serializer.sign_arguments(call.payload, definition.name),
-            call.scheduled_at,
+            QUERIES["insert_job"], *call.insert_values(self.serializer)
         )
         return job_id
 
@@ -209,17 +202,8 @@ class Broker(Lifecycle):
             return None
         if not calls:
             return []
-        sign = self.serializer.sign_arguments
         target: Executor = connection if connection is not None else self.pool
-        rows = await target.fetch(
-            QUERIES["insert_jobs"],
-            [c.definition.name for c in calls],
-            [c.definition.queue for c in calls],
-            [c.definition.priority for c in calls],
-            [c.definition.max_attempts for c in calls],
-            [sign(c.payload, c.definition.name) for c in calls],
-            [c.scheduled_at for c in calls],
-        )
+        rows = await target.fetch(QUERIES["insert_jobs"], *insert_columns(calls, self.serializer))
         # Identity values are drawn in insertion order, which follows the input.
         return sorted(row[0] for row in rows)
 

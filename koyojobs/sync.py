@@ -36,7 +36,7 @@ from typing import Any
 from .context import execute_jobs_synchronously
 from .database import _redacted, _take_statement_cache_size
 from .execution import run_inline_blocking
-from .jobs import JobCall
+from .jobs import JobCall, insert_columns
 from .serializer import Secret, Serializer
 from .sql import QUERIES, pyformat
 
@@ -139,26 +139,9 @@ def _enqueue(
     if not calls:
         return []
     if len(calls) == 1:
-        call = calls[0]
-        definition = call.definition
-        row: tuple[Any, ...] = (
-            definition.name,
-            definition.queue,
-            definition.priority,
-            definition.max_attempts,
-            serializer.sign_arguments(call.payload, definition.name),
-            call.scheduled_at,
-        )
+        row = calls[0].insert_values(serializer)
         return [_fetch(kind, connection, _INSERT_JOB, row)[0][0]]
-    sign = serializer.sign_arguments
-    columns: tuple[Any, ...] = (
-        [c.definition.name for c in calls],
-        [c.definition.queue for c in calls],
-        [c.definition.priority for c in calls],
-        [c.definition.max_attempts for c in calls],
-        [sign(c.payload, c.definition.name) for c in calls],
-        [c.scheduled_at for c in calls],
-    )
+    columns = tuple(insert_columns(calls, serializer))
     # Identity values are drawn in insertion order, which follows the input.
     return sorted(row[0] for row in _fetch(kind, connection, _INSERT_JOBS, columns))
 
