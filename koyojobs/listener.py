@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from .lifecycle import cancel_and_wait
 from .sql import QUERIES
 
 if TYPE_CHECKING:
@@ -76,10 +77,7 @@ class Listener:
     async def stop(self) -> None:
         """Stop supervising and close the connection."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         await self._close()
 
     @property

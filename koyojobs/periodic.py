@@ -14,7 +14,6 @@ look new, and the table holds one row per periodic job.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 import math
@@ -28,6 +27,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from cronsim import CronSim, CronSimError
 
 from .errors import JobDefinitionError
+from .lifecycle import cancel_and_wait
 from .registry import definitions
 from .sql import QUERIES
 
@@ -211,10 +211,7 @@ class Ticker:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     def _now(self) -> datetime:
         return datetime.now(UTC) + timedelta(seconds=self._offset)

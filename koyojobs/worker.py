@@ -24,7 +24,7 @@ import asyncpg
 
 from .broker import Broker
 from .execution import attempt, warn_if_unsigned
-from .lifecycle import Lifecycle
+from .lifecycle import Lifecycle, cancel_and_wait
 from .maintenance import Vacuum
 from .models import Status
 from .outcomes import Decision, Outcome, as_columns, unreadable
@@ -252,7 +252,7 @@ class _Lane:
         # could lose the answer to a claim); only a hung round is cut short.
         await asyncio.wait([main], timeout=self.shutdown_grace)
         if not main.done():
-            await _finish(main)
+            await cancel_and_wait(main)
             self._drop_connection()  # a round was cut short: its state is unknown
         runs = list(self._runs.values())
         if runs:
@@ -263,10 +263,10 @@ class _Lane:
             run.cancelled = True
             run.task.cancel()
         await asyncio.gather(*(r.task for r in runs), return_exceptions=True)
-        await _finish(heartbeat)
+        await cancel_and_wait(heartbeat)
         if self._vacuum_task is not None:
             # What a cut-short VACUUM cleaned stays clean.
-            await _finish(self._vacuum_task)
+            await cancel_and_wait(self._vacuum_task)
             self._vacuum_task = None
         await self._write_remaining()
         self._drop_connection()
@@ -621,12 +621,6 @@ class _Lane:
                 # the database is unreachable): stop, so it never runs twice at once.
                 log.warning("job no longer held; stopping it", extra={"job_id": job_id})
                 _stop_run(run)
-
-
-async def _finish(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 def _log_outcome(row: asyncpg.Record, decision: Decision, seconds: float) -> None:
