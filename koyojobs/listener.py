@@ -93,7 +93,9 @@ class Listener:
         return None if self._conn is None else self._conn.get_server_pid()
 
     async def _connect(self) -> None:
-        conn = await self._database.connect(dsn=self._dsn, timeout=self._ping_interval)
+        conn = await self._database.connect(
+            dsn=self._dsn, timeout=self._ping_interval, role="koyojobs-listen"
+        )
         try:
             async with asyncio.timeout(self._ping_interval):
                 await conn.add_listener(CHANNEL, self._notified)

@@ -405,6 +405,7 @@ class _Lane:
             if self._conn is None or self._conn.is_closed():
                 self._conn = await self.broker.database.connect(
                     timeout=self.deadline,
+                    role="koyojobs-worker",
                     settings={
                         "plan_cache_mode": "force_generic_plan",
                         "statement_timeout": str(int(self.deadline * 1000)),
