@@ -16,11 +16,12 @@ from .errors import PayloadError
 from .execution import run_inline
 from .jobs import JobCall
 from .lifecycle import Lifecycle
-from .listener import Listener
+from .listener import FINISHED_CHANNEL, Listener
 from .models import Job, QueueStatus, Status
 from .schema import migrate
 from .serializer import Secret, Serializer
 from .sql import QUERIES
+from .waiting import DEFAULT_RECHECK, Waiters
 
 __all__ = ["Broker"]
 
@@ -71,6 +72,7 @@ class Broker(Lifecycle):
         self._listen_dsn = listen_dsn
         self._listener: Listener | None = None
         self._subscribers: dict[str, set[Wake]] = defaultdict(set)
+        self._waiters = Waiters(self)
         self._started = False
 
     # -- life -------------------------------------------------------------
@@ -90,6 +92,7 @@ class Broker(Lifecycle):
     async def stop(self) -> None:
         """Close the LISTEN connection, and the pool if the broker owns it."""
         self._started = False
+        await self._waiters.stop()
         listener, self._listener = self._listener, None
         if listener is not None:
             await listener.stop()
@@ -116,6 +119,10 @@ class Broker(Lifecycle):
         The LISTEN connection opens with the first subscription, so a process
         that only enqueues holds none.
         """
+        await self._listening()
+        self._subscribers[queue].add(wake)
+
+    async def _listening(self) -> Listener:
         if self._listener is None:
             listener = Listener(
                 self.database,
@@ -125,7 +132,10 @@ class Broker(Lifecycle):
             )
             await listener.start()
             self._listener = listener
-        self._subscribers[queue].add(wake)
+        return self._listener
+
+    async def _listen_finished(self, on_notify: Callable[[str], None]) -> None:
+        await (await self._listening()).listen(FINISHED_CHANNEL, on_notify)
 
     def unsubscribe(self, queue: str, wake: Wake) -> None:
         """Stop waking ``wake`` for ``queue``."""
@@ -141,9 +151,11 @@ class Broker(Lifecycle):
             wake()
 
     def _wake_all(self) -> None:
+        # Notifications sent while the connection was down are lost: look again.
         for wakes in tuple(self._subscribers.values()):
             for wake in tuple(wakes):
                 wake()
+        self._waiters.notified()
 
     async def ping(self) -> None:
         """Raise unless the pool answers and the LISTEN connection (if open) is up and hearing.
@@ -261,6 +273,27 @@ class Broker(Lifecycle):
         """
         row = await self.pool.fetchrow(QUERIES["get_job"], job_id)
         return None if row is None else Job.from_row(row, self.serializer.load_result)
+
+    async def wait(
+        self, job_id: int, timeout: float | None = None, *, recheck: float = DEFAULT_RECHECK
+    ) -> Job:
+        """Wait until the job is ``done``, ``failed`` or ``cancelled``, and return it.
+
+        Woken by a notification when the job's outcome is written (the
+        broker opens its LISTEN connection for it, once), not by polling;
+        it also looks every ``recheck`` seconds, so a lost notification
+        only delays the answer. Past ``timeout`` seconds (``None``: no
+        limit) it raises ``TimeoutError``; the job runs on. An id that
+        names no job raises ``LookupError`` at once. A job that is retried
+        is waited for until its last attempt.
+
+        Example:
+            >>> job_id = await broker.enqueue(make_thumbnail("cat.png"))  # doctest: +SKIP
+            >>> job = await broker.wait(job_id, timeout=30)  # doctest: +SKIP
+            >>> job.status, job.result  # doctest: +SKIP
+            (<Status.DONE: 'done'>, 'cat.png@640')
+        """
+        return await self._waiters.wait(job_id, timeout, recheck)
 
     async def cancel(self, job_id: int) -> bool:
         """Cancel a job that has not finished; returns whether it did.

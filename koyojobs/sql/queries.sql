@@ -46,6 +46,10 @@ RETURNING id;
 -- joins the batch to the primary key. The claim increments the attempt counter,
 -- so a run lost with its worker still counts. Both parts see one snapshot, in
 -- which the finished rows are still running: none of them is claimed again here.
+-- A batch that ends jobs notifies koyojobs_finished (Broker.wait listens) ONCE:
+-- pg_notify is called per ended row, but PostgreSQL delivers identical
+-- notifications of one transaction once, so the drain pays a single NOTIFY
+-- per round, and none for a round that only claims or only retries.
 WITH finished AS (
     UPDATE koyojobs_jobs AS j
        SET status = u.status,
@@ -63,7 +67,8 @@ WITH finished AS (
            AS u(id, attempt, status, result, error, traceback, delay)
      WHERE j.id = u.id
        AND CASE WHEN j.status = 'running' THEN j.attempts = u.attempt ELSE false END
-    RETURNING j.id
+    RETURNING j.id,
+              CASE WHEN u.status <> 'ready' THEN pg_notify('koyojobs_finished', '') END
 ), picked AS (
     SELECT id
       FROM koyojobs_jobs
@@ -139,7 +144,8 @@ WITH lapsed AS (
            worker_id = NULL
       FROM lapsed
      WHERE j.id = lapsed.id
-    RETURNING j.id, j.queue, j.status
+    RETURNING j.id, j.queue, j.status,
+              CASE WHEN j.status = 'failed' THEN pg_notify('koyojobs_finished', '') END
 )
 SELECT id, queue, status FROM rescued;
 
@@ -157,7 +163,12 @@ SELECT id, name, queue, priority, status, attempts, max_attempts, scheduled_at,
 UPDATE koyojobs_jobs
    SET status = 'cancelled', finished_at = now(), lease_expires_at = NULL, worker_id = NULL
  WHERE id = $1 AND status IN ('ready', 'running')
-RETURNING id;
+RETURNING id, pg_notify('koyojobs_finished', '');
+
+-- name: finished_among
+-- Which of the jobs $1 (those Broker.wait waits for) have finished.
+SELECT id FROM koyojobs_jobs
+ WHERE id = ANY ($1::bigint[]) AND status IN ('done', 'failed', 'cancelled');
 
 -- name: retry_job
 -- Operator's retry: a finished job runs again with a fresh attempt budget.
