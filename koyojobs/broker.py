@@ -14,6 +14,7 @@ from .context import execute_jobs_synchronously
 from .database import Database
 from .errors import PayloadError
 from .execution import run_inline
+from .hooks import Middleware, check_middleware
 from .jobs import JobCall
 from .lifecycle import Lifecycle
 from .listener import FINISHED_CHANNEL, Listener
@@ -43,7 +44,12 @@ class Broker(Lifecycle):
     ``KOYOJOBS_SECRET`` is a ``ValueError``, never a silent "unsigned"; leave
     both unset to run unsigned (see the Security page). ``listen_dsn``
     opens the LISTEN connection elsewhere than the pool (a pool behind
-    PgBouncer in transaction mode cannot LISTEN).
+    PgBouncer in transaction mode cannot LISTEN). ``middleware`` is a list
+    of ``async def mw(job: RunningJob, call_next) -> Any`` that wrap every
+    attempt the workers of this broker run (and the synchronous mode's),
+    the first one outermost; ``await call_next()`` runs the rest and the
+    job, and returns its result. A middleware that raises fails the attempt
+    as the job would.
 
     Example:
         >>> from koyojobs import Broker, set_current_broker
@@ -60,6 +66,7 @@ class Broker(Lifecycle):
         migrate: bool = True,
         secret: Secret | Sequence[Secret] | None = None,
         listen_dsn: str | None = None,
+        middleware: Sequence[Middleware] | None = None,
     ) -> None:
         if isinstance(db, Database):
             self.database, self._owns_database = db, False
@@ -68,6 +75,8 @@ class Broker(Lifecycle):
         else:
             raise TypeError(f"Broker needs a Database or a DSN string, got {db!r}")
         self.serializer = Serializer.from_options(secret)
+        self.middleware = check_middleware(middleware)
+        """Wraps every attempt this broker's workers run, the first one outermost."""
         self._migrate = migrate
         self._listen_dsn = listen_dsn
         self._listener: Listener | None = None

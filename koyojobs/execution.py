@@ -19,6 +19,7 @@ from asyncpg import Record
 
 from .context import RetryJob, running
 from .errors import PayloadError, SerializationError, describe
+from .hooks import JobOutcome, run_hooks, through
 from .models import RunningJob, Status
 from .outcomes import Decision, after_failure, default_backoff, succeeded, unreadable
 from .registry import lookup
@@ -48,28 +49,43 @@ async def call(
     """Run the job function once, as ``job``, within its timeout.
 
     An ``async def`` runs in this task. A plain ``def`` runs on ``executor``
-    (``None``: right here, as the synchronous mode wants); its thread cannot
-    be stopped, so on timeout its eventual result is dropped.
+    (``None``: right here, as the synchronous mode wants), with the context
+    variables of this task (those the broker's middleware set included); its
+    thread cannot be stopped, so on timeout its eventual result is dropped.
+    The broker's middleware wraps the call, the first one outermost.
     """
-    timeout = definition.timeout
     with running(job, broker):
-        if definition.is_async:
-            awaitable = definition.fn(*args, **kwargs)
-        elif executor is None:
-            return definition.fn(*args, **kwargs)
-        else:
-            context = contextvars.copy_context()
-            awaitable = asyncio.get_running_loop().run_in_executor(
-                executor, functools.partial(context.run, definition.fn, *args, **kwargs)
-            )
-        if timeout is None:
-            return await awaitable
-        try:
-            return await asyncio.wait_for(awaitable, timeout)
-        except TimeoutError:
-            raise TimeoutError(
-                f"job {definition.name!r} ran past its timeout of {timeout:g}s"
-            ) from None
+        if broker is None or not broker.middleware:
+            return await _call(definition, args, kwargs, executor)
+        return await through(
+            broker.middleware, job, functools.partial(_call, definition, args, kwargs, executor)
+        )
+
+
+async def _call(
+    definition: JobDefinition[Any, Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    executor: Executor | None,
+) -> Any:
+    timeout = definition.timeout
+    if definition.is_async:
+        awaitable = definition.fn(*args, **kwargs)
+    elif executor is None:
+        return definition.fn(*args, **kwargs)
+    else:
+        context = contextvars.copy_context()
+        awaitable = asyncio.get_running_loop().run_in_executor(
+            executor, functools.partial(context.run, definition.fn, *args, **kwargs)
+        )
+    if timeout is None:
+        return await awaitable
+    try:
+        return await asyncio.wait_for(awaitable, timeout)
+    except TimeoutError:
+        raise TimeoutError(
+            f"job {definition.name!r} ran past its timeout of {timeout:g}s"
+        ) from None
 
 
 async def attempt(
@@ -123,24 +139,39 @@ async def _attempt(
         max_attempts=max_attempts,
         scheduled_for=row["scheduled_at"],
     )
+    error: BaseException
     try:
         value = await call(definition, args, kwargs, job, broker, executor)
     except asyncio.CancelledError as exc:
         task = asyncio.current_task()
         if task is not None and task.cancelling():
             raise
-        return _failed(exc, job, definition)
+        error = exc
     except KeyboardInterrupt:
         raise
     except BaseException as exc:
-        return _failed(exc, job, definition)
-    try:
-        return succeeded(serializer.dump_result(value, name))
-    except KeyboardInterrupt:
-        raise
-    except BaseException as exc:  # pickling a result may run its code: SystemExit too
-        error = SerializationError(f"result of job {name!r} cannot be serialized: {describe(exc)}")
-        return _failed(error, job, definition)
+        error = exc
+    else:
+        try:
+            decision = succeeded(serializer.dump_result(value, name))
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # pickling a result may run its code: SystemExit too
+            error = SerializationError(
+                f"result of job {name!r} cannot be serialized: {describe(exc)}"
+            )
+        else:
+            if definition.success_hooks:
+                outcome = JobOutcome(job, args, kwargs, result=value)
+                with running(job, broker):
+                    await run_hooks(definition.success_hooks, outcome, executor, "on_success")
+            return decision
+    decision = _failed(error, job, definition)
+    if definition.failure_hooks and decision.status is Status.FAILED:
+        outcome = JobOutcome(job, args, kwargs, error=error)
+        with running(job, broker):
+            await run_hooks(definition.failure_hooks, outcome, executor, "on_failure")
+    return decision
 
 
 def _broken(row: Record, exc: BaseException) -> Decision:
@@ -193,21 +224,36 @@ async def run_inline(job_call: JobCall[Any], broker: Broker | None) -> None:
             0, definition.name, definition.queue, number, definition.max_attempts, scheduled_at
         )
         try:
-            value = await call(definition, args, kwargs, job, broker, None)
-        except RetryJob as exc:
-            decision = _failed(exc, job, definition)
-            if decision.status is Status.READY:
-                continue
-            raise RuntimeError(
-                f"job {definition.name!r} called retry() on its last attempt "
-                f"({number} of {definition.max_attempts})"
-            ) from None
-        try:
-            serializer.load_result(serializer.dump_result(value, name), name)
+            try:
+                value = await call(definition, args, kwargs, job, broker, None)
+            except RetryJob as exc:
+                decision = _failed(exc, job, definition)
+                if decision.status is Status.READY:
+                    continue
+                raise RuntimeError(
+                    f"job {definition.name!r} called retry() on its last attempt "
+                    f"({number} of {definition.max_attempts})"
+                ) from None
+            try:
+                serializer.load_result(serializer.dump_result(value, name), name)
+            except Exception as exc:
+                raise SerializationError(
+                    f"result of job {name!r} cannot be serialized: {describe(exc)}"
+                ) from exc
         except Exception as exc:
-            raise SerializationError(
-                f"result of job {name!r} cannot be serialized: {describe(exc)}"
-            ) from exc
+            if definition.failure_hooks:
+                outcome = JobOutcome(job, args, kwargs, error=exc)
+                with running(job, broker):
+                    await run_hooks(definition.failure_hooks, outcome, None, "on_failure")
+            raise
+        if definition.success_hooks:
+            with running(job, broker):
+                await run_hooks(
+                    definition.success_hooks,
+                    JobOutcome(job, args, kwargs, result=value),
+                    None,
+                    "on_success",
+                )
         return
 
 

@@ -14,10 +14,17 @@ from koyojobs.outcomes import as_columns, succeeded
 from koyojobs.sql import QUERIES
 from koyojobs.testing import wait_for_job
 from tests import jobs
+from tests.faults.conftest import until
 from tests.integration.conftest import StartWorker
 
 # Far longer than any answer below: an answer sooner came from a notification.
 _NO_RECHECK = 60.0
+
+
+async def _until_waiting(broker: Broker, job_id: int) -> None:
+    # The waiter registers once its LISTEN is in place: from then on, no
+    # notification for its job is missed.
+    await until(lambda: job_id in broker._waiters._events, what="the waiter listening")
 
 
 async def test_wait_is_woken_when_the_job_is_done(
@@ -27,8 +34,7 @@ async def test_wait_is_woken_when_the_job_is_done(
     job_id = await jobs.wait_for_gate("w")
     assert job_id is not None
     waiting = asyncio.create_task(broker.wait(job_id, timeout=10, recheck=_NO_RECHECK))
-    while ("started", "w") not in jobs.runs:
-        await asyncio.sleep(0.01)
+    await until(lambda: ("started", "w") in jobs.runs, what="the job starting")
     assert not waiting.done()
     opened = time.monotonic()
     jobs.gates["w"].set()
@@ -51,9 +57,7 @@ async def test_a_cancel_wakes_the_waiter(broker: Broker) -> None:
     job_id = await jobs.echo(1)  # no worker: it stays ready
     assert job_id is not None
     waiting = asyncio.create_task(broker.wait(job_id, recheck=_NO_RECHECK))
-    await asyncio.sleep(0)  # the waiter starts listening
-    while broker.listener is None:
-        await asyncio.sleep(0.01)
+    await _until_waiting(broker, job_id)
     assert await broker.cancel(job_id)
     job = await asyncio.wait_for(waiting, 5)
     assert job.status is Status.CANCELLED
@@ -89,8 +93,7 @@ async def test_a_lost_notification_only_delays(broker: Broker) -> None:
     job_id = await jobs.echo(1)
     assert job_id is not None
     waiting = asyncio.create_task(broker.wait(job_id, timeout=10, recheck=0.2))
-    while broker.listener is None:
-        await asyncio.sleep(0.01)
+    await _until_waiting(broker, job_id)
     # Finished behind koyojobs' back: no notification at all.
     await broker.pool.execute(
         "UPDATE koyojobs_jobs SET status = 'done', finished_at = now() WHERE id = $1", job_id
