@@ -101,9 +101,10 @@ def _spread(values: list[float]) -> str:
 
 
 async def measure(args: argparse.Namespace, admin_dsn: str) -> None:
-    results: dict[str, list[tuple[float, float, int]]] = {v: [] for v in VARIANTS}
+    variants = args.variant or VARIANTS
+    results: dict[str, list[tuple[float, float, int]]] = {v: [] for v in variants}
     for number in range(args.rounds):
-        for variant in VARIANTS:
+        for variant in variants:
             results[variant].append(await run_once(admin_dsn, variant, args.jobs, args.slots))
             enq, drn, heard = results[variant][-1]
             print(
@@ -115,17 +116,17 @@ async def measure(args: argparse.Namespace, admin_dsn: str) -> None:
         f"\n{args.jobs:,} no-op jobs, {args.slots} slots, {args.rounds} rounds alternating; "
         "median (min-max), jobs/s\n"
     )
-    print("| variant | enqueue | drain | drain vs no notify |")
+    print(f"| variant | enqueue | drain | drain vs {variants[0]} |")
     print("|---|---|---|---|")
-    base = statistics.median(r[1] for r in results["no notify"])
-    for variant in VARIANTS:
+    base = statistics.median(r[1] for r in results[variants[0]])
+    for variant in variants:
         runs = results[variant]
         drain = statistics.median(r[1] for r in runs)
         print(
             f"| {variant} | {_spread([r[0] for r in runs])} | {_spread([r[1] for r in runs])} "
             f"| {100 * (drain / base - 1):+.1f}% |"
         )
-    heard = [r[2] for r in results["notify + listener"]]
+    heard = [r[2] for r in results.get("notify + listener", [])]
     if heard:
         print(f"\nnotifications heard per drain of {args.jobs:,} jobs: {_spread(heard)}")
 
@@ -136,6 +137,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--slots", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--variant", action="append", choices=VARIANTS, help="only these (repeatable)"
+    )
     args = parser.parse_args()
     if args.dsn:
         asyncio.run(measure(args, args.dsn))

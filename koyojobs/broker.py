@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -19,6 +20,7 @@ from .jobs import JobCall
 from .lifecycle import Lifecycle
 from .listener import FINISHED_CHANNEL, Listener
 from .models import Job, QueueStatus, Status
+from .retention import BATCH, Retention, resolve_retention
 from .schema import migrate
 from .serializer import Secret, Serializer
 from .sql import QUERIES
@@ -49,7 +51,10 @@ class Broker(Lifecycle):
     attempt the workers of this broker run (and the synchronous mode's),
     the first one outermost; ``await call_next()`` runs the rest and the
     job, and returns its result. A middleware that raises fails the attempt
-    as the job would.
+    as the job would. ``retention`` overrides, per status, how long the
+    workers of this broker keep finished jobs: by default ``done`` ones one
+    day, ``failed`` and ``cancelled`` ones seven (``None`` keeps them; see
+    the Operations page).
 
     Example:
         >>> from koyojobs import Broker, set_current_broker
@@ -67,6 +72,7 @@ class Broker(Lifecycle):
         secret: Secret | Sequence[Secret] | None = None,
         listen_dsn: str | None = None,
         middleware: Sequence[Middleware] | None = None,
+        retention: Mapping[Status | str, timedelta | None] | None = None,
     ) -> None:
         if isinstance(db, Database):
             self.database, self._owns_database = db, False
@@ -77,6 +83,8 @@ class Broker(Lifecycle):
         self.serializer = Serializer.from_options(secret)
         self.middleware = check_middleware(middleware)
         """Wraps every attempt this broker's workers run, the first one outermost."""
+        self.retention: Retention = resolve_retention(retention)
+        """How long this broker's workers keep finished jobs, per status (``None``: for good)."""
         self._migrate = migrate
         self._listen_dsn = listen_dsn
         self._listener: Listener | None = None
@@ -342,6 +350,27 @@ class Broker(Lifecycle):
         if not isinstance(older_than, int | float) or older_than < 0:
             raise ValueError(f"prune() older_than must be seconds >= 0, got {older_than!r}")
         status = await self.pool.execute(QUERIES["prune_jobs"], float(older_than))
+        return int(status.split()[-1])
+
+    async def prune_expired(self, limit: int = BATCH) -> int:
+        """Delete at most ``limit`` finished jobs older than :attr:`retention` says; how many.
+
+        Running workers call this on their own (see :mod:`koyojobs.retention`).
+        It deletes nothing while another process prunes, and never touches
+        ``ready`` or ``running`` jobs.
+
+        Example:
+            >>> while await broker.prune_expired(1000) == 1000:  # doctest: +SKIP
+            ...     pass
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"prune_expired() limit must be an int >= 1, got {limit!r}")
+        ages = [self.retention[s] for s in (Status.DONE, Status.FAILED, Status.CANCELLED)]
+        seconds = [None if age is None else age.total_seconds() for age in ages]
+        kept = [s for s in seconds if s is not None]
+        if not kept:
+            return 0
+        status = await self.pool.execute(QUERIES["prune_expired"], min(kept), *seconds, limit)
         return int(status.split()[-1])
 
     async def prunable(self, older_than: float) -> dict[Status, int]:

@@ -20,6 +20,7 @@ from docs.examples import (
     inside_a_job,
     middleware_signature,
     periodic,
+    retention,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,6 +84,19 @@ async def test_the_middleware_shape_passes_the_result_through() -> None:
 
     job = RunningJob(1, "docs.job", "default", 1, 3, pendulum.now("UTC"))
     assert await middleware_signature.middleware(job, call_next) == "result"
+
+
+def test_retention_example() -> None:
+    from datetime import timedelta
+
+    from koyojobs import Status
+
+    broker = retention.make_broker("postgresql://localhost/app")
+    assert broker.retention == {
+        Status.DONE: timedelta(hours=1),
+        Status.FAILED: None,
+        Status.CANCELLED: timedelta(days=7),
+    }
 
 
 async def test_periodic(dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
