@@ -5,11 +5,15 @@ busy machine slows them alike; each run is a fresh database on --dsn (or on a
 throwaway cluster when --dsn is not given). The drain is benchmarks/scaling.py's
 (one worker, --concurrency slots, an async no-op job); medians and ranges.
 
-- ``no notify``: finish_and_claim as it was before Broker.wait (its pg_notify
-  taken out of the statement, in this process only): the baseline.
-- ``notify``: as shipped; nobody LISTENs on koyojobs_finished.
-- ``notify + listener``: another connection LISTENs on koyojobs_finished (a web
-  process waiting for results), so every notification is delivered.
+- ``no notify``: finish_and_claim without its pg_notify (taken out of the
+  statement, in this process only): the baseline.
+- ``shipped``: as shipped, and nobody waits: no job is marked ``waited``, so
+  no NOTIFY is sent.
+- ``all waited``: every job is marked ``waited`` before the drain (as if a
+  web process waited for each), and another connection LISTENs: one NOTIFY
+  per batch, the worst case.
+- ``no finished index``: as shipped, without the retention's index of
+  finished rows (migration 3), to see what maintaining it costs.
 - ``hook``: the job has an ``async def`` on_success hook that does nothing.
 - ``middleware``: the broker has one pass-through middleware.
 
@@ -39,9 +43,9 @@ from koyojobs.sql import QUERIES
 from koyojobs.testing import TemporaryPostgres
 
 SHIPPED = QUERIES["finish_and_claim"]
-_NOTIFY = (
-    ",\n              CASE WHEN u.status <> 'ready' THEN pg_notify('koyojobs_finished', '') END"
-)
+_NOTIFY = """,
+              CASE WHEN j.waited AND u.status <> 'ready'
+                   THEN pg_notify('koyojobs_finished', '') END"""
 assert _NOTIFY in SHIPPED, "finish_and_claim changed: update the baseline"
 WITHOUT_NOTIFY = SHIPPED.replace(_NOTIFY, "")
 
@@ -60,7 +64,7 @@ async def _pass_through(job: RunningJob, call_next: CallNext) -> Any:
     return await call_next()
 
 
-VARIANTS = ["no notify", "notify", "notify + listener", "hook", "middleware"]
+VARIANTS = ["no notify", "shipped", "all waited", "no finished index", "hook", "middleware"]
 
 
 @contextlib.asynccontextmanager
@@ -86,10 +90,15 @@ async def run_once(admin_dsn: str, variant: str, n: int, slots: int) -> tuple[fl
             scaling.fresh_database(admin_dsn) as dsn,
             Database(dsn) as db,
             Broker(db, middleware=middleware) as broker,
-            _listener(dsn, variant == "notify + listener") as heard,
+            _listener(dsn, variant == "all waited") as heard,
         ):
+            if variant == "no finished index":
+                await broker.pool.execute("DROP INDEX koyojobs_jobs_finished_idx")
             calls: Iterator[Any] = (job(i) for i in range(n))
             enqueued = await scaling.enqueue(broker, calls, chunk=5_000)
+            if variant == "all waited":
+                await broker.pool.execute("UPDATE koyojobs_jobs SET waited = true")
+                await broker.pool.execute("VACUUM koyojobs_jobs")
             drained = await scaling.drain(broker, n, ["default"], slots)
             return enqueued, drained, len(heard)
     finally:
@@ -126,7 +135,7 @@ async def measure(args: argparse.Namespace, admin_dsn: str) -> None:
             f"| {variant} | {_spread([r[0] for r in runs])} | {_spread([r[1] for r in runs])} "
             f"| {100 * (drain / base - 1):+.1f}% |"
         )
-    heard = [r[2] for r in results.get("notify + listener", [])]
+    heard = [r[2] for r in results.get("all waited", [])]
     if heard:
         print(f"\nnotifications heard per drain of {args.jobs:,} jobs: {_spread(heard)}")
 

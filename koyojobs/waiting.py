@@ -1,11 +1,13 @@
 """``Broker.wait``: wait for a job to finish, woken by a notification.
 
-Every statement that ends jobs (a worker's batch of outcomes, a cancel, a
-rescue that gives up) notifies ``koyojobs_finished`` once, whatever the batch
-holds. A broker with waiters LISTENs on it; each notification starts one
-query for all the ids waited for (never one per waiter, and never two at
-once: notifications that arrive meanwhile fold into one more look), and the
-waiters whose jobs finished fetch them. Every waiter also looks on its own
+A waiter marks its job (``waited``); the statement that ends marked jobs (a
+worker's batch of outcomes) notifies ``koyojobs_finished`` once, however many
+it ended, and a cancel or a rescue that gives up always does. A drain that
+nobody waits on sends no NOTIFY at all. A broker with waiters LISTENs on the
+channel; each notification starts one query for all the ids waited for
+(never one per waiter, and never two at once: notifications that arrive
+meanwhile fold into one more look), and the waiters whose jobs finished
+fetch them. Every waiter also looks on its own
 every ``recheck`` seconds, so a notification lost (a LISTEN connection that
 reconnected, or one behind a transaction pooler that hears nothing) delays
 the answer but never hangs it.
@@ -114,6 +116,8 @@ class Waiters:
                     del self._events[job_id]
 
     async def _until_finished(self, job_id: int, event: asyncio.Event, recheck: float) -> Job:
+        # Listening already: the statement that ends the job from now on notifies.
+        await self._broker.pool.execute(QUERIES["mark_waited"], job_id)
         while True:
             # Listening before this look: a job that ends after it notifies us.
             event.clear()

@@ -118,7 +118,7 @@ async def test_bad_arguments_are_one_line_errors(
 
 
 async def test_one_notification_per_finishing_batch(broker: Broker, dsn: str) -> None:
-    ids = await broker.enqueue_many([jobs.echo(i) for i in range(5)])
+    ids = await broker.enqueue_many([jobs.echo(i) for i in range(6)])
     assert ids is not None
     heard: list[str] = []
     end = asyncio.Event()
@@ -144,12 +144,17 @@ async def test_one_notification_per_finishing_batch(broker: Broker, dsn: str) ->
             end.clear()
             return [row["id"] for row in rows]
 
-        claimed = await round_([], 5)
+        claimed = await round_([], 6)
         assert sorted(claimed) == ids
         assert heard == []  # claiming alone notifies nobody
         done = succeeded(b"")
-        assert await round_([(i, 1, done) for i in ids], 0) == []
-        assert heard == [""]  # five jobs ended, one notification
+        # Jobs nobody waits for end without a notification.
+        assert await round_([(ids[0], 1, done)], 0) == []
+        assert heard == []
+        for job_id in ids[1:]:
+            await broker.pool.execute(QUERIES["mark_waited"], job_id)
+        assert await round_([(i, 1, done) for i in ids[1:]], 0) == []
+        assert heard == [""]  # five waited jobs ended in one batch: one notification
     finally:
         await listening.close()
         await worker.close()

@@ -5,3 +5,9 @@
 CREATE INDEX koyojobs_jobs_finished_idx
     ON koyojobs_jobs (finished_at)
     WHERE status IN ('done', 'failed', 'cancelled');
+
+-- Broker.wait marks the job it waits for: only a batch that ends a marked job
+-- notifies koyojobs_finished, so a drain nobody waits on sends no NOTIFY (each
+-- costs the committing transaction a cluster-wide lock). A constant default:
+-- no table rewrite.
+ALTER TABLE koyojobs_jobs ADD COLUMN waited boolean NOT NULL DEFAULT false;
