@@ -16,6 +16,10 @@ throwaway cluster when --dsn is not given). The drain is benchmarks/scaling.py's
   finished rows (migration 3), to see what maintaining it costs.
 - ``hook``: the job has an ``async def`` on_success hook that does nothing.
 - ``middleware``: the broker has one pass-through middleware.
+- ``otel``: ``koyojobs.otel.instrument()`` with the SDK's providers (spans
+  recorded and sampled, exported nowhere): a producer span per enqueue
+  statement, the trace context stored, a consumer span and three metric
+  records per attempt.
 
     python3 benchmarks/observe.py --jobs 20000 --rounds 5
 """
@@ -32,11 +36,14 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.trace import TracerProvider
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import scaling  # the drain and enqueue of the scaling benchmark
 
+import koyojobs.otel
 from koyojobs import Broker, CallNext, Database, JobOutcome, RunningJob, define_job
 from koyojobs.listener import FINISHED_CHANNEL
 from koyojobs.sql import QUERIES
@@ -64,7 +71,15 @@ async def _pass_through(job: RunningJob, call_next: CallNext) -> Any:
     return await call_next()
 
 
-VARIANTS = ["no notify", "shipped", "all waited", "no finished index", "hook", "middleware"]
+VARIANTS = [
+    "shipped",
+    "no notify",
+    "all waited",
+    "no finished index",
+    "hook",
+    "middleware",
+    "otel",
+]
 
 
 @contextlib.asynccontextmanager
@@ -85,6 +100,8 @@ async def run_once(admin_dsn: str, variant: str, n: int, slots: int) -> tuple[fl
     QUERIES["finish_and_claim"] = WITHOUT_NOTIFY if variant == "no notify" else SHIPPED
     job = noop_hooked if variant == "hook" else scaling.noop
     middleware = [_pass_through] if variant == "middleware" else None
+    if variant == "otel":
+        koyojobs.otel.instrument(tracer_provider=TracerProvider(), meter_provider=MeterProvider())
     try:
         async with (
             scaling.fresh_database(admin_dsn) as dsn,
@@ -103,6 +120,7 @@ async def run_once(admin_dsn: str, variant: str, n: int, slots: int) -> tuple[fl
             return enqueued, drained, len(heard)
     finally:
         QUERIES["finish_and_claim"] = SHIPPED
+        koyojobs.otel.uninstrument()
 
 
 def _spread(values: list[float]) -> str:

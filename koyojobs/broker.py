@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from . import instrumentation
 from .context import execute_jobs_synchronously
 from .database import Database
 from .errors import PayloadError
@@ -214,8 +215,7 @@ class Broker(Lifecycle):
             return None
         target: Executor = connection if connection is not None else self.pool
         definition = call.definition
-        job_id: int = await target.fetchval(
-            QUERIES["insert_job"],
+        columns = (
             definition.name,
             definition.queue,
             definition.priority,
@@ -223,6 +223,13 @@ class Broker(Lifecycle):
             self.serializer.sign_arguments(call.payload, definition.name),
             call.scheduled_at,
         )
+        observer = instrumentation.observer
+        if observer is None:
+            job_id: int = await target.fetchval(QUERIES["insert_job"], *columns)
+            return job_id
+        with observer.enqueue([call]) as (trace_context, inserted):
+            job_id = await target.fetchval(QUERIES["insert_job_traced"], *columns, trace_context)
+            inserted([job_id])
         return job_id
 
     async def enqueue_many(
@@ -240,8 +247,7 @@ class Broker(Lifecycle):
             return []
         sign = self.serializer.sign_arguments
         target: Executor = connection if connection is not None else self.pool
-        rows = await target.fetch(
-            QUERIES["insert_jobs"],
+        columns = (
             [c.definition.name for c in calls],
             [c.definition.queue for c in calls],
             [c.definition.priority for c in calls],
@@ -249,8 +255,16 @@ class Broker(Lifecycle):
             [sign(c.payload, c.definition.name) for c in calls],
             [c.scheduled_at for c in calls],
         )
-        # Identity values are drawn in insertion order, which follows the input.
-        return sorted(row[0] for row in rows)
+        observer = instrumentation.observer
+        if observer is None:
+            rows = await target.fetch(QUERIES["insert_jobs"], *columns)
+            # Identity values are drawn in insertion order, which follows the input.
+            return sorted(row[0] for row in rows)
+        with observer.enqueue(calls) as (trace_context, inserted):
+            rows = await target.fetch(QUERIES["insert_jobs_traced"], *columns, trace_context)
+            ids = sorted(row[0] for row in rows)
+            inserted(ids)
+        return ids
 
     async def _ran_inline(
         self, calls: list[JobCall[Any]], wanted: str, connection: Connection | None = None

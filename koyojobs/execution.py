@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pendulum
 from asyncpg import Record
 
+from . import instrumentation
 from .context import RetryJob, running
 from .errors import PayloadError, SerializationError, describe
 from .hooks import JobOutcome, run_hooks, through
@@ -99,6 +100,18 @@ async def attempt(
     (shutdown, cancel) and ``KeyboardInterrupt`` propagate. The decision's
     text can always be stored.
     """
+    observer = instrumentation.observer
+    if observer is None:
+        return await _guarded(row, serializer, broker, executor)
+    with observer.attempt(row) as finished:
+        decision = await _guarded(row, serializer, broker, executor)
+        finished(decision)
+        return decision
+
+
+async def _guarded(
+    row: Record, serializer: Serializer, broker: Broker, executor: Executor
+) -> Decision:
     try:
         decision = await _attempt(row, serializer, broker, executor)
     except asyncio.CancelledError as exc:

@@ -35,6 +35,23 @@ SELECT u.name, u.queue, u.priority, u.max_attempts, u.args, coalesce(u.scheduled
  ORDER BY u.ord
 RETURNING id;
 
+-- name: insert_job_traced
+-- insert_job while OpenTelemetry instrumentation is on: with the trace context.
+INSERT INTO koyojobs_jobs (name, queue, priority, max_attempts, args, scheduled_at,
+                           trace_context)
+VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), $7)
+RETURNING id;
+
+-- name: insert_jobs_traced
+-- insert_jobs while OpenTelemetry instrumentation is on: one trace context for all.
+INSERT INTO koyojobs_jobs (name, queue, priority, max_attempts, args, scheduled_at,
+                           trace_context)
+SELECT u.name, u.queue, u.priority, u.max_attempts, u.args, coalesce(u.scheduled_at, now()), $7
+  FROM unnest($1::text[], $2::text[], $3::integer[], $4::integer[], $5::bytea[], $6::timestamptz[])
+       WITH ORDINALITY AS u(name, queue, priority, max_attempts, args, scheduled_at, ord)
+ ORDER BY u.ord
+RETURNING id;
+
 -- name: finish_and_claim
 -- One round trip per batch: records the outcomes of finished attempts ($5..$11,
 -- possibly none) and claims up to $2 due jobs of queue $1 (possibly none).
@@ -88,7 +105,8 @@ UPDATE koyojobs_jobs AS j
  -- An array, not a join: a generic plan guesses LIMIT $2 at a tenth of the
  -- table and would hash-join it; an array of ids always takes the primary key.
  WHERE j.id = ANY (ARRAY(SELECT id FROM picked))
-RETURNING j.id, j.name, j.queue, j.priority, j.args, j.attempts, j.max_attempts, j.scheduled_at;
+RETURNING j.id, j.name, j.queue, j.priority, j.args, j.attempts, j.max_attempts, j.scheduled_at,
+          j.trace_context;
 
 -- name: next_due
 -- Seconds until the earliest ready job of a queue is due (negative: overdue).

@@ -19,6 +19,7 @@ from docs.examples import (
     hooks,
     inside_a_job,
     middleware_signature,
+    observability,
     periodic,
     retention,
 )
@@ -84,6 +85,32 @@ async def test_the_middleware_shape_passes_the_result_through() -> None:
 
     job = RunningJob(1, "docs.job", "default", 1, 3, pendulum.now("UTC"))
     assert await middleware_signature.middleware(job, call_next) == "result"
+
+
+async def test_observability(dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
+    await observability.main(dsn)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:5] == [
+        "1 trace, 4 spans",
+        "POST /orders [INTERNAL]",
+        "  send emails [PRODUCER] messaging.destination.name=emails messaging.message.id=1",
+        "    process emails [CONSUMER] messaging.destination.name=emails "
+        "messaging.message.id=1 koyojobs.outcome=done",
+        "      render receipt [INTERNAL]",
+    ]
+    job, done, queue = (
+        "koyojobs.job.name=docs.send_receipt",
+        "koyojobs.outcome=done",
+        "messaging.destination.name=emails",
+    )
+    assert sorted(lines[5:]) == [
+        f"koyojobs.attempts{{{job}, {done}, {queue}}} = 1",
+        f"koyojobs.queue.wait{{{job}, {queue}}} count 1",
+        f"messaging.process.duration{{{job}, {done}, {queue}}} count 1",
+    ]
+    # The page shows this very output.
+    page = (DOCS / "observability.md").read_text()
+    assert "\n".join(lines) in page
 
 
 def test_retention_example() -> None:
