@@ -272,3 +272,18 @@ def test_middleware_must_be_async_functions(dsn: str, middleware: Any) -> None:
 def test_a_hook_must_be_callable() -> None:
     with pytest.raises(TypeError, match=r"job 'tests\.hooks\.plain': on_failure needs a function"):
         plain.on_failure("alert")  # type: ignore[arg-type]
+
+
+async def test_hooks_and_middleware_in_testing_drain(broker_with: Any) -> None:
+    from koyojobs.testing import drain
+
+    broker = await broker_with(_recording("m"))
+    await greet("Cy")
+    assert await drain(broker) == {"done": 1}
+    assert seen == [
+        ("m", "in", "tests.hooks.greet", 1),
+        ("job", "Cy"),
+        ("m", "out", "hello Cy!"),
+        ("async hook", "tests.hooks.greet", ("Cy",), {}, "hello Cy!"),
+        ("plain hook", False, True),
+    ]
