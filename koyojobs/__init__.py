@@ -23,6 +23,7 @@ from .errors import (
     SerializationError,
     WiringError,
 )
+from .hooks import CallNext, JobOutcome, Middleware
 from .jobs import JobCall, JobDefinition, define_job, schedule_at
 from .models import Job, QueueStatus, RunningJob, Status
 from .outcomes import default_backoff
@@ -31,12 +32,15 @@ from .worker import Worker
 
 __all__ = [
     "Broker",
+    "CallNext",
     "Database",
     "Job",
     "JobCall",
     "JobDefinition",
     "JobDefinitionError",
+    "JobOutcome",
     "KoyojobsError",
+    "Middleware",
     "PayloadError",
     "QueueStatus",
     "RunningJob",

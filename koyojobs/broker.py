@@ -4,23 +4,28 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from . import instrumentation
 from .context import execute_jobs_synchronously
 from .database import Database
 from .errors import PayloadError
 from .execution import run_inline
+from .hooks import Middleware, check_middleware
 from .jobs import JobCall, insert_columns
 from .lifecycle import Lifecycle
-from .listener import Listener
+from .listener import FINISHED_CHANNEL, Listener
 from .models import Job, QueueStatus, Status
+from .retention import BATCH, Retention, resolve_retention
 from .schema import migrate
 from .serializer import Secret, Serializer
 from .sql import QUERIES
+from .waiting import DEFAULT_RECHECK, Waiters
 
 __all__ = ["Broker"]
 
@@ -42,7 +47,15 @@ class Broker(Lifecycle):
     ``KOYOJOBS_SECRET`` is a ``ValueError``, never a silent "unsigned"; leave
     both unset to run unsigned (see the Security page). ``listen_dsn``
     opens the LISTEN connection elsewhere than the pool (a pool behind
-    PgBouncer in transaction mode cannot LISTEN).
+    PgBouncer in transaction mode cannot LISTEN). ``middleware`` is a list
+    of ``async def mw(job: RunningJob, call_next) -> Any`` that wrap every
+    attempt the workers of this broker run (and the synchronous mode's),
+    the first one outermost; ``await call_next()`` runs the rest and the
+    job, and returns its result. A middleware that raises fails the attempt
+    as the job would. ``retention`` overrides, per status, how long the
+    workers of this broker keep finished jobs: by default ``done`` ones one
+    day, ``failed`` and ``cancelled`` ones seven (``None`` keeps them; see
+    the Operations page).
 
     Example:
         >>> from koyojobs import Broker, set_current_broker
@@ -59,6 +72,8 @@ class Broker(Lifecycle):
         migrate: bool = True,
         secret: Secret | Sequence[Secret] | None = None,
         listen_dsn: str | None = None,
+        middleware: Sequence[Middleware] | None = None,
+        retention: Mapping[Status | str, timedelta | None] | None = None,
     ) -> None:
         if isinstance(db, Database):
             self.database, self._owns_database = db, False
@@ -67,10 +82,15 @@ class Broker(Lifecycle):
         else:
             raise TypeError(f"Broker needs a Database or a DSN string, got {db!r}")
         self.serializer = Serializer.from_options(secret)
+        self.middleware = check_middleware(middleware)
+        """Wraps every attempt this broker's workers run, the first one outermost."""
+        self.retention: Retention = resolve_retention(retention)
+        """How long this broker's workers keep finished jobs, per status (``None``: for good)."""
         self._migrate = migrate
         self._listen_dsn = listen_dsn
         self._listener: Listener | None = None
         self._subscribers: dict[str, set[Wake]] = defaultdict(set)
+        self._waiters = Waiters(self)
         self._started = False
 
     # -- life -------------------------------------------------------------
@@ -90,6 +110,7 @@ class Broker(Lifecycle):
     async def stop(self) -> None:
         """Close the LISTEN connection, and the pool if the broker owns it."""
         self._started = False
+        await self._waiters.stop()
         listener, self._listener = self._listener, None
         if listener is not None:
             await listener.stop()
@@ -116,6 +137,10 @@ class Broker(Lifecycle):
         The LISTEN connection opens with the first subscription, so a process
         that only enqueues holds none.
         """
+        await self._listening()
+        self._subscribers[queue].add(wake)
+
+    async def _listening(self) -> Listener:
         if self._listener is None:
             listener = Listener(
                 self.database,
@@ -125,7 +150,10 @@ class Broker(Lifecycle):
             )
             await listener.start()
             self._listener = listener
-        self._subscribers[queue].add(wake)
+        return self._listener
+
+    async def _listen_finished(self, on_notify: Callable[[str], None]) -> None:
+        await (await self._listening()).listen(FINISHED_CHANNEL, on_notify)
 
     def unsubscribe(self, queue: str, wake: Wake) -> None:
         """Stop waking ``wake`` for ``queue``."""
@@ -141,9 +169,11 @@ class Broker(Lifecycle):
             wake()
 
     def _wake_all(self) -> None:
+        # Notifications sent while the connection was down are lost: look again.
         for wakes in tuple(self._subscribers.values()):
             for wake in tuple(wakes):
                 wake()
+        self._waiters.notified()
 
     async def ping(self) -> None:
         """Raise unless the pool answers and the LISTEN connection (if open) is up and hearing.
@@ -184,9 +214,14 @@ class Broker(Lifecycle):
         if await self._ran_inline([call], "a job call", connection):
             return None
         target: Executor = connection if connection is not None else self.pool
-        job_id: int = await target.fetchval(
-            QUERIES["insert_job"], *call.insert_values(self.serializer)
-        )
+        columns = call.insert_values(self.serializer)
+        observer = instrumentation.observer
+        if observer is None:
+            job_id: int = await target.fetchval(QUERIES["insert_job"], *columns)
+            return job_id
+        with observer.enqueue([call]) as (trace_context, inserted):
+            job_id = await target.fetchval(QUERIES["insert_job_traced"], *columns, trace_context)
+            inserted([job_id])
         return job_id
 
     async def enqueue_many(
@@ -203,9 +238,17 @@ class Broker(Lifecycle):
         if not calls:
             return []
         target: Executor = connection if connection is not None else self.pool
-        rows = await target.fetch(QUERIES["insert_jobs"], *insert_columns(calls, self.serializer))
-        # Identity values are drawn in insertion order, which follows the input.
-        return sorted(row[0] for row in rows)
+        columns = insert_columns(calls, self.serializer)
+        observer = instrumentation.observer
+        if observer is None:
+            rows = await target.fetch(QUERIES["insert_jobs"], *columns)
+            # Identity values are drawn in insertion order, which follows the input.
+            return sorted(row[0] for row in rows)
+        with observer.enqueue(calls) as (trace_context, inserted):
+            rows = await target.fetch(QUERIES["insert_jobs_traced"], *columns, trace_context)
+            ids = sorted(row[0] for row in rows)
+            inserted(ids)
+        return ids
 
     async def _ran_inline(
         self, calls: list[JobCall[Any]], wanted: str, connection: Connection | None = None
@@ -246,6 +289,27 @@ class Broker(Lifecycle):
         row = await self.pool.fetchrow(QUERIES["get_job"], job_id)
         return None if row is None else Job.from_row(row, self.serializer.load_result)
 
+    async def wait(
+        self, job_id: int, timeout: float | None = None, *, recheck: float = DEFAULT_RECHECK
+    ) -> Job:
+        """Wait until the job is ``done``, ``failed`` or ``cancelled``, and return it.
+
+        Woken by a notification when the job's outcome is written (the
+        broker opens its LISTEN connection for it, once), not by polling;
+        it also looks every ``recheck`` seconds, so a lost notification
+        only delays the answer. Past ``timeout`` seconds (``None``: no
+        limit) it raises ``TimeoutError``; the job runs on. An id that
+        names no job raises ``LookupError`` at once. A job that is retried
+        is waited for until its last attempt.
+
+        Example:
+            >>> job_id = await broker.enqueue(make_thumbnail("cat.png"))  # doctest: +SKIP
+            >>> job = await broker.wait(job_id, timeout=30)  # doctest: +SKIP
+            >>> job.status, job.result  # doctest: +SKIP
+            (<Status.DONE: 'done'>, 'cat.png@640')
+        """
+        return await self._waiters.wait(job_id, timeout, recheck)
+
     async def cancel(self, job_id: int) -> bool:
         """Cancel a job that has not finished; returns whether it did.
 
@@ -284,6 +348,27 @@ class Broker(Lifecycle):
         if not isinstance(older_than, int | float) or older_than < 0:
             raise ValueError(f"prune() older_than must be seconds >= 0, got {older_than!r}")
         status = await self.pool.execute(QUERIES["prune_jobs"], float(older_than))
+        return int(status.split()[-1])
+
+    async def prune_expired(self, limit: int = BATCH) -> int:
+        """Delete at most ``limit`` finished jobs older than :attr:`retention` says; how many.
+
+        Running workers call this on their own (see :mod:`koyojobs.retention`).
+        It deletes nothing while another process prunes, and never touches
+        ``ready`` or ``running`` jobs.
+
+        Example:
+            >>> while await broker.prune_expired(1000) == 1000:  # doctest: +SKIP
+            ...     pass
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"prune_expired() limit must be an int >= 1, got {limit!r}")
+        ages = [self.retention[s] for s in (Status.DONE, Status.FAILED, Status.CANCELLED)]
+        seconds = [None if age is None else age.total_seconds() for age in ages]
+        kept = [s for s in seconds if s is not None]
+        if not kept:
+            return 0
+        status = await self.pool.execute(QUERIES["prune_expired"], min(kept), *seconds, limit)
         return int(status.split()[-1])
 
     async def prunable(self, older_than: float) -> dict[Status, int]:

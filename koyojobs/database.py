@@ -16,6 +16,9 @@ __all__ = ["Database"]
 
 _DEFAULT_STATEMENT_CACHE_SIZE = 100
 _CACHE_PARAMETER = "statement_cache_size"
+_APPLICATION_NAME = "application_name"
+POOL_ROLE = "koyojobs-pool"
+"""``application_name`` of the pool's connections (see :meth:`Database.connect` for the others)."""
 
 
 class _Connection(asyncpg.Connection):
@@ -45,6 +48,13 @@ class Database(Lifecycle):
     released connection is not reset with a query (an open transaction is
     still rolled back): do not leave ``SET`` or advisory locks on a
     connection you return to this pool.
+
+    Every connection names itself in ``application_name`` by its role, as
+    ``pg_stat_activity`` shows: ``koyojobs-pool`` for the pool,
+    ``koyojobs-worker``, ``koyojobs-listen`` and ``koyojobs-vacuum`` for the
+    dedicated ones. It is a startup parameter that PgBouncer accepts (it
+    tracks it). An ``application_name`` of your own, in the DSN or in
+    ``server_settings``, wins.
 
     ``pooler=True`` says that ``dsn`` leads to a transaction-mode pooler:
     koyojobs then leaves no session state on any connection of this
@@ -121,8 +131,20 @@ class Database(Lifecycle):
         """Open the pool (once; later calls do nothing)."""
         if self._pool is None:
             self._pool = await asyncpg.create_pool(
-                self.dsn, **self.connect_options, **self._pool_options
+                self.dsn,
+                **self.connect_options,
+                **{
+                    **self._pool_options,
+                    "server_settings": self._server_settings(self.dsn, POOL_ROLE),
+                },
             )
+
+    def _server_settings(self, dsn: str, role: str) -> dict[str, str]:
+        """The pool's ``server_settings``, naming the connection ``role`` unless the user did."""
+        given: dict[str, str] = dict(self._pool_options.get("server_settings") or {})
+        if _APPLICATION_NAME in given or _names_application(dsn):
+            return given
+        return {**given, _APPLICATION_NAME: role}
 
     async def connect(
         self,
@@ -130,8 +152,12 @@ class Database(Lifecycle):
         dsn: str | None = None,
         timeout: float = 10.0,
         settings: dict[str, str] | None = None,
+        role: str = "koyojobs",
     ) -> asyncpg.Connection:
         """A dedicated connection (to ``dsn``, by default the pool's) with the pool's options.
+
+        ``role`` becomes its ``application_name`` (unless the DSN or the
+        pool's ``server_settings`` name one).
 
         ``settings`` are set for the session after connecting, with a plain
         statement rather than as startup parameters, which poolers reject;
@@ -140,9 +166,7 @@ class Database(Lifecycle):
         clients. ``timeout`` bounds connecting and setting up.
         """
         target = dsn or self.dsn
-        options = {**self.connect_options}
-        if "server_settings" in self._pool_options:
-            options["server_settings"] = self._pool_options["server_settings"]
+        options = {**self.connect_options, "server_settings": self._server_settings(target, role)}
         conn: asyncpg.Connection = await asyncpg.connect(
             target, connection_class=_Connection, timeout=timeout, **options
         )
@@ -215,6 +239,15 @@ def _take_statement_cache_size(dsn: str) -> tuple[str, int | None]:
         value = int(text)
     rest = "&".join(kept)
     return base + (mark + rest if rest else "") + hash_ + fragment, value
+
+
+def _names_application(dsn: str) -> bool:
+    """Whether the URL's query sets ``application_name`` (asyncpg sends it as a setting)."""
+    _, mark, query = dsn.partition("?")
+    query = query.partition("#")[0]
+    return bool(mark) and any(
+        unquote_plus(part.partition("=")[0]) == _APPLICATION_NAME for part in query.split("&")
+    )
 
 
 def _redacted(dsn: str) -> str:

@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Any
 import pendulum
 from asyncpg import Record
 
+from . import instrumentation
 from .context import RetryJob, running
 from .errors import PayloadError, SerializationError, describe
+from .hooks import JobOutcome, run_hooks, through
 from .models import RunningJob, Status
 from .outcomes import Decision, after_failure, default_backoff, succeeded, unreadable
 from .registry import lookup
@@ -56,28 +58,43 @@ async def call(
     """Run the job function once, as ``job``, within its timeout.
 
     An ``async def`` runs in this task. A plain ``def`` runs on ``executor``
-    (``None``: right here, as the synchronous mode wants); its thread cannot
-    be stopped, so on timeout its eventual result is dropped.
+    (``None``: right here, as the synchronous mode wants), with the context
+    variables of this task (those the broker's middleware set included); its
+    thread cannot be stopped, so on timeout its eventual result is dropped.
+    The broker's middleware wraps the call, the first one outermost.
     """
-    timeout = definition.timeout
     with running(job, broker):
-        if definition.is_async:
-            awaitable = definition.fn(*args, **kwargs)
-        elif executor is None:
-            return definition.fn(*args, **kwargs)
-        else:
-            context = contextvars.copy_context()
-            awaitable = asyncio.get_running_loop().run_in_executor(
-                executor, functools.partial(context.run, definition.fn, *args, **kwargs)
-            )
-        if timeout is None:
-            return await awaitable
-        try:
-            return await asyncio.wait_for(awaitable, timeout)
-        except TimeoutError:
-            raise TimeoutError(
-                f"job {definition.name!r} ran past its timeout of {timeout:g}s"
-            ) from None
+        if broker is None or not broker.middleware:
+            return await _call(definition, args, kwargs, executor)
+        return await through(
+            broker.middleware, job, functools.partial(_call, definition, args, kwargs, executor)
+        )
+
+
+async def _call(
+    definition: JobDefinition[Any, Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    executor: Executor | None,
+) -> Any:
+    timeout = definition.timeout
+    if definition.is_async:
+        awaitable = definition.fn(*args, **kwargs)
+    elif executor is None:
+        return definition.fn(*args, **kwargs)
+    else:
+        context = contextvars.copy_context()
+        awaitable = asyncio.get_running_loop().run_in_executor(
+            executor, functools.partial(context.run, definition.fn, *args, **kwargs)
+        )
+    if timeout is None:
+        return await awaitable
+    try:
+        return await asyncio.wait_for(awaitable, timeout)
+    except TimeoutError:
+        raise TimeoutError(
+            f"job {definition.name!r} ran past its timeout of {timeout:g}s"
+        ) from None
 
 
 async def attempt(
@@ -91,6 +108,18 @@ async def attempt(
     (shutdown, cancel) and ``KeyboardInterrupt`` propagate. The decision's
     text can always be stored.
     """
+    observer = instrumentation.observer
+    if observer is None:
+        return await _guarded(row, serializer, broker, executor)
+    with observer.attempt(row) as finished:
+        decision = await _guarded(row, serializer, broker, executor)
+        finished(decision)
+        return decision
+
+
+async def _guarded(
+    row: Record, serializer: Serializer, broker: Broker, executor: Executor
+) -> Decision:
     try:
         decision = await _attempt(row, serializer, broker, executor)
     except asyncio.CancelledError as exc:
@@ -131,24 +160,39 @@ async def _attempt(
         max_attempts=max_attempts,
         scheduled_for=row["scheduled_at"],
     )
+    error: BaseException
     try:
         value = await call(definition, args, kwargs, job, broker, executor)
     except asyncio.CancelledError as exc:
         task = asyncio.current_task()
         if task is not None and task.cancelling():
             raise
-        return _failed(exc, job, definition)
+        error = exc
     except KeyboardInterrupt:
         raise
     except BaseException as exc:
-        return _failed(exc, job, definition)
-    try:
-        return succeeded(serializer.dump_result(value, name))
-    except KeyboardInterrupt:
-        raise
-    except BaseException as exc:  # pickling a result may run its code: SystemExit too
-        error = SerializationError(f"result of job {name!r} cannot be serialized: {describe(exc)}")
-        return _failed(error, job, definition)
+        error = exc
+    else:
+        try:
+            decision = succeeded(serializer.dump_result(value, name))
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # pickling a result may run its code: SystemExit too
+            error = SerializationError(
+                f"result of job {name!r} cannot be serialized: {describe(exc)}"
+            )
+        else:
+            if definition.success_hooks:
+                outcome = JobOutcome(job, args, kwargs, result=value)
+                with running(job, broker):
+                    await run_hooks(definition.success_hooks, outcome, executor, "on_success")
+            return decision
+    decision = _failed(error, job, definition)
+    if definition.failure_hooks and decision.status is Status.FAILED:
+        outcome = JobOutcome(job, args, kwargs, error=error)
+        with running(job, broker):
+            await run_hooks(definition.failure_hooks, outcome, executor, "on_failure")
+    return decision
 
 
 def _broken(row: Record, exc: BaseException) -> Decision:
@@ -207,6 +251,18 @@ class _Inline:
                 f"({job.attempt} of {job.max_attempts})"
             ) from None
 
+    async def failed(self, job: RunningJob, exc: BaseException) -> None:
+        """The ``on_failure`` hooks: the inline run raises, with no attempt left."""
+        if self.definition.failure_hooks:
+            outcome = JobOutcome(job, self.args, self.kwargs, error=exc)
+            await run_hooks(self.definition.failure_hooks, outcome, None, "on_failure")
+
+    async def succeeded(self, job: RunningJob, value: Any) -> None:
+        """The ``on_success`` hooks."""
+        if self.definition.success_hooks:
+            outcome = JobOutcome(job, self.args, self.kwargs, result=value)
+            await run_hooks(self.definition.success_hooks, outcome, None, "on_success")
+
     def check(self, value: Any) -> None:
         name = self.definition.name
         try:
@@ -225,13 +281,21 @@ async def run_inline(job_call: JobCall[Any], broker: Broker | None) -> None:
     once until ``max_attempts`` is spent.
     """
     inline = _Inline(job_call, broker.serializer if broker is not None else Serializer())
+    definition = inline.definition
     for job in inline.attempts():
         try:
-            value = await call(inline.definition, inline.args, inline.kwargs, job, broker, None)
-        except RetryJob as exc:
-            inline.retried(exc, job)
-            continue
-        inline.check(value)
+            try:
+                value = await call(definition, inline.args, inline.kwargs, job, broker, None)
+            except RetryJob as exc:
+                inline.retried(exc, job)
+                continue
+            inline.check(value)
+        except Exception as exc:
+            with running(job, broker):
+                await inline.failed(job, exc)
+            raise
+        with running(job, broker):
+            await inline.succeeded(job, value)
         return
 
 
@@ -240,21 +304,34 @@ def run_inline_blocking(job_call: JobCall[Any]) -> None:
 
     A plain ``def`` job runs right here, in the caller's thread and outside
     any event loop, as the caller's own code would (Django's ORM refuses to
-    run inside one); an ``async def`` job in an event loop of its own.
+    run inside one); an ``async def`` job in an event loop of its own. Its
+    hooks run after it, as in :func:`run_inline`.
     """
     inline = _Inline(job_call, Serializer())
     definition = inline.definition
     for job in inline.attempts():
         try:
-            if definition.is_async:
-                value = asyncio.run(call(definition, inline.args, inline.kwargs, job, None, None))
-            else:
+            try:
+                if definition.is_async:
+                    value = asyncio.run(
+                        call(definition, inline.args, inline.kwargs, job, None, None)
+                    )
+                else:
+                    with running(job, None):
+                        value = definition.fn(*inline.args, **inline.kwargs)
+            except RetryJob as exc:
+                inline.retried(exc, job)
+                continue
+            inline.check(value)
+        except Exception as exc:
+            if definition.failure_hooks:
                 with running(job, None):
-                    value = definition.fn(*inline.args, **inline.kwargs)
-        except RetryJob as exc:
-            inline.retried(exc, job)
-            continue
-        inline.check(value)
+                    asyncio.run(inline.failed(job, exc))
+            raise
+        if definition.success_hooks:
+            with running(job, None):
+                asyncio.run(inline.succeeded(job, value))
+        return
         return
 
 

@@ -11,6 +11,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 from .context import current_broker, execute_jobs_synchronously
 from .errors import JobDefinitionError
 from .execution import run_inline
+from .hooks import Hook, check_hook
 from .outcomes import Backoff, default_backoff
 from .periodic import Schedule, make_schedule
 from .registry import register
@@ -20,6 +21,7 @@ __all__ = ["JobCall", "JobDefinition", "define_job", "insert_columns", "schedule
 
 P = ParamSpec("P")
 R = TypeVar("R")
+H = TypeVar("H", bound=Hook)
 
 _MAX_QUEUE_LENGTH = 200
 
@@ -62,6 +64,44 @@ class JobDefinition(Generic[P, R]):
         """When a periodic job's ticks fall (``None``: not periodic)."""
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = inspect.signature(fn)
+        self.success_hooks: list[Hook] = []
+        """Run in order after an attempt succeeds (see :meth:`on_success`)."""
+        self.failure_hooks: list[Hook] = []
+        """Run in order after the last attempt fails (see :meth:`on_failure`)."""
+
+    def on_success(self, hook: H) -> H:
+        """Register ``hook(outcome)`` to run after an attempt of this job succeeds.
+
+        ``async def`` hooks run in the worker's event loop, plain ``def``
+        ones in its thread pool; ``outcome`` is a :class:`JobOutcome` with
+        ``result`` set. A hook that raises is logged at WARNING and changes
+        nothing about the job. Hooks run before the outcome is written: after
+        a worker crash the job runs again and so do its hooks, so a hook may
+        run twice, as a job may (make it idempotent).
+
+        Example:
+            >>> @send_invoice.on_success  # doctest: +SKIP
+            ... async def mark_sent(outcome: JobOutcome) -> None:
+            ...     await orders.mark_invoiced(outcome.args[0])
+        """
+        check_hook(self.name, "on_success", hook)
+        self.success_hooks.append(hook)
+        return hook
+
+    def on_failure(self, hook: H) -> H:
+        """Register ``hook(outcome)`` to run after the last attempt of this job failed.
+
+        Not after an attempt that will be retried. ``outcome.error`` is what
+        that attempt raised. Otherwise as :meth:`on_success`.
+
+        Example:
+            >>> @send_invoice.on_failure  # doctest: +SKIP
+            ... def alert(outcome: JobOutcome) -> None:
+            ...     pager.send(f"invoice {outcome.args[0]} failed: {outcome.error}")
+        """
+        check_hook(self.name, "on_failure", hook)
+        self.failure_hooks.append(hook)
+        return hook
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> JobCall[R]:
         try:

@@ -18,10 +18,13 @@ from .sql import QUERIES
 if TYPE_CHECKING:
     from .database import Database
 
-__all__ = ["CHANNEL", "Listener"]
+__all__ = ["CHANNEL", "FINISHED_CHANNEL", "Listener"]
 
 CHANNEL = "koyojobs"
 """Every insert notifies this one channel with the queue name as payload."""
+
+FINISHED_CHANNEL = "koyojobs_finished"
+"""Each statement that ends jobs notifies this channel once, with no payload."""
 
 log = logging.getLogger("koyojobs.listener")
 
@@ -64,6 +67,7 @@ class Listener:
         self._probe_channel = f"koyojobs_probe_{uuid.uuid4().hex}"
         self._probes = itertools.count()
         self._waiting: dict[str, asyncio.Future[None]] = {}
+        self._channels: dict[str, Callable[[str], None]] = {}
         self.hearing = True
         """False while the connection answers but its own notifications do not arrive."""
         self.reconnects = 0
@@ -80,6 +84,25 @@ class Listener:
         await cancel_and_wait(task)
         await self._close()
 
+    async def listen(self, channel: str, on_notify: Callable[[str], None]) -> None:
+        """Also LISTEN on ``channel`` from now on, calling ``on_notify(payload)``.
+
+        Kept across reconnects. Should the LISTEN fail now, the connection is
+        replaced (and the channel listened to again) by the supervisor.
+        """
+        if channel in self._channels:
+            return
+        self._channels[channel] = on_notify
+        conn = self._conn
+        if conn is None or not self.connected:
+            return
+        try:
+            async with asyncio.timeout(self._ping_interval):
+                await conn.add_listener(channel, self._extra)
+        except Exception:
+            log.debug("LISTEN on %s failed; it follows the reconnect", channel, exc_info=True)
+            self._lost.set()
+
     @property
     def connected(self) -> bool:
         """Whether the LISTEN connection is up now."""
@@ -91,11 +114,15 @@ class Listener:
         return None if self._conn is None else self._conn.get_server_pid()
 
     async def _connect(self) -> None:
-        conn = await self._database.connect(dsn=self._dsn, timeout=self._ping_interval)
+        conn = await self._database.connect(
+            dsn=self._dsn, timeout=self._ping_interval, role="koyojobs-listen"
+        )
         try:
             async with asyncio.timeout(self._ping_interval):
                 await conn.add_listener(CHANNEL, self._notified)
                 await conn.add_listener(self._probe_channel, self._probed)
+                for channel in self._channels:
+                    await conn.add_listener(channel, self._extra)
         except BaseException:
             conn.terminate()
             raise
@@ -114,6 +141,11 @@ class Listener:
 
     def _notified(self, conn: Any, pid: int, channel: str, payload: object) -> None:
         self._on_notify(str(payload))
+
+    def _extra(self, conn: Any, pid: int, channel: str, payload: object) -> None:
+        on_notify = self._channels.get(channel)
+        if on_notify is not None:
+            on_notify(str(payload))
 
     def _probed(self, conn: Any, pid: int, channel: str, payload: object) -> None:
         waiter = self._waiting.get(str(payload))

@@ -110,7 +110,7 @@ class Vacuum:
             # and lease renewals must not wait for a free connection. Past a
             # pooler when the broker knows a direct DSN; no time limit.
             conn = await broker.database.connect(
-                dsn=broker.listen_dsn, settings={"statement_timeout": "0"}
+                dsn=broker.listen_dsn, settings={"statement_timeout": "0"}, role="koyojobs-vacuum"
             )
             try:
                 conn.add_log_listener(lambda _, message: warnings.append(message))

@@ -28,7 +28,7 @@ from .broker import Broker
 from .context import current_broker
 from .execution import attempt
 from .jobs import JobDefinition
-from .models import Status
+from .models import Job, Status
 from .outcomes import Outcome, as_columns
 from .sql import QUERIES
 
@@ -40,6 +40,7 @@ __all__ = [
     "drain",
     "enqueued_jobs",
     "find_pg_bin",
+    "wait_for_job",
 ]
 
 
@@ -173,6 +174,22 @@ async def drain(
                 decision = await attempt(row, b.serializer, b, executor)
                 counts[decision.status.value] += 1
                 outcomes.append((row["id"], row["attempts"], decision))
+
+
+async def wait_for_job(
+    job_id: int, timeout: float | None = 10.0, *, broker: Broker | None = None
+) -> Job:
+    """Wait until a worker finished the job, and return it: :meth:`Broker.wait` for tests.
+
+    The broker is ``broker`` or the current one; the timeout is 10 s by
+    default, so a test whose worker never runs the job fails rather than hangs.
+
+    Example:
+        >>> job = await wait_for_job(await make_thumbnail("cat.png"))  # doctest: +SKIP
+        >>> job.result  # doctest: +SKIP
+        'cat.png@640'
+    """
+    return await _broker(broker).wait(job_id, timeout)
 
 
 _UNPRIVILEGED_USER = "postgres"

@@ -29,6 +29,7 @@ from .maintenance import Vacuum
 from .models import Status
 from .outcomes import Decision, Outcome, as_columns, unreadable
 from .periodic import Ticker
+from .retention import Pruner
 from .sql import QUERIES
 
 __all__ = ["Worker"]
@@ -147,6 +148,7 @@ class Worker(Lifecycle):
             lane.siblings = [other for other in self._lanes if other is not lane]
         self._executor: ThreadPoolExecutor | None = None
         self._ticker: Ticker | None = None
+        self._pruner: Pruner | None = None
 
     async def start(self) -> None:
         """Subscribe to the queue's wake-ups and start claiming."""
@@ -162,6 +164,8 @@ class Worker(Lifecycle):
             self.broker, self.queue, idle_check=self.poll_interval, deadline=self.deadline
         )
         self._ticker.start()
+        self._pruner = Pruner(self.broker)
+        self._pruner.start()
         warn_if_unsigned(self.broker.serializer)
         log.info("worker started", extra={"queue": self.queue, "worker_id": self.id})
 
@@ -176,6 +180,9 @@ class Worker(Lifecycle):
         if self._ticker is not None:
             await self._ticker.stop()
             self._ticker = None
+        if self._pruner is not None:
+            await self._pruner.stop()
+            self._pruner = None
         self.broker.unsubscribe(self.queue, self.wake)
         released = await asyncio.gather(*(lane.stop() for lane in self._lanes))
         # Threads cannot be stopped; their results are dropped.
@@ -405,6 +412,7 @@ class _Lane:
             if self._conn is None or self._conn.is_closed():
                 self._conn = await self.broker.database.connect(
                     timeout=self.deadline,
+                    role="koyojobs-worker",
                     settings={
                         "plan_cache_mode": "force_generic_plan",
                         "statement_timeout": str(int(self.deadline * 1000)),

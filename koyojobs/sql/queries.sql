@@ -35,6 +35,23 @@ SELECT u.name, u.queue, u.priority, u.max_attempts, u.args, coalesce(u.scheduled
  ORDER BY u.ord
 RETURNING id;
 
+-- name: insert_job_traced
+-- insert_job while OpenTelemetry instrumentation is on: with the trace context.
+INSERT INTO koyojobs_jobs (name, queue, priority, max_attempts, args, scheduled_at,
+                           trace_context)
+VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), $7)
+RETURNING id;
+
+-- name: insert_jobs_traced
+-- insert_jobs while OpenTelemetry instrumentation is on: one trace context for all.
+INSERT INTO koyojobs_jobs (name, queue, priority, max_attempts, args, scheduled_at,
+                           trace_context)
+SELECT u.name, u.queue, u.priority, u.max_attempts, u.args, coalesce(u.scheduled_at, now()), $7
+  FROM unnest($1::text[], $2::text[], $3::integer[], $4::integer[], $5::bytea[], $6::timestamptz[])
+       WITH ORDINALITY AS u(name, queue, priority, max_attempts, args, scheduled_at, ord)
+ ORDER BY u.ord
+RETURNING id;
+
 -- name: finish_and_claim
 -- One round trip per batch: records the outcomes of finished attempts ($5..$11,
 -- possibly none) and claims up to $2 due jobs of queue $1 (possibly none).
@@ -46,6 +63,12 @@ RETURNING id;
 -- joins the batch to the primary key. The claim increments the attempt counter,
 -- so a run lost with its worker still counts. Both parts see one snapshot, in
 -- which the finished rows are still running: none of them is claimed again here.
+-- A batch that ends jobs someone waits for (Broker.wait marks them "waited")
+-- notifies koyojobs_finished ONCE: pg_notify is called per such row, but
+-- PostgreSQL delivers identical notifications of one transaction once. A
+-- round that ends no waited job sends none: a NOTIFY costs its transaction a
+-- cluster-wide lock at commit, which slowed a drain by a sixth. (Kept short:
+-- pg_stat_activity shows the first 1024 bytes, and tests look for "picked AS".)
 WITH finished AS (
     UPDATE koyojobs_jobs AS j
        SET status = u.status,
@@ -63,7 +86,7 @@ WITH finished AS (
            AS u(id, attempt, status, result, error, traceback, delay)
      WHERE j.id = u.id
        AND CASE WHEN j.status = 'running' THEN j.attempts = u.attempt ELSE false END
-    RETURNING j.id
+    RETURNING CASE WHEN j.waited AND u.status <> 'ready' THEN pg_notify('koyojobs_finished', '') END
 ), picked AS (
     SELECT id
       FROM koyojobs_jobs
@@ -81,7 +104,8 @@ UPDATE koyojobs_jobs AS j
  -- An array, not a join: a generic plan guesses LIMIT $2 at a tenth of the
  -- table and would hash-join it; an array of ids always takes the primary key.
  WHERE j.id = ANY (ARRAY(SELECT id FROM picked))
-RETURNING j.id, j.name, j.queue, j.priority, j.args, j.attempts, j.max_attempts, j.scheduled_at;
+RETURNING j.id, j.name, j.queue, j.priority, j.args, j.attempts, j.max_attempts, j.scheduled_at,
+          j.trace_context;
 
 -- name: next_due
 -- Seconds until the earliest ready job of a queue is due (negative: overdue).
@@ -139,7 +163,8 @@ WITH lapsed AS (
            worker_id = NULL
       FROM lapsed
      WHERE j.id = lapsed.id
-    RETURNING j.id, j.queue, j.status
+    RETURNING j.id, j.queue, j.status,
+              CASE WHEN j.status = 'failed' THEN pg_notify('koyojobs_finished', '') END
 )
 SELECT id, queue, status FROM rescued;
 
@@ -157,7 +182,17 @@ SELECT id, name, queue, priority, status, attempts, max_attempts, scheduled_at,
 UPDATE koyojobs_jobs
    SET status = 'cancelled', finished_at = now(), lease_expires_at = NULL, worker_id = NULL
  WHERE id = $1 AND status IN ('ready', 'running')
-RETURNING id;
+RETURNING id, pg_notify('koyojobs_finished', '');
+
+-- name: mark_waited
+-- Broker.wait: from now on, the statement that ends job $1 notifies.
+UPDATE koyojobs_jobs SET waited = true
+ WHERE id = $1 AND NOT waited AND status IN ('ready', 'running');
+
+-- name: finished_among
+-- Which of the jobs $1 (those Broker.wait waits for) have finished.
+SELECT id FROM koyojobs_jobs
+ WHERE id = ANY ($1::bigint[]) AND status IN ('done', 'failed', 'cancelled');
 
 -- name: retry_job
 -- Operator's retry: a finished job runs again with a fresh attempt budget.
@@ -173,6 +208,28 @@ RETURNING id, queue;
 DELETE FROM koyojobs_jobs
  WHERE status IN ('done', 'failed', 'cancelled')
    AND finished_at < now() - make_interval(secs => $1);
+
+-- name: prune_expired
+-- Automatic retention (koyojobs.retention): deletes at most $5 finished jobs
+-- older than their status's age: $2 seconds for done, $3 failed, $4 cancelled
+-- (NULL: kept); $1 is the least of those, so the scan takes the index of
+-- finished rows. One pruner at a time across processes: a pruner that does not
+-- get the lock (held to the statement's end) deletes nothing this time. Rows
+-- another transaction holds are skipped, not waited for. Never ready or running.
+DELETE FROM koyojobs_jobs
+ WHERE id IN (
+    SELECT id
+      FROM koyojobs_jobs
+     WHERE (SELECT pg_try_advisory_xact_lock(hashtextextended('koyojobs.retention', 0)))
+       AND status IN ('done', 'failed', 'cancelled')
+       AND finished_at < now() - make_interval(secs => $1)
+       AND finished_at < now() - make_interval(secs => CASE status
+                                                           WHEN 'done' THEN $2::float8
+                                                           WHEN 'failed' THEN $3::float8
+                                                           ELSE $4::float8 END)
+     LIMIT $5
+       FOR UPDATE SKIP LOCKED
+ );
 
 -- name: count_prunable
 -- What prune_jobs would delete now, per status (koyojobs prune --dry-run).

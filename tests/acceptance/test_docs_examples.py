@@ -10,9 +10,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pendulum
 import pytest
 
-from docs.examples import components, defining, inside_a_job, periodic
+from docs.examples import (
+    components,
+    defining,
+    hooks,
+    inside_a_job,
+    middleware_signature,
+    observability,
+    periodic,
+    retention,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -52,6 +62,68 @@ async def test_inside_a_job(dsn: str, capsys: pytest.CaptureFixture[str]) -> Non
 async def test_components(dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
     await components.main(dsn)
     assert capsys.readouterr().out.strip() == "5"
+
+
+async def test_hooks(dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
+    await hooks.main(dsn)
+    lines = capsys.readouterr().out.splitlines()
+    assert sorted(lines) == sorted(
+        [
+            "welcome ada@example.com: contact 1",
+            "gave up on not-an-address after 2 attempts: not an email address: 'not-an-address'",
+            "done 1",
+            "failed 2 ValueError: not an email address: 'not-an-address'",
+        ]
+    )
+
+
+async def test_the_middleware_shape_passes_the_result_through() -> None:
+    from koyojobs import RunningJob
+
+    async def call_next() -> str:
+        return "result"
+
+    job = RunningJob(1, "docs.job", "default", 1, 3, pendulum.now("UTC"))
+    assert await middleware_signature.middleware(job, call_next) == "result"
+
+
+async def test_observability(dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
+    await observability.main(dsn)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:5] == [
+        "1 trace, 4 spans",
+        "POST /orders [INTERNAL]",
+        "  send emails [PRODUCER] messaging.destination.name=emails messaging.message.id=1",
+        "    process emails [CONSUMER] messaging.destination.name=emails "
+        "messaging.message.id=1 koyojobs.outcome=done",
+        "      render receipt [INTERNAL]",
+    ]
+    job, done, queue = (
+        "koyojobs.job.name=docs.send_receipt",
+        "koyojobs.outcome=done",
+        "messaging.destination.name=emails",
+    )
+    assert sorted(lines[5:]) == [
+        f"koyojobs.attempts{{{job}, {done}, {queue}}} = 1",
+        f"koyojobs.queue.wait{{{job}, {queue}}} count 1",
+        f"messaging.process.duration{{{job}, {done}, {queue}}} count 1",
+    ]
+    # The page shows this very output.
+    page = (DOCS / "observability.md").read_text()
+    assert "\n".join(lines) in page
+
+
+def test_retention_example() -> None:
+    from datetime import timedelta
+
+    from koyojobs import Status
+
+    broker = retention.make_broker("postgresql://localhost/app")
+    assert broker.retention == {
+        Status.DONE: timedelta(hours=1),
+        Status.FAILED: None,
+        Status.CANCELLED: timedelta(days=7),
+    }
 
 
 async def test_periodic(dsn: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import asyncpg
 
-from koyojobs import current_broker, current_job, define_job
+from koyojobs import JobOutcome, current_broker, current_job, define_job
 
 RUNS_TABLE = """
 CREATE TABLE fault_runs (
@@ -217,3 +217,30 @@ async def unserializable_result() -> Any:
 @define_job(name="faults.takes_arg", max_attempts=1)
 async def takes_arg(value: Any) -> Any:
     return value
+
+
+@define_job(name="faults.hooked", max_attempts=3)
+async def hooked(log: str, stall: str) -> str:
+    """Appends 'job attempt pid'; its on_success hook may stall its worker (see below)."""
+    _append(log, f"job {_job().attempt} {os.getpid()}\n")
+    return "hooked"
+
+
+@hooked.on_success
+async def hooked_succeeded(outcome: JobOutcome) -> None:
+    """Appends 'hook attempt pid'. The first worker to find ``<log>.armed`` takes it
+    and stalls for good (the test kills it there), ``stall`` saying whether before
+    or after that line."""
+    log, stall = outcome.args
+    pid = os.getpid()
+    try:
+        os.remove(log + ".armed")
+    except FileNotFoundError:
+        armed = False
+    else:
+        armed = True
+    if not armed or stall == "after":
+        _append(log, f"hook {outcome.job.attempt} {pid}\n")
+    if armed:
+        _append(log, f"stalled {pid}\n")
+        await asyncio.Event().wait()
