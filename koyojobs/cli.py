@@ -23,7 +23,7 @@ import threading
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
@@ -99,7 +99,13 @@ class _Connection:
     deployment: Deployment
 
     @contextlib.asynccontextmanager
-    async def broker(self, *, migrate: bool = True, **pool_options: Any) -> AsyncIterator[Broker]:
+    async def broker(
+        self,
+        *,
+        migrate: bool = True,
+        retention: dict[str, timedelta | None] | None = None,
+        **pool_options: Any,
+    ) -> AsyncIterator[Broker]:
         """A started broker on a pool of its own; what fails on the way is one line."""
         where = _redacted(self.dsn)
         try:
@@ -118,6 +124,7 @@ class _Connection:
                 migrate=migrate,
                 listen_dsn=self.listen_dsn,
                 secret=self.deployment.secret,
+                retention=retention,
             )
             try:
                 await broker.start()
@@ -296,6 +303,15 @@ def default_pool_size(concurrency: int, queues: int = 1) -> int:
 )
 @click.option("--shutdown-grace", type=click.FloatRange(min=0), default=10.0, show_default=True)
 @click.option(
+    "--retention",
+    "retention_options",
+    multiple=True,
+    metavar="STATUS=AGE",
+    help="Keep finished jobs of STATUS (done, failed, cancelled) for AGE (1h, 7d...) or "
+    "'none' (for good) before this worker prunes them; repeat per status "
+    "[default: done=1d failed=7d cancelled=7d, or as [tool.koyojobs.retention] says].",
+)
+@click.option(
     "--vacuum-threshold",
     type=click.IntRange(min=0),
     default=50_000,
@@ -312,6 +328,7 @@ def worker(
     poll_interval: float,
     shutdown_grace: float,
     vacuum_threshold: int,
+    retention_options: tuple[str, ...],
     connection: _Connection,
 ) -> None:
     """Import MODULES (which define jobs) and work QUEUEs until SIGINT or SIGTERM.
@@ -336,6 +353,7 @@ def worker(
             "no job modules: name them (koyojobs worker myapp.jobs) "
             "or declare modules in [tool.koyojobs] of pyproject.toml"
         )
+    retention = _retention(declared.retention, retention_options)
     queues = tuple(dict.fromkeys(queues or declared.queues or ("default",)))
     slots = {q: concurrency or declared.queues.get(q, _DEFAULT_CONCURRENCY) for q in queues}
     if pool_size is None:
@@ -356,7 +374,9 @@ def worker(
     async def serve() -> None:
         stop = signals.attach()
         try:
-            async with connection.broker(min_size=1, max_size=pool_size) as broker:
+            async with connection.broker(
+                min_size=1, max_size=pool_size, retention=retention
+            ) as broker:
                 if stop.is_set():
                     return  # asked to stop while connecting: claim nothing
                 workers = [
@@ -624,6 +644,28 @@ def jobs(status_: str | None, queue: str | None, limit: int, connection: _Connec
 _DURATION_UNITS = {"s": 1, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"(?P<number>\d+(?:\.\d*)?|\.\d+)\s*(?P<unit>[a-z]*)", re.IGNORECASE)
 _DURATION_HINT = "a duration such as 90s, 30min, 12h, 7d or 2w"
+
+
+def _retention(declared: dict[str, str], given: tuple[str, ...]) -> dict[str, timedelta | None]:
+    """Ages per finished status: [tool.koyojobs.retention], then ``--retention`` over it."""
+    written = [(f"[tool.koyojobs] retention.{k}", k, v) for k, v in declared.items()]
+    for option in given:
+        status, equals, age = option.partition("=")
+        if not equals:
+            raise _UsageError(f"--retention {option!r}: write STATUS=AGE, such as done=1d")
+        written.append((f"--retention {option!r}", status.strip(), age.strip()))
+    retention: dict[str, timedelta | None] = {}
+    for where, status, age in written:
+        if status not in ("done", "failed", "cancelled"):
+            raise _UsageError(f"{where}: {status!r} is not done, failed or cancelled")
+        if age.lower() in ("none", "keep"):
+            retention[status] = None
+            continue
+        try:
+            retention[status] = timedelta(seconds=_seconds(age))
+        except click.BadParameter as exc:
+            raise _UsageError(f"{where}: {exc.message}") from None
+    return retention
 
 
 def _seconds(text: str) -> float:

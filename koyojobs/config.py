@@ -16,6 +16,10 @@ imports ``modules`` and runs one worker per declared queue, as Loom's
     [tool.koyojobs.queues]              # queue = concurrency
     default = 8
     long = 2
+
+    [tool.koyojobs.retention]           # how long workers keep finished jobs
+    done = "1h"                         # default 1d; failed and cancelled 7d
+    failed = "none"                     # kept for good
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from .serializer import Secret
 __all__ = ["ConfigError", "Deployment", "load_deployment"]
 
 _SECTION = "[tool.koyojobs]"
+_FINISHED = ("done", "failed", "cancelled")
 
 
 class ConfigError(ValueError):
@@ -52,6 +57,8 @@ class Deployment:
     statement_cache_size: int | None = None
     pool_size: int | None = None
     queues: dict[str, int] = field(default_factory=dict)
+    retention: dict[str, str] = field(default_factory=dict)
+    """Per finished status, how long workers keep such jobs, as written (``"1d"``, ``"none"``)."""
     path: Path | None = None
     """The file it was read from (``None``: none was found)."""
     secret: Secret | tuple[Secret, ...] | None = None
@@ -85,6 +92,7 @@ def load_deployment(path: Path) -> Deployment:
         "statement_cache_size",
         "pool_size",
         "queues",
+        "retention",
     }
     for key in section:
         if key not in known:
@@ -108,6 +116,18 @@ def load_deployment(path: Path) -> Deployment:
             raise ConfigError(
                 f"{where} queues.{queue}: concurrency must be an int >= 1, got {concurrency!r}"
             )
+    retention = section.get("retention", {})
+    if not isinstance(retention, dict):
+        raise ConfigError(f"{where} retention: must be a table of status = age")
+    for status, age in retention.items():
+        if status not in _FINISHED:
+            raise ConfigError(
+                f"{where} retention.{status}: not a finished status ({', '.join(_FINISHED)})"
+            )
+        if not _name(age):
+            raise ConfigError(
+                f"{where} retention.{status}: must be an age such as '7d', or 'none', got {age!r}"
+            )
     return Deployment(
         modules=tuple(modules),
         dsn_env=dsn_env,
@@ -115,6 +135,7 @@ def load_deployment(path: Path) -> Deployment:
         statement_cache_size=_optional_count(section, "statement_cache_size", 0, where),
         pool_size=_optional_count(section, "pool_size", 1, where),
         queues=dict(queues),
+        retention=dict(retention),
         path=path,
     )
 

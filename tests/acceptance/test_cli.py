@@ -589,3 +589,44 @@ async def test_retry_and_cancel_say_why_they_did_nothing(dsn: str, broker: Broke
         assert (result.returncode, result.stderr.strip().splitlines()) == (1, [line])
     job = await broker.get_job(running)
     assert job is not None and job.status is Status.RUNNING
+
+
+async def test_worker_retention_overrides_the_defaults(dsn: str, broker: Broker) -> None:
+    from tests.faults.conftest import WorkerProcess, until
+
+    finished = (
+        "INSERT INTO koyojobs_jobs (name, queue, args, status, finished_at) "
+        "VALUES ('x', 'default', '\\x00', $1, now() - make_interval(days => $2)) RETURNING id"
+    )
+    done_two_days_ago = await broker.pool.fetchval(finished, "done", 2)
+    failed_a_month_ago = await broker.pool.fetchval(finished, "failed", 30)
+    worker = WorkerProcess(dsn, retention="failed=none")
+    await worker.start()
+    try:
+        # done keeps its default (a day); failed ones are kept for good.
+        await until(
+            lambda: broker.pool.fetchval(
+                "SELECT NOT EXISTS (SELECT FROM koyojobs_jobs WHERE id = $1)", done_two_days_ago
+            ),
+            timeout=20,
+            what="the old done job pruned",
+        )
+        assert await broker.get_job(failed_a_month_ago) is not None
+    finally:
+        worker.signal(signal.SIGTERM)
+        assert await worker.wait(20) == 0, worker.output()
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("done=1m", "Error: --retention 'done=1m': '1m' is ambiguous: write 1min"),
+        ("started=1d", "Error: --retention 'started=1d': 'started' is not done, failed or"),
+        ("done", "Error: --retention 'done': write STATUS=AGE, such as done=1d"),
+    ],
+)
+def test_a_bad_retention_is_a_one_line_usage_error(dsn: str, option: str, message: str) -> None:
+    result = koyojobs("worker", "tests.jobs", "--dsn", dsn, "--retention", option)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), lines

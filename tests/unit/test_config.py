@@ -32,6 +32,10 @@ pool_size = 30
 [tool.koyojobs.queues]
 default = 8
 long = 2
+
+[tool.koyojobs.retention]
+done = "1h"
+failed = "none"
 """,
     )
     assert load_deployment(path) == Deployment(
@@ -41,6 +45,7 @@ long = 2
         statement_cache_size=0,
         pool_size=30,
         queues={"default": 8, "long": 2},
+        retention={"done": "1h", "failed": "none"},
         path=path,
     )
 
@@ -66,6 +71,9 @@ def test_no_file_or_no_section_declares_nothing(tmp_path: Path) -> None:
         ("[tool.koyojobs]\nconcurency = 4\n", "'concurency'"),
         ("[tool.koyojobs]\nmodules = [\n", "not valid TOML"),
         ("[tool]\nkoyojobs = 3\n", "must be a table"),
+        ("[tool.koyojobs.retention]\nstarted = '1d'\n", "retention.started"),
+        ("[tool.koyojobs.retention]\ndone = 3\n", "retention.done"),
+        ("[tool.koyojobs]\nretention = 'forever'\n", "retention"),
     ],
 )
 def test_each_malformed_key_is_named_in_one_line(tmp_path: Path, text: str, culprit: str) -> None:
