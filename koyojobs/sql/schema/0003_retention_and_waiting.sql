@@ -1,10 +1,8 @@
--- Retention: workers delete finished jobs once they are old enough
--- (koyojobs.retention). This index lets each of their small batches find the
--- oldest finished rows without reading the table; it holds finished rows
--- only, so claims and running jobs never touch it.
-CREATE INDEX koyojobs_jobs_finished_idx
-    ON koyojobs_jobs (finished_at)
-    WHERE status IN ('done', 'failed', 'cancelled');
+-- Retention (koyojobs.retention) adds no index here: CREATE INDEX in this
+-- transaction would block every claim and outcome write of a big table for
+-- as long as the build takes, during a rolling upgrade. The Operations page
+-- gives the index to build CONCURRENTLY, for tables where a pruning look
+-- that scans is too slow.
 
 -- Broker.wait marks the job it waits for: only a batch that ends a marked job
 -- notifies koyojobs_finished, so a drain nobody waits on sends no NOTIFY (each
