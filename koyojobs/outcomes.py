@@ -19,7 +19,16 @@ from .context import RetryJob
 from .errors import describe
 from .models import Status
 
-__all__ = ["Backoff", "Decision", "after_failure", "default_backoff", "succeeded", "unreadable"]
+__all__ = [
+    "Backoff",
+    "Decision",
+    "after_failure",
+    "default_backoff",
+    "first_batch",
+    "succeeded",
+    "unreadable",
+    "unstorable",
+]
 
 Backoff = Callable[[int], float]
 
@@ -66,6 +75,31 @@ def as_columns(outcomes: Sequence[Outcome]) -> list[list[Any]]:
         [d.traceback for _, _, d in outcomes],
         [d.delay for _, _, d in outcomes],
     ]
+
+
+def first_batch(outcomes: Sequence[Outcome], max_bytes: int) -> int:
+    """How many of ``outcomes`` (from the first) to write in one statement.
+
+    At most ``max_bytes`` of results, errors and tracebacks, and always at
+    least one: a round trip must fit in its deadline however big the
+    results the jobs returned.
+
+    Example:
+        >>> big = Decision(Status.DONE, result=b"x" * 600)
+        >>> first_batch([(1, 1, big), (2, 1, big), (3, 1, big)], max_bytes=1000)
+        1
+    """
+    size = 0
+    for count, (_, _, d) in enumerate(outcomes):
+        size += len(d.result or b"") + len(d.error or "") + len(d.traceback or "")
+        if size > max_bytes and count:
+            return count
+    return len(outcomes)
+
+
+def unstorable(decision: Decision, reason: str) -> Decision:
+    """What to store instead of a ``decision`` the database refused: failed, saying why."""
+    return Decision(Status.FAILED, error=f"the outcome could not be stored: {reason}")
 
 
 def succeeded(result: bytes) -> Decision:

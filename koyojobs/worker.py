@@ -23,11 +23,12 @@ from typing import Any
 import asyncpg
 
 from .broker import Broker
+from .errors import describe
 from .execution import attempt, warn_if_unsigned
 from .lifecycle import Lifecycle, cancel_and_wait
 from .maintenance import Vacuum
 from .models import Status
-from .outcomes import Decision, Outcome, as_columns, unreadable
+from .outcomes import Decision, Outcome, as_columns, first_batch, unreadable, unstorable
 from .periodic import Ticker
 from .retention import Pruner
 from .sql import QUERIES
@@ -44,6 +45,10 @@ _TWO_LANES_FROM = 16
 _MIN_DEADLINE = 2.0
 _MAX_DEADLINE = 10.0
 _REPEAT_WARNING_EVERY = 60.0
+_MAX_BATCH_BYTES = 4 * 1024 * 1024
+_REFUSALS = frozenset({"22", "23", "54", "0A", "P0"})
+"""SQLSTATE classes of a statement refused for its data: data exceptions, integrity
+violations, program limits, unsupported features, PL/pgSQL errors (a trigger's)."""
 
 
 @dataclass(eq=False)
@@ -227,6 +232,8 @@ class _Lane:
         self._held: dict[int, int] = {}
         """Job id -> attempt, claimed and not yet written back: their leases are renewed."""
         self._decisions: list[Outcome] = []
+        self._one_at_a_time = 0
+        """Rounds left that write one outcome each, to find one the database refuses."""
         self._conn: asyncpg.Connection | None = None
         self._conn_lock = asyncio.Lock()
         self._executor: ThreadPoolExecutor | None = None
@@ -350,7 +357,10 @@ class _Lane:
 
     async def _exchange(self, free: int) -> int:
         """One round trip: write buffered outcomes, claim up to ``free`` jobs and start them."""
-        batch, self._decisions = self._decisions, []
+        # Bounded batches: a round trip must fit in its deadline, and one
+        # outcome the database refuses must not hold back the others.
+        take = 1 if self._one_at_a_time else first_batch(self._decisions, _MAX_BATCH_BYTES)
+        batch, self._decisions = self._decisions[:take], self._decisions[take:]
         sent = time.monotonic()
         try:
             rows = await self._fetch(
@@ -361,11 +371,16 @@ class _Lane:
                 self.id,
                 *as_columns(batch),
             )
+        except asyncpg.PostgresError as exc:
+            self._decisions[:0] = self._refused(batch, exc)
+            raise
         except BaseException:
             # Writing is idempotent (guarded by attempt and status): keep the
             # batch for the next round.
             self._decisions[:0] = batch
             raise
+        if self._one_at_a_time:
+            self._one_at_a_time -= 1
         for job_id, number, decision in batch:
             self._let_go(job_id, number)
             if decision.status is Status.READY:
@@ -389,6 +404,35 @@ class _Lane:
                 for sibling in self.siblings:
                     sibling.wake()  # all it asked for: more may be waiting
         return len(rows)
+
+    def _refused(self, batch: list[Outcome], exc: asyncpg.PostgresError) -> list[Outcome]:
+        """What to write next after the database refused ``batch``'s statement.
+
+        A refusal of the data itself (a value out of range, a trigger's
+        error) would come back every round: the batch is split into single
+        outcomes, and a lone refused outcome becomes ``failed`` saying why
+        (or, refused again, is let go: the job runs again once its lease
+        lapses). Anything else (a timeout, a restart) keeps the batch.
+        """
+        if exc.sqlstate is None or exc.sqlstate[:2] not in _REFUSALS or not batch:
+            return batch
+        if len(batch) > 1:
+            self._one_at_a_time = len(batch)
+            return batch
+        job_id, number, decision = batch[0]
+        reason = describe(exc)
+        if decision.error is not None and decision.error.startswith("the outcome could not"):
+            log.error(
+                "the outcome of a job could not be stored; it runs again when its lease lapses",
+                extra={"job_id": job_id, "error": reason},
+            )
+            self._let_go(job_id, number)
+            return []
+        log.warning(
+            "the database refused a job's outcome; storing it as failed",
+            extra={"job_id": job_id, "error": reason},
+        )
+        return [(job_id, number, unstorable(decision, reason))]
 
     async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
         """Run one of the main loop's statements on the worker's own connection.
@@ -543,15 +587,16 @@ class _Lane:
     # -- stopping -----------------------------------------------------------
 
     async def _write_remaining(self) -> None:
-        for attempt_number in range(_WRITE_TRIES_AT_STOP):
-            if not self._decisions:
-                return
+        failures = 0
+        # Rounds that write go on (batches are bounded); failed ones are counted.
+        while self._decisions and failures < _WRITE_TRIES_AT_STOP:
             try:
                 await self._exchange(0)
             except Exception:
                 log.warning("recording outcomes at stop failed", exc_info=True)
                 # The database may be restarting: give it a moment before trying again.
-                await asyncio.sleep(0.1 * 2**attempt_number)
+                await asyncio.sleep(0.1 * 2**failures)
+                failures += 1
         if not self._decisions:
             return
         log.error(

@@ -150,3 +150,35 @@ async def test_a_backoff_past_what_the_database_holds_stalls_nothing(
     assert job.scheduled_at > pendulum.now().add(days=300)
     after = await jobs.echo("still working")
     assert (await wait_for_status(broker, after, Status.DONE)).result == "still working"
+
+
+async def test_an_outcome_the_database_refuses_holds_back_no_other(
+    broker: Broker, start_worker: StartWorker
+) -> None:
+    # A trigger refuses to mark one job done, as a constraint or a value out
+    # of range would: before, the whole batch failed every round, the worker
+    # claimed nothing more, and the refused job stayed running for good.
+    ids = await broker.enqueue_many([jobs.echo(i) for i in range(20)])
+    assert ids is not None
+    refused = ids[7]
+    await broker.pool.execute("CREATE TABLE refused (id bigint)")
+    await broker.pool.execute("INSERT INTO refused VALUES ($1)", refused)
+    await broker.pool.execute(
+        "CREATE FUNCTION refuse_done() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF NEW.status = 'done' AND NEW.id IN (SELECT id FROM refused) THEN "
+        "RAISE EXCEPTION 'job % may not be done', NEW.id; END IF; RETURN NEW; END $$"
+    )
+    await broker.pool.execute(
+        "CREATE TRIGGER refuse_done BEFORE UPDATE ON koyojobs_jobs "
+        "FOR EACH ROW EXECUTE FUNCTION refuse_done()"
+    )
+    await start_worker(pool_size=8)
+    for job_id in ids:
+        if job_id != refused:
+            assert (await wait_for_status(broker, job_id, Status.DONE)).result is not None
+    job = await wait_for_status(broker, refused, Status.FAILED)
+    assert job.last_error is not None
+    assert job.last_error.startswith("the outcome could not be stored: RaiseError:"), job
+    assert f"job {refused} may not be done" in job.last_error
+    later = await jobs.echo("after")
+    assert (await wait_for_status(broker, later, Status.DONE)).result == "after"

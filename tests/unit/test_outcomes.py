@@ -34,3 +34,18 @@ def test_default_backoff_grows_and_is_capped() -> None:
     assert 1.5 <= default_backoff(1) <= 2.5
     assert 12 <= default_backoff(4) <= 20
     assert all(default_backoff(a) <= 3600 * 1.25 for a in range(1, 100))
+
+
+def test_a_batch_of_outcomes_is_bounded_by_bytes_but_never_empty() -> None:
+    from koyojobs.models import Status
+    from koyojobs.outcomes import Decision, first_batch
+
+    small = Decision(Status.DONE, result=b"x" * 100)
+    huge = Decision(Status.DONE, result=b"x" * 5000)
+    failed = Decision(Status.FAILED, error="e" * 400, traceback="t" * 500)
+    assert first_batch([], 1000) == 0
+    assert first_batch([(1, 1, huge)], 1000) == 1  # alone, however big
+    assert first_batch([(1, 1, small)] * 9, 1000) == 9
+    assert first_batch([(1, 1, small)] * 11, 1000) == 10
+    assert first_batch([(1, 1, small), (2, 1, huge), (3, 1, small)], 1000) == 1
+    assert first_batch([(1, 1, failed), (2, 1, failed)], 1000) == 1
