@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -89,6 +90,7 @@ class Broker(Lifecycle):
         self._migrate = migrate
         self._listen_dsn = listen_dsn
         self._listener: Listener | None = None
+        self._listener_lock = asyncio.Lock()
         self._subscribers: dict[str, set[Wake]] = defaultdict(set)
         self._waiters = Waiters(self)
         self._started = False
@@ -141,16 +143,19 @@ class Broker(Lifecycle):
         self._subscribers[queue].add(wake)
 
     async def _listening(self) -> Listener:
-        if self._listener is None:
-            listener = Listener(
-                self.database,
-                self._listen_dsn or self.database.dsn,
-                on_notify=self._notified,
-                on_reconnect=self._wake_all,
-            )
-            await listener.start()
-            self._listener = listener
-        return self._listener
+        # One LISTEN connection however many callers ask at once: the first
+        # opens it while the others wait for it.
+        async with self._listener_lock:
+            if self._listener is None:
+                listener = Listener(
+                    self.database,
+                    self._listen_dsn or self.database.dsn,
+                    on_notify=self._notified,
+                    on_reconnect=self._wake_all,
+                )
+                await listener.start()
+                self._listener = listener
+            return self._listener
 
     async def _listen_finished(self, on_notify: Callable[[str], None]) -> None:
         await (await self._listening()).listen(FINISHED_CHANNEL, on_notify)

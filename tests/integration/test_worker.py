@@ -138,3 +138,13 @@ async def test_graceful_stop_lets_running_jobs_finish_within_the_grace(broker: B
     assert job is not None
     assert job.status is Status.DONE
     assert job.result == "soon"
+
+
+async def test_callers_asking_at_once_share_one_listen_connection(broker: Broker) -> None:
+    queues = [f"q{i}" for i in range(20)]
+    await asyncio.gather(*(broker.subscribe(q, lambda: None) for q in queues))
+    listening = await broker.pool.fetchval(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+    )
+    assert listening == 1
