@@ -162,9 +162,17 @@ class Worker(Lifecycle):
         self._executor = ThreadPoolExecutor(
             self.pool_size, thread_name_prefix=f"koyojobs-{self.queue}"
         )
+        try:
+            # Subscribed first: a LISTEN connection that cannot open fails the
+            # start before any claim loop runs (one left running could not be
+            # stopped by a caller whose start raised).
+            await self.broker.subscribe(self.queue, self.wake)
+        except BaseException:
+            executor, self._executor = self._executor, None
+            executor.shutdown(wait=False)
+            raise
         for lane in self._lanes:
             lane.start(self._executor)
-        await self.broker.subscribe(self.queue, self.wake)
         self._ticker = Ticker(
             self.broker, self.queue, idle_check=self.poll_interval, deadline=self.deadline
         )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+
+import pytest
 import time
 
 import pendulum
@@ -148,3 +150,13 @@ async def test_callers_asking_at_once_share_one_listen_connection(broker: Broker
         "WHERE datname = current_database() AND query LIKE 'LISTEN%'"
     )
     assert listening == 1
+
+
+async def test_a_worker_whose_start_fails_leaves_nothing_running(dsn: str) -> None:
+    unreachable = "postgresql://nobody@127.0.0.1:1/none"
+    async with Broker(dsn, listen_dsn=unreachable) as broker:
+        worker = Worker(broker, pool_size=2)
+        with pytest.raises(OSError):
+            await worker.start()
+        assert all(not lane._tasks for lane in worker._lanes)  # no claim loop left behind
+        assert worker._executor is None
