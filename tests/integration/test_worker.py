@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-
-import pytest
 import time
 
 import pendulum
+import pytest
 
 from koyojobs import Broker, Status, Worker, schedule_at
 from tests import jobs
