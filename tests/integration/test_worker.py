@@ -155,7 +155,7 @@ async def test_a_worker_whose_start_fails_leaves_nothing_running(dsn: str) -> No
     unreachable = "postgresql://nobody@127.0.0.1:1/none"
     async with Broker(dsn, listen_dsn=unreachable) as broker:
         worker = Worker(broker, pool_size=2)
-        with pytest.raises(OSError):
+        with pytest.raises(ConnectionRefusedError):
             await worker.start()
         assert all(not lane._tasks for lane in worker._lanes)  # no claim loop left behind
         assert worker._executor is None
