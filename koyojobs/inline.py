@@ -66,8 +66,9 @@ class _ConnectionAsPool:
 
 class _BrokerOnConnection(Broker):
     def __init__(self, broker: Broker, connection: Connection) -> None:
-        super().__init__(broker.database, migrate=False)
-        self.serializer = broker.serializer
+        # The broker as it is (serializer, middleware, retention, listener),
+        # not a new one built from defaults: only its pool is the connection.
+        self.__dict__.update(vars(broker))
         self._started = True
         self._as_pool = _ConnectionAsPool(connection)
 

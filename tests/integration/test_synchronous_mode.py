@@ -3,9 +3,17 @@ connection, inside the caller's transaction."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from koyojobs import Broker, current_broker, define_job, execute_jobs_synchronously
+from koyojobs import (
+    Broker,
+    RunningJob,
+    current_broker,
+    define_job,
+    execute_jobs_synchronously,
+)
 
 
 class WelcomeFailedError(Exception):
@@ -107,3 +115,26 @@ async def test_a_job_on_the_callers_connection_gets_that_connection_from_acquire
             pid = await conn.fetchval("SELECT pg_backend_pid()")
             await broker.enqueue(backend(), connection=conn)
     assert backends == [pid, pid]
+
+
+async def test_the_brokers_middleware_wraps_a_job_run_on_the_callers_connection(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[str] = []
+
+    async def record(job: RunningJob, call_next: Any) -> Any:
+        seen.append(job.name)
+        return await call_next()
+
+    # An empty KOYOJOBS_SECRET is an error for a new broker; the bound copy is no new broker.
+    async with Broker(dsn, middleware=[record], secret="key") as broker:
+        monkeypatch.setenv("KOYOJOBS_SECRET", "")
+        async with broker.pool.acquire() as conn, conn.transaction():
+            with execute_jobs_synchronously():
+                await broker.enqueue(plain(3), connection=conn)
+    assert seen == ["sync_mode.plain"]
+
+
+@define_job(name="sync_mode.plain")
+async def plain(n: int) -> int:
+    return n
