@@ -332,7 +332,6 @@ def run_inline_blocking(job_call: JobCall[Any]) -> None:
             with running(job, None):
                 asyncio.run(inline.succeeded(job, value))
         return
-        return
 
 
 _warned_unsigned = False

@@ -271,8 +271,10 @@ class _Lane:
         self.stopping = True
         self.wake()
         # The main loop ends by itself after its round in flight (cancelling it
-        # could lose the answer to a claim); only a hung round is cut short.
-        await asyncio.wait([main], timeout=self.shutdown_grace)
+        # could lose the answer to a claim, whose jobs would then spend an
+        # attempt without running); a round ends within its deadline (twice,
+        # with a reconnect), so however short the grace, it gets that long.
+        await asyncio.wait([main], timeout=max(self.shutdown_grace, 2 * self.deadline + 1.0))
         if not main.done():
             await cancel_and_wait(main)
             self._drop_connection()  # a round was cut short: its state is unknown
