@@ -29,5 +29,5 @@ KOYOJOBS = {
     "modules": ["docs.examples.django_shop.jobs"],  # what `manage.py koyojobs worker` imports
     "queues": {"default": 4, "emails": 2},  # queue: concurrency
     "secret": os.environ.get("KOYOJOBS_SECRET") or None,  # signs payloads; None: unsigned
-    "retention": 7 * 24 * 3600,  # `manage.py koyojobs prune` keeps a week by default
+    "retention": 7 * 24 * 3600,  # the workers keep finished jobs a week
 }

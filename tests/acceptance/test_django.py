@@ -305,3 +305,29 @@ def test_a_project_on_another_database_starts_and_its_connection_is_refused() ->
     assert result.stdout.strip() == (
         "koyojobs needs a Django connection to PostgreSQL, got one to sqlite (alias 'default')"
     )
+
+
+def test_the_workers_of_the_command_keep_finished_jobs_as_the_retention_says() -> None:
+    code = (
+        "import django\n"
+        "from django.conf import settings\n"
+        "settings.configure(INSTALLED_APPS=['koyojobs.contrib.django'], DATABASES={'default': "
+        "{'ENGINE': 'django.db.backends.postgresql', 'NAME': 'app', 'HOST': '127.0.0.1'}}, "
+        "KOYOJOBS={'retention': 3600})\n"
+        "django.setup()\n"
+        "from koyojobs.contrib.django.management.commands.koyojobs import _prepare\n"
+        "print(sorted(_prepare(['worker'])[1].retention.items()))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**_environment("postgresql:///unused"), "DJANGO_SETTINGS_MODULE": ""},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (
+        "[('cancelled', '3600s'), ('done', '3600s'), ('failed', '3600s')]"
+    )

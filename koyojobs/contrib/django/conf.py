@@ -49,8 +49,10 @@ class KoyojobsSettings:
     queues: dict[str, int] = field(default_factory=dict)
     secret: Secret | tuple[Secret, ...] | None = None
     retention: float | None = None
-    """Seconds finished jobs are kept: ``manage.py koyojobs prune`` deletes older ones
-    when given no ``--older-than``; nothing prunes on its own."""
+    """Seconds finished jobs are kept, whatever their status: the workers of
+    ``manage.py koyojobs worker`` prune older ones (``None``: koyojobs'
+    defaults, a day for done jobs and seven for the others), and
+    ``manage.py koyojobs prune`` deletes older ones when given no ``--older-than``."""
 
 
 def read_settings(value: Any) -> KoyojobsSettings:

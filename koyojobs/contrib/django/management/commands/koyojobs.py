@@ -59,5 +59,12 @@ def _prepare(arguments: list[str]) -> tuple[list[str], Deployment]:
         seconds = config.retention
         text = f"{int(seconds)}s" if seconds.is_integer() else f"{seconds}s"
         arguments = [*arguments, "--older-than", text]
-    deployment = Deployment(modules=config.modules, queues=config.queues, secret=config.secret)
+    retention: dict[str, str] = {}
+    if config.retention is not None:
+        # The workers keep finished jobs as long as `prune` would: every status alike.
+        age = f"{int(config.retention)}s"
+        retention = {"done": age, "failed": age, "cancelled": age}
+    deployment = Deployment(
+        modules=config.modules, queues=config.queues, secret=config.secret, retention=retention
+    )
     return arguments, deployment
