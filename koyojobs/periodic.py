@@ -272,6 +272,7 @@ class Ticker:
             QUERIES["register_schedules"],
             [job.name for job in jobs],
             [_schedule(job).latest_tick(now) for job in jobs],
+            now,
         )
         self._clock(sent, rows[0]["now"])
         self._known.update(job.name for job in jobs)

@@ -307,9 +307,10 @@ VACUUM (SKIP_LOCKED) koyojobs_jobs;
 -- name: register_schedules
 -- Periodic jobs seen for the first time start from their latest tick (not
 -- enqueued); a job already known keeps its row, so a restart catches up.
+-- created_at is the moment ($3) the ticker computed that latest tick from.
 WITH added AS (
-    INSERT INTO koyojobs_schedules (name, last_tick)
-    SELECT * FROM unnest($1::text[], $2::timestamptz[])
+    INSERT INTO koyojobs_schedules (name, last_tick, created_at)
+    SELECT name, tick, $3 FROM unnest($1::text[], $2::timestamptz[]) AS u(name, tick)
     ON CONFLICT (name) DO NOTHING
     RETURNING 1
 )
