@@ -260,13 +260,19 @@ async def test_the_command_migrates_shows_status_and_prunes_with_the_retention(
     assert "Invalid value for '--status'" in wrong.stderr
 
 
-def _configured(koyojobs: object, then: str) -> subprocess.CompletedProcess[str]:
-    """Django set up on SQLite with ``settings.KOYOJOBS = koyojobs``, then ``then`` run."""
+_SQLITE = {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}
+
+
+def _configured(
+    koyojobs: object, then: str, database: dict[str, str] = _SQLITE
+) -> subprocess.CompletedProcess[str]:
+    """Django set up on ``database`` (SQLite) with ``settings.KOYOJOBS = koyojobs``, then
+    ``then`` run."""
     code = (
         "import django, sys\n"
         "from django.conf import settings\n"
-        "settings.configure(INSTALLED_APPS=['koyojobs.contrib.django'], DATABASES={'default': "
-        "{'ENGINE': 'django.db.backends.sqlite3', 'NAME': ':memory:'}}"
+        "settings.configure(INSTALLED_APPS=['koyojobs.contrib.django'], "
+        f"DATABASES={{'default': {database!r}}}"
         f"{'' if koyojobs is None else f', KOYOJOBS={koyojobs!r}'})\n"
         "django.setup()\n" + then
     )
@@ -308,24 +314,12 @@ def test_a_project_on_another_database_starts_and_its_connection_is_refused() ->
 
 
 def test_the_workers_of_the_command_keep_finished_jobs_as_the_retention_says() -> None:
-    code = (
-        "import django\n"
-        "from django.conf import settings\n"
-        "settings.configure(INSTALLED_APPS=['koyojobs.contrib.django'], DATABASES={'default': "
-        "{'ENGINE': 'django.db.backends.postgresql', 'NAME': 'app', 'HOST': '127.0.0.1'}}, "
-        "KOYOJOBS={'retention': 3600})\n"
-        "django.setup()\n"
+    # A PostgreSQL entry, never connected to: the command only builds its DSN.
+    result = _configured(
+        {"retention": 3600},
         "from koyojobs.contrib.django.management.commands.koyojobs import _prepare\n"
-        "print(sorted(_prepare(['worker'])[1].retention.items()))\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env={**_environment("postgresql:///unused"), "DJANGO_SETTINGS_MODULE": ""},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+        "print(sorted(_prepare(['worker'])[1].retention.items()))\n",
+        database={"ENGINE": "django.db.backends.postgresql", "NAME": "app", "HOST": "127.0.0.1"},
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == (
