@@ -14,12 +14,12 @@ VACUUM (:mod:`koyojobs.maintenance`) then cleans what was deleted.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from .lifecycle import cancel_and_wait
 from .models import Status
 
 if TYPE_CHECKING:
@@ -100,10 +100,7 @@ class Pruner:
     async def stop(self) -> None:
         # A batch cut short rolls back whole: nothing half-deleted.
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     async def _loop(self) -> None:
         failures = 0

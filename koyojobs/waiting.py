@@ -20,6 +20,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING
 
+from .lifecycle import cancel_and_wait
 from .models import Job, Status
 from .sql import QUERIES
 
@@ -77,10 +78,7 @@ class Waiters:
     async def stop(self) -> None:
         """Stop a look in flight (the broker is stopping)."""
         look, self._look = self._look, None
-        if look is not None:
-            look.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await look
+        await cancel_and_wait(look)
 
     async def wait(self, job_id: int, timeout: float | None, recheck: float) -> Job:
         """See :meth:`Broker.wait`."""
