@@ -23,7 +23,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package."""
-    session.install("-e", ".[lint,django]")  # mypy reads psycopg and django-stubs
+    session.install("-e", ".[lint,django,dashboard]")  # mypy reads psycopg, django-stubs, starlette
     session.run("mypy")
 
 

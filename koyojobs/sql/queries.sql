@@ -372,3 +372,110 @@ SELECT clock_timestamp();
 SELECT name, last_tick, last_enqueued_tick, last_skipped, last_job_id
   FROM koyojobs_schedules
  WHERE name = ANY($1::text[]);
+
+-- name: dashboard_queues
+-- The dashboard's queues page, one row per queue, at a bounded cost however
+-- many finished jobs the table keeps. The queues are found by skipping
+-- through indexes (a probe per queue, not a scan of the rows); ready and
+-- running jobs are counted in their partial indexes; finished ones are
+-- counted up to $1 (the page shows "$1+") and over the last hour, in the
+-- index of finished rows by queue (0006_dashboard). $2: queues to show even
+-- without jobs (the paused ones).
+WITH RECURSIVE finished_queues(queue) AS (
+    (SELECT queue FROM koyojobs_jobs
+      WHERE status IN ('done', 'failed', 'cancelled') ORDER BY queue LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.queue FROM koyojobs_jobs AS j
+             WHERE j.status IN ('done', 'failed', 'cancelled') AND j.queue > f.queue
+             ORDER BY j.queue LIMIT 1)
+      FROM finished_queues AS f
+     WHERE f.queue IS NOT NULL
+), ready_queues(queue) AS (
+    (SELECT queue FROM koyojobs_jobs WHERE status = 'ready' ORDER BY queue LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.queue FROM koyojobs_jobs AS j
+             WHERE j.status = 'ready' AND j.queue > r.queue ORDER BY j.queue LIMIT 1)
+      FROM ready_queues AS r
+     WHERE r.queue IS NOT NULL
+), queues AS (
+    SELECT queue FROM finished_queues WHERE queue IS NOT NULL
+    UNION
+    SELECT queue FROM ready_queues WHERE queue IS NOT NULL
+    UNION
+    SELECT queue FROM koyojobs_jobs WHERE status = 'running'
+    UNION
+    SELECT unnest($2::text[])
+)
+SELECT q.queue,
+       (SELECT count(*) FROM koyojobs_jobs
+         WHERE queue = q.queue AND status = 'ready' AND scheduled_at <= now()) AS ready,
+       (SELECT count(*) FROM koyojobs_jobs
+         WHERE queue = q.queue AND status = 'ready' AND scheduled_at > now()) AS scheduled,
+       (SELECT count(*) FROM koyojobs_jobs
+         WHERE queue = q.queue AND status = 'running') AS running,
+       (SELECT extract(epoch FROM now() - min(scheduled_at))::float8 FROM koyojobs_jobs
+         WHERE queue = q.queue AND status = 'ready' AND scheduled_at <= now()) AS oldest_wait,
+       (SELECT count(*) FROM (SELECT 1 FROM koyojobs_jobs
+                               WHERE queue = q.queue AND status = 'done' LIMIT $1) AS b) AS done,
+       (SELECT count(*) FROM (SELECT 1 FROM koyojobs_jobs
+                               WHERE queue = q.queue AND status = 'failed' LIMIT $1) AS b) AS failed,
+       (SELECT count(*) FROM (SELECT 1 FROM koyojobs_jobs
+                               WHERE queue = q.queue AND status = 'cancelled' LIMIT $1) AS b)
+           AS cancelled,
+       (SELECT count(*) FROM koyojobs_jobs
+         WHERE queue = q.queue AND status = 'done'
+           AND finished_at > now() - interval '1 hour') AS done_last_hour,
+       (SELECT count(*) FROM koyojobs_jobs
+         WHERE queue = q.queue AND status = 'failed'
+           AND finished_at > now() - interval '1 hour') AS failed_last_hour
+  FROM queues AS q
+ ORDER BY q.queue;
+
+-- name: dashboard_jobs
+-- A page of the dashboard's jobs page, newest first, paged by id ($4: below
+-- this id). Ids are taken in id order, of one status ($1) if asked, at most $5
+-- of them: through the index of finished rows by status (0006_dashboard), the
+-- ready or running rows' own, or the primary key. Only then do the queue ($2)
+-- and name ($3) filters apply, so a name that matches nothing costs $5 rows,
+-- not the table; the first row says how far the look went (floor, scanned).
+-- Always one row at least: with no match, its job columns are NULL.
+WITH scanned AS MATERIALIZED (
+    SELECT id
+      FROM koyojobs_jobs
+     WHERE ($1::text IS NULL OR status = $1) AND id < $4
+     ORDER BY id DESC
+     LIMIT $5
+)
+SELECT s.floor, s.scanned, p.*
+  FROM (SELECT min(id) AS floor, count(*) AS scanned FROM scanned) AS s
+  LEFT JOIN LATERAL (
+      SELECT j.id, j.name, j.queue, j.priority, j.status, j.attempts, j.max_attempts,
+             j.scheduled_at, j.created_at, j.finished_at, j.last_error
+        FROM scanned
+        JOIN koyojobs_jobs AS j ON j.id = scanned.id
+       WHERE ($2::text IS NULL OR j.queue = $2) AND ($3::text IS NULL OR j.name = $3)
+       ORDER BY j.id DESC
+       LIMIT $6
+  ) AS p ON true
+ ORDER BY p.id DESC;
+
+-- name: dashboard_custom_plans
+-- For the transaction of one dashboard_jobs: a generic plan cannot know that
+-- $1 IS NULL, nor which partial index a status matches; a custom plan can.
+SET LOCAL plan_cache_mode = force_custom_plan;
+
+-- name: dashboard_job
+-- Every column of one job, for the dashboard's job page (new columns too).
+SELECT * FROM koyojobs_jobs WHERE id = $1;
+
+-- name: dashboard_schedules
+-- Every periodic job the database knows, with the status of its last run.
+SELECT s.name, s.last_tick, s.last_enqueued_tick, s.last_skipped, s.last_job_id,
+       j.status AS last_job_status, clock_timestamp() AS now
+  FROM koyojobs_schedules AS s
+  LEFT JOIN koyojobs_jobs AS j ON j.id = s.last_job_id
+ ORDER BY s.name;
+
+-- name: dashboard_table_size
+-- The planner's estimate of the jobs table's rows: free, and enough for "about".
+SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = 'koyojobs_jobs'::regclass;

@@ -1,0 +1,341 @@
+"""The dashboard's ASGI app: its pages, its actions and the guard in front of the actions."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlencode
+
+from jinja2 import Environment, PackageLoader
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
+from starlette.responses import Response as StarletteResponse
+from starlette.routing import Route
+from starlette.types import Message, Receive, Scope, Send
+
+from ..errors import PayloadError
+from ..models import Status
+from ..registry import lookup
+from . import csrf, data
+from .formatting import age, payload_repr, when
+
+if TYPE_CHECKING:
+    from ..broker import Broker
+
+__all__ = ["CanAct", "Dashboard"]
+
+CanAct = Callable[[Request], bool | Awaitable[bool]]
+"""Decides, per request, whether its user may act (retry, cancel, pause...)."""
+
+_ASSETS = {"dashboard.css": "text/css", "dashboard.js": "text/javascript"}
+_MAX_FORM = 4096  # an action's form holds a token and a name or two
+# Inline scripts and styles never run, whatever a value smuggles past escaping.
+_SECURITY_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        b"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+    (b"x-frame-options", b"DENY"),
+]
+_NOTICES = {
+    "retried": "The job will run again.",
+    "not-retried": "The job was not retried: only finished jobs can be.",
+    "cancelled": "The job is cancelled.",
+    "not-cancelled": "The job was not cancelled: it had finished already.",
+    "paused": "The queue is paused: its workers claim no more jobs.",
+    "resumed": "The queue is resumed.",
+    "enqueued": "The periodic job was enqueued to run now.",
+}
+
+
+class Dashboard:
+    """A web dashboard of the jobs, as an ASGI app to mount under any prefix.
+
+    ``broker`` is the :class:`~koyojobs.Broker` it reads through (started by
+    its owner, typically in the app's lifespan). ``can_act(request)`` (sync
+    or async) decides whether that request's user may retry, cancel, pause,
+    resume and run now; by default nobody may, and the pages show no buttons.
+    Every action is a POST that also needs the page's anti-forgery token.
+    ``show_payloads=True`` shows jobs' arguments and results even when the
+    broker does not sign payloads: loading them runs dill, so only do that
+    where the table's contents are trusted. ``csrf_key`` shares the token key
+    between processes (by default each process draws its own).
+
+    Example:
+        >>> from fastapi import FastAPI
+        >>> from koyojobs import Broker
+        >>> from koyojobs.dashboard import Dashboard
+        >>> broker = Broker("postgresql://localhost/app")
+        >>> app = FastAPI()
+        >>> app.mount("/jobs", Dashboard(broker, can_act=lambda request: True))
+    """
+
+    def __init__(
+        self,
+        broker: Broker,
+        can_act: CanAct | None = None,
+        show_payloads: bool = False,
+        *,
+        csrf_key: bytes | None = None,
+    ) -> None:
+        self.broker = broker
+        self.show_payloads = show_payloads
+        self._can_act = can_act
+        self._tokens = csrf.TokenMinter(csrf_key)
+        self._templates = Environment(
+            loader=PackageLoader("koyojobs.dashboard", "templates"),
+            autoescape=True,  # every value, in every template
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self._templates.filters.update(when=when, age=age)
+        folder = resources.files(__package__).joinpath("static")
+        self._assets = {name: folder.joinpath(name).read_bytes() for name in _ASSETS}
+        self._app = Starlette(
+            routes=[
+                Route("/", self._queues, methods=["GET"]),
+                Route("/api/queues", self._queues_json, methods=["GET"]),
+                Route("/jobs", self._jobs, methods=["GET"]),
+                Route("/jobs/{job_id:int}", self._job, methods=["GET"]),
+                Route("/periodic", self._periodic, methods=["GET"]),
+                Route("/static/{asset}", self._asset, methods=["GET"]),
+                # The actions: POST only, so no link, image or redirect can fire one.
+                Route("/jobs/{job_id:int}/retry", self._retry, methods=["POST"]),
+                Route("/jobs/{job_id:int}/cancel", self._cancel, methods=["POST"]),
+                Route("/queues/pause", self._pause, methods=["POST"]),
+                Route("/queues/resume", self._resume, methods=["POST"]),
+                Route("/periodic/run", self._run_now, methods=["POST"]),
+            ]
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+
+        async def secured(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], *_SECURITY_HEADERS]
+            await send(message)
+
+        await self._app(scope, receive, secured)
+
+    # -- who may act ------------------------------------------------------------
+
+    async def may_act(self, request: Request) -> bool:
+        """Whether ``can_act`` lets this request's user act (never, without ``can_act``)."""
+        if self._can_act is None:
+            return False
+        answer = self._can_act(request)
+        if inspect.isawaitable(answer):
+            answer = await answer
+        return answer is True
+
+    async def _guard(self, request: Request) -> dict[str, str] | StarletteResponse:
+        """The action's form if the request may act and carries our token; else a 403."""
+        if not await self.may_act(request):
+            return PlainTextResponse("forbidden: this dashboard is read-only for you", 403)
+        body = await request.body()
+        if len(body) > _MAX_FORM:
+            return PlainTextResponse("request too large", 413)
+        form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
+        if not self._tokens.matches(request.cookies.get(csrf.COOKIE), form.get(csrf.FIELD)):
+            return PlainTextResponse("forbidden: missing or wrong anti-forgery token", 403)
+        return form
+
+    # -- rendering ------------------------------------------------------------------
+
+    async def _render(
+        self, request: Request, template: str, status_code: int = 200, **context: Any
+    ) -> HTMLResponse:
+        acting = await self.may_act(request)
+        token = request.cookies.get(csrf.COOKIE)
+        fresh = acting and not self._tokens.valid(token)
+        if fresh:
+            token = self._tokens.mint()
+        notice = _NOTICES.get(request.query_params.get("notice", ""))
+        html = self._templates.get_template(template).render(
+            base=_base(request),
+            can_act=acting,
+            csrf_field=csrf.FIELD,
+            csrf_token=token if acting else None,
+            notice=notice,
+            **context,
+        )
+        response = HTMLResponse(html, status_code)
+        if fresh:
+            assert token is not None
+            response.set_cookie(
+                csrf.COOKIE,
+                token,
+                path=_base(request) or "/",
+                httponly=True,
+                samesite="strict",
+                secure=request.url.scheme == "https",
+            )
+        return response
+
+    # -- pages ----------------------------------------------------------------------------
+
+    async def _queues(self, request: Request) -> StarletteResponse:
+        rows = await data.queue_rows(self.broker)
+        size = await data.table_size(self.broker)
+        return await self._render(
+            request,
+            "queues.html",
+            queues=rows,
+            table_size=size,
+            bound=data.COUNT_BOUND,
+            live=True,
+            can_pause=hasattr(self.broker, "pause"),
+        )
+
+    async def _queues_json(self, request: Request) -> StarletteResponse:
+        rows = await data.queue_rows(self.broker)
+        return JSONResponse({"queues": {row.queue: row.as_json() for row in rows}})
+
+    async def _jobs(self, request: Request) -> StarletteResponse:
+        params = request.query_params
+        status_text = params.get("status") or None
+        try:
+            status = None if status_text is None else Status(status_text)
+            before = int(params["before"]) if params.get("before") else None
+        except ValueError:
+            return PlainTextResponse("bad filter: status or before", 400)
+        queue = params.get("queue") or None
+        name = params.get("name") or None
+        page = await data.job_page(
+            self.broker, status=status, queue=queue, name=name, before=before
+        )
+        older = None
+        if page.older is not None:
+            query = {k: v for k, v in (("status", status_text), ("queue", queue), ("name", name))}
+            query = {k: v for k, v in query.items() if v}
+            older = urlencode({**query, "before": page.older})
+        return await self._render(
+            request,
+            "jobs.html",
+            page=page,
+            statuses=[s.value for s in Status],
+            status=status_text or "",
+            queue=queue or "",
+            name=name or "",
+            older=older,
+            budget=data.SCAN_BUDGET,
+        )
+
+    async def _job(self, request: Request) -> StarletteResponse:
+        job_id: int = request.path_params["job_id"]
+        row = await data.job_row(self.broker, job_id)
+        if row is None:
+            return await self._render(request, "missing.html", 404, what=f"job {job_id}")
+        shown = self.show_payloads or self.broker.serializer.signs
+        fields = []
+        for column, value in row.items():
+            if column in ("args", "result", "last_traceback", "last_error"):
+                continue
+            fields.append((column, value))
+        return await self._render(
+            request,
+            "job.html",
+            job=row,
+            fields=fields,
+            payloads_shown=shown,
+            arguments=self._payload(row, "args") if shown else None,
+            result=self._payload(row, "result") if shown else None,
+            finished=Status(row["status"]).finished,
+        )
+
+    def _payload(self, row: dict[str, Any], column: str) -> str | None:
+        raw: bytes | None = row[column]
+        if raw is None:
+            return None
+        serializer = self.broker.serializer
+        try:
+            if column == "args":
+                args, kwargs = serializer.load_arguments(raw, row["name"])
+                return payload_repr(args) + (f" {payload_repr(kwargs)}" if kwargs else "")
+            return payload_repr(serializer.load_result(raw, row["name"]))
+        except PayloadError as exc:
+            return f"(cannot be shown: {exc})"
+        except Exception as exc:  # a payload is anything dill made; say what, never crash
+            return f"(cannot be shown: {type(exc).__name__}: {exc})"
+
+    async def _periodic(self, request: Request) -> StarletteResponse:
+        rows = await data.schedule_rows(self.broker)
+        return await self._render(request, "periodic.html", schedules=rows)
+
+    async def _asset(self, request: Request) -> StarletteResponse:
+        asset: str = request.path_params["asset"]
+        if asset not in self._assets:
+            return PlainTextResponse("not found", 404)
+        return StarletteResponse(
+            self._assets[asset],
+            media_type=_ASSETS[asset],
+            headers={"cache-control": "public, max-age=300"},
+        )
+
+    # -- actions ------------------------------------------------------------------------
+
+    async def _retry(self, request: Request) -> StarletteResponse:
+        form = await self._guard(request)
+        if isinstance(form, StarletteResponse):
+            return form
+        job_id: int = request.path_params["job_id"]
+        done = await self.broker.retry_job(job_id)
+        return _back(request, f"/jobs/{job_id}", "retried" if done else "not-retried")
+
+    async def _cancel(self, request: Request) -> StarletteResponse:
+        form = await self._guard(request)
+        if isinstance(form, StarletteResponse):
+            return form
+        job_id: int = request.path_params["job_id"]
+        done = await self.broker.cancel(job_id)
+        return _back(request, f"/jobs/{job_id}", "cancelled" if done else "not-cancelled")
+
+    async def _pause(self, request: Request) -> StarletteResponse:
+        return await self._flow(request, "pause", "paused")
+
+    async def _resume(self, request: Request) -> StarletteResponse:
+        return await self._flow(request, "resume", "resumed")
+
+    async def _flow(self, request: Request, method: str, notice: str) -> StarletteResponse:
+        form = await self._guard(request)
+        if isinstance(form, StarletteResponse):
+            return form
+        queue = form.get("queue")
+        act = getattr(self.broker, method, None)
+        if not queue or act is None:
+            return PlainTextResponse(f"cannot {method}: no queue given", 400)
+        await act(queue)
+        return _back(request, "/", notice)
+
+    async def _run_now(self, request: Request) -> StarletteResponse:
+        form = await self._guard(request)
+        if isinstance(form, StarletteResponse):
+            return form
+        definition = lookup(form.get("name", ""))
+        if definition is None or definition.schedule is None:
+            return PlainTextResponse("no periodic job of that name in this process", 404)
+        job_id = await self.broker.enqueue(definition())
+        if job_id is None:  # the synchronous mode ran it inline
+            return _back(request, "/periodic", "enqueued")
+        return _back(request, f"/jobs/{job_id}", "enqueued")
+
+
+def _base(request: Request) -> str:
+    """Where the dashboard is mounted, as the browser sees it ('' at the root)."""
+    root: str = request.scope.get("root_path", "")
+    return root.rstrip("/")
+
+
+def _back(request: Request, path: str, notice: str) -> RedirectResponse:
+    # 303: the browser follows with a GET, so a reload does not repeat the action.
+    return RedirectResponse(f"{_base(request)}{path}?notice={notice}", status_code=303)

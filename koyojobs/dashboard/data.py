@@ -1,0 +1,230 @@
+"""What the dashboard's pages read: one statement per page, each at a bounded cost.
+
+The statements are in ``koyojobs/sql/queries.sql`` (``dashboard_*``); this
+module turns their rows into the records the templates show.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from ..models import Status
+from ..periodic import periodic_jobs
+from ..sql import QUERIES
+
+if TYPE_CHECKING:
+    from ..broker import Broker
+
+__all__ = [
+    "COUNT_BOUND",
+    "PAGE_SIZE",
+    "SCAN_BUDGET",
+    "JobPage",
+    "QueueRow",
+    "ScheduleRow",
+    "job_page",
+    "job_row",
+    "paused_queues",
+    "queue_rows",
+    "schedule_rows",
+    "table_size",
+]
+
+COUNT_BOUND = 10_000
+"""Finished jobs are counted up to this many per queue and status ("10000+")."""
+PAGE_SIZE = 50
+"""Jobs per page of the jobs page."""
+SCAN_BUDGET = 20_000
+"""Ids a filtered page looks through at most, before saying where it stopped."""
+_NO_CURSOR = sys.maxsize  # above every id: the first page
+
+
+@dataclass(frozen=True, slots=True)
+class QueueRow:
+    """One queue on the queues page.
+
+    ``done``, ``failed`` and ``cancelled`` stop counting at
+    :data:`COUNT_BOUND`; ``*_last_hour`` count jobs finished in the last hour.
+
+    Example:
+        >>> QueueRow("default", 1, 0, 0, None, 10, 0, 0, 10, 0, False).capped("done")
+        False
+    """
+
+    queue: str
+    ready: int
+    scheduled: int
+    running: int
+    oldest_wait: float | None
+    done: int
+    failed: int
+    cancelled: int
+    done_last_hour: int
+    failed_last_hour: int
+    paused: bool
+
+    def capped(self, field: str) -> bool:
+        """Whether the count ``field`` stopped at the bound (so it shows as ``N+``)."""
+        value: int = getattr(self, field)
+        return value >= COUNT_BOUND
+
+    def as_json(self) -> dict[str, Any]:
+        """The live fields, as the page's script reads them."""
+        return {
+            "ready": self.ready,
+            "scheduled": self.scheduled,
+            "running": self.running,
+            "oldest_wait": self.oldest_wait,
+            "done": _bounded(self.done),
+            "failed": _bounded(self.failed),
+            "cancelled": _bounded(self.cancelled),
+            "done_last_hour": self.done_last_hour,
+            "failed_last_hour": self.failed_last_hour,
+            "paused": self.paused,
+        }
+
+
+def _bounded(count: int) -> str:
+    return f"{COUNT_BOUND}+" if count >= COUNT_BOUND else str(count)
+
+
+async def paused_queues(broker: Broker) -> frozenset[str]:
+    """The queues paused now (none before flow control exists)."""
+    return frozenset()
+
+
+async def queue_rows(broker: Broker) -> list[QueueRow]:
+    """Every queue that has jobs or is paused, with its counts.
+
+    Example:
+        >>> [row.queue for row in await queue_rows(broker)]  # doctest: +SKIP
+        ['default', 'emails']
+    """
+    paused = await paused_queues(broker)
+    rows = await broker.pool.fetch(QUERIES["dashboard_queues"], COUNT_BOUND, sorted(paused))
+    return [QueueRow(**dict(row), paused=row["queue"] in paused) for row in rows]
+
+
+async def table_size(broker: Broker) -> int:
+    """About how many jobs the table holds (the planner's estimate, free to read)."""
+    size: int | None = await broker.pool.fetchval(QUERIES["dashboard_table_size"])
+    return size or 0
+
+
+@dataclass(frozen=True, slots=True)
+class JobPage:
+    """One page of the jobs page.
+
+    ``older`` is the cursor of the next page (``None``: the end). ``scanned``
+    tells how many ids the look went through, when a filter made it stop
+    before a full page (see :data:`SCAN_BUDGET`).
+    """
+
+    jobs: list[dict[str, Any]]
+    older: int | None
+    scanned: int
+    exhausted_budget: bool
+
+
+async def job_page(
+    broker: Broker,
+    *,
+    status: Status | None,
+    queue: str | None,
+    name: str | None,
+    before: int | None,
+    page_size: int = PAGE_SIZE,
+    budget: int = SCAN_BUDGET,
+) -> JobPage:
+    """The newest jobs below id ``before``, filtered; keyset-paged by id.
+
+    Example:
+        >>> page = await job_page(broker, status=Status.FAILED, queue=None,  # doctest: +SKIP
+        ...                       name=None, before=None)
+    """
+    filtered = queue is not None or name is not None
+    # Unfiltered by queue and name, the ids read are the page itself.
+    scan = budget if filtered else page_size + 1
+    async with broker.pool.acquire() as conn, conn.transaction(readonly=True):
+        await conn.execute(QUERIES["dashboard_custom_plans"])
+        rows = await conn.fetch(
+            QUERIES["dashboard_jobs"],
+            None if status is None else status.value,
+            queue,
+            name,
+            _NO_CURSOR if before is None else before,
+            scan,
+            page_size + 1,
+        )
+    jobs = [dict(row) for row in rows if row["id"] is not None]
+    scanned: int = rows[0]["scanned"]
+    floor: int | None = rows[0]["floor"]
+    if len(jobs) > page_size:
+        jobs = jobs[:page_size]
+        return JobPage(jobs, jobs[-1]["id"], scanned, False)
+    if scanned >= scan and filtered and floor is not None:
+        # The look stopped at its budget: older matches may lie below.
+        return JobPage(jobs, floor, scanned, True)
+    return JobPage(jobs, None, scanned, False)
+
+
+async def job_row(broker: Broker, job_id: int) -> dict[str, Any] | None:
+    """Every column of one job, in the table's order; ``None`` for an unknown id."""
+    row = await broker.pool.fetchrow(QUERIES["dashboard_job"], job_id)
+    return None if row is None else dict(row)
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRow:
+    """A periodic job on the periodic page.
+
+    ``defined`` says whether this process imported the job (then ``queue``,
+    ``expression``, ``timezone`` and ``next_tick`` are known and it can run
+    now); the others are rows of ``koyojobs_schedules`` only.
+    """
+
+    name: str
+    defined: bool
+    queue: str | None
+    expression: str | None
+    timezone: str | None
+    last_tick: datetime | None
+    last_enqueued_tick: datetime | None
+    last_skipped: bool
+    last_job_id: int | None
+    last_job_status: str | None
+    next_tick: datetime | None
+
+
+async def schedule_rows(broker: Broker) -> list[ScheduleRow]:
+    """The periodic jobs this process defines and those the database knows, by name."""
+    rows = {row["name"]: row for row in await broker.pool.fetch(QUERIES["dashboard_schedules"])}
+    now: datetime | None = next(iter(rows.values()))["now"] if rows else None
+    if now is None:
+        now = await broker.pool.fetchval(QUERIES["database_now"])
+    assert now is not None
+    defined = {job.name: job for job in periodic_jobs()}
+    result = []
+    for name in sorted(set(rows) | set(defined)):
+        row = rows.get(name)
+        job = defined.get(name)
+        schedule = None if job is None else job.schedule
+        result.append(
+            ScheduleRow(
+                name=name,
+                defined=job is not None,
+                queue=None if job is None else job.queue,
+                expression=None if schedule is None else schedule.expression,
+                timezone=None if schedule is None else schedule.timezone,
+                last_tick=None if row is None else row["last_tick"],
+                last_enqueued_tick=None if row is None else row["last_enqueued_tick"],
+                last_skipped=False if row is None else row["last_skipped"],
+                last_job_id=None if row is None else row["last_job_id"],
+                last_job_status=None if row is None else row["last_job_status"],
+                next_tick=None if schedule is None else schedule.next_tick(now),
+            )
+        )
+    return result
