@@ -839,6 +839,64 @@ def schedules(modules: tuple[str, ...], connection: _Connection) -> None:
     _table(lines)
 
 
+@main.command()
+@click.argument("modules", nargs=-1)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option(
+    "--allow-actions",
+    is_flag=True,
+    help="Let every visitor retry, cancel, pause, resume and run now (default: read-only). "
+    "The dashboard has no login of its own: put it behind one.",
+)
+@click.option(
+    "--show-payloads",
+    is_flag=True,
+    help="Show arguments and results even when payloads are not signed (loading them "
+    "runs dill: only for a table whose contents you trust).",
+)
+@_connects
+def dashboard(
+    modules: tuple[str, ...],
+    host: str,
+    port: int,
+    allow_actions: bool,
+    show_payloads: bool,
+    connection: _Connection,
+) -> None:
+    """Serve the web dashboard (read-only unless --allow-actions).
+
+    MODULES (default: the modules of [tool.koyojobs]) are imported so that the
+    periodic page knows their schedules and can run them now.
+    """
+    try:
+        import uvicorn
+
+        from .dashboard import Dashboard
+    except ImportError as exc:
+        raise _Failure(
+            f"the dashboard needs its extra: pip install 'koyojobs[dashboard]' ({exc})"
+        ) from None
+    sys.path.insert(0, os.getcwd())
+    for module in modules or connection.deployment.modules:
+        _import_job_module(module)
+
+    async def serve() -> None:
+        async with connection.broker() as broker:
+            app = Dashboard(
+                broker,
+                can_act=(lambda request: True) if allow_actions else None,
+                show_payloads=show_payloads,
+            )
+            config = uvicorn.Config(app, host=host, port=port, log_level="warning")
+            server = uvicorn.Server(config)
+            mode = "actions allowed" if allow_actions else "read-only"
+            click.echo(f"koyojobs dashboard on http://{host}:{port}/ ({mode})")
+            await server.serve()
+
+    asyncio.run(serve())
+
+
 def _when(moment: Any) -> str:
     return "-" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
