@@ -21,7 +21,7 @@ import socket
 import sys
 import threading
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, timedelta
 from pathlib import Path
@@ -889,12 +889,37 @@ def dashboard(
                 show_payloads=show_payloads,
             )
             config = uvicorn.Config(app, host=host, port=port, log_level="warning")
-            server = uvicorn.Server(config)
+            server = _quiet_server_class()(config)
             mode = "actions allowed" if allow_actions else "read-only"
             click.echo(f"koyojobs dashboard on http://{host}:{port}/ ({mode})")
             await server.serve()
 
     asyncio.run(serve())
+
+
+def _quiet_server_class() -> type[Any]:
+    import uvicorn
+
+    class QuietServer(uvicorn.Server):
+        """uvicorn's server, stopping gracefully on SIGINT/SIGTERM and exiting 0 like a worker.
+
+        (uvicorn re-raises the signal once it has stopped, which would make the
+        process die of it, after the broker's clean stop.)
+        """
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in _STOP_SIGNALS}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return QuietServer
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _when(moment: Any) -> str:

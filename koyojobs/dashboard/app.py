@@ -64,8 +64,11 @@ class Dashboard:
     Every action is a POST that also needs the page's anti-forgery token.
     ``show_payloads=True`` shows jobs' arguments and results even when the
     broker does not sign payloads: loading them runs dill, so only do that
-    where the table's contents are trusted. ``csrf_key`` shares the token key
-    between processes (by default each process draws its own).
+    where the table's contents are trusted. ``can_view(request)`` (sync or
+    async), if given, must be true for any page to show (else 403): an app's
+    dependencies and route guards do not reach a mounted app, so this is
+    where its login check goes. ``csrf_key`` shares the token key between
+    processes (by default each process draws its own).
 
     Example:
         >>> from fastapi import FastAPI
@@ -82,9 +85,11 @@ class Dashboard:
         can_act: CanAct | None = None,
         show_payloads: bool = False,
         *,
+        can_view: CanAct | None = None,
         csrf_key: bytes | None = None,
     ) -> None:
         self.broker = broker
+        self._can_view = can_view
         self.show_payloads = show_payloads
         self._can_act = can_act
         self._tokens = csrf.TokenMinter(csrf_key)
@@ -125,18 +130,17 @@ class Dashboard:
                 message["headers"] = [*message["headers"], *_SECURITY_HEADERS]
             await send(message)
 
+        if self._can_view is not None and not await _asks(self._can_view, Request(scope)):
+            response = PlainTextResponse("forbidden: you may not see this dashboard", 403)
+            await response(scope, receive, secured)
+            return
         await self._app(scope, receive, secured)
 
     # -- who may act ------------------------------------------------------------
 
     async def may_act(self, request: Request) -> bool:
         """Whether ``can_act`` lets this request's user act (never, without ``can_act``)."""
-        if self._can_act is None:
-            return False
-        answer = self._can_act(request)
-        if inspect.isawaitable(answer):
-            answer = await answer
-        return answer is True
+        return self._can_act is not None and await _asks(self._can_act, request)
 
     async def _guard(self, request: Request) -> dict[str, str] | StarletteResponse:
         """The action's form if the request may act and carries our token; else a 403."""
@@ -328,6 +332,13 @@ class Dashboard:
         if job_id is None:  # the synchronous mode ran it inline
             return _back(request, "/periodic", "enqueued")
         return _back(request, f"/jobs/{job_id}", "enqueued")
+
+
+async def _asks(decide: CanAct, request: Request) -> bool:
+    answer = decide(request)
+    if inspect.isawaitable(answer):
+        answer = await answer
+    return answer is True  # a truthy non-bool (a user object, a string) is a bug, not a yes
 
 
 def _base(request: Request) -> str:

@@ -137,7 +137,7 @@ async def job_page(
     name: str | None,
     before: int | None,
     page_size: int = PAGE_SIZE,
-    budget: int = SCAN_BUDGET,
+    budget: int | None = None,
 ) -> JobPage:
     """The newest jobs below id ``before``, filtered; keyset-paged by id.
 
@@ -147,7 +147,7 @@ async def job_page(
     """
     filtered = queue is not None or name is not None
     # Unfiltered by queue and name, the ids read are the page itself.
-    scan = budget if filtered else page_size + 1
+    scan = (budget or SCAN_BUDGET) if filtered else page_size + 1
     async with broker.pool.acquire() as conn, conn.transaction(readonly=True):
         await conn.execute(QUERIES["dashboard_custom_plans"])
         rows = await conn.fetch(

@@ -64,17 +64,20 @@ class LiveDashboard:
         self._thread.start()
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
+        # Listening now: a request sent before uvicorn runs waits in the backlog.
+        sock.listen(64)
         port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}{PREFIX}"
         self.call(self._start_broker)
         can_act = (lambda request: True) if self._can_act else None
-        app = Starlette(routes=[Mount(PREFIX, app=Dashboard(self.broker, can_act, **self._options))])
+        app = Starlette(
+            routes=[Mount(PREFIX, app=Dashboard(self.broker, can_act, **self._options))]
+        )
         config = uvicorn.Config(app, log_level="warning", lifespan="off")
         self._server = uvicorn.Server(config)
         self._served = asyncio.run_coroutine_threadsafe(
             self._server.serve(sockets=[sock]), self._loop
         )
-        self.call(self._until_started)
 
     async def _start_broker(self) -> None:
         self.broker = Broker(self.dsn)
@@ -85,11 +88,6 @@ class LiveDashboard:
                 self.broker, queue=jobs.QUEUE, lease=2.0, poll_interval=0.2, shutdown_grace=1.0
             )
             await self.worker.start()
-
-    async def _until_started(self) -> None:
-        assert self._server is not None
-        while not self._server.started:
-            await asyncio.sleep(0.01)  # uvicorn offers no event to wait on
 
     def stop(self) -> None:
         if self._server is not None and self._served is not None:

@@ -105,7 +105,8 @@ def test_pausing_a_queue_stops_its_workers_claiming_and_resuming_runs_the_job(
     assert server.job(held).status is Status.READY
     wait(browser).until(lambda d: text_of(d, f"{row} [data-live=ready]") == "1")
 
-    browser.find_element(By.XPATH, f"//tr[@data-queue='{jobs.QUEUE}']//button[text()='Resume']").click()
+    resume = f"//tr[@data-queue='{jobs.QUEUE}']//button[text()='Resume']"
+    browser.find_element(By.XPATH, resume).click()
     wait(browser).until(lambda d: "notice=resumed" in d.current_url)
     assert server.wait_for(held, Status.DONE).result == "while paused"
     wait(browser).until(lambda d: text_of(d, f"{row} [data-live=paused]") == "active")
