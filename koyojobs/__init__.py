@@ -14,6 +14,7 @@ from .context import (
     execute_jobs_synchronously,
     retry,
     set_current_broker,
+    snooze,
 )
 from .database import Database
 from .errors import (
@@ -57,4 +58,5 @@ __all__ = [
     "retry",
     "schedule_at",
     "set_current_broker",
+    "snooze",
 ]

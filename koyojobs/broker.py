@@ -10,6 +10,8 @@ from datetime import timedelta
 from typing import Any
 
 import asyncpg
+import pendulum
+from pendulum import DateTime
 from asyncpg.pool import PoolConnectionProxy
 
 from . import instrumentation
@@ -20,6 +22,7 @@ from .execution import run_inline
 from .hooks import Middleware, check_middleware
 from .jobs import JobCall, insert_columns
 from .lifecycle import Lifecycle
+from .limits import ids_in_order, unique_columns
 from .listener import FINISHED_CHANNEL, Listener
 from .models import Job, QueueStatus, Status
 from .retention import BATCH, Retention, resolve_retention
@@ -219,6 +222,8 @@ class Broker(Lifecycle):
         if await self._ran_inline([call], "a job call", connection):
             return None
         target: Executor = connection if connection is not None else self.pool
+        if call.unique_key is not None:
+            return (await self._insert_unique(target, [call]))[0]
         columns = call.insert_values(self.serializer)
         observer = instrumentation.observer
         if observer is None:
@@ -234,6 +239,9 @@ class Broker(Lifecycle):
     ) -> list[int] | None:
         """Insert many jobs in one statement and one round trip; returns their ids in order.
 
+        A unique call whose key a ready or running job holds (or an earlier
+        call of the batch) gets that job's id.
+
         Example:
             >>> ids = await broker.enqueue_many(say_hello(n) for n in names)  # doctest: +SKIP
         """
@@ -243,6 +251,8 @@ class Broker(Lifecycle):
         if not calls:
             return []
         target: Executor = connection if connection is not None else self.pool
+        if any(call.unique_key is not None for call in calls):
+            return await self._insert_unique(target, calls)
         columns = insert_columns(calls, self.serializer)
         observer = instrumentation.observer
         if observer is None:
@@ -252,6 +262,18 @@ class Broker(Lifecycle):
         with observer.enqueue(calls) as (trace_context, inserted):
             rows = await target.fetch(QUERIES["insert_jobs_traced"], *columns, trace_context)
             ids = sorted(row[0] for row in rows)
+            inserted(ids)
+        return ids
+
+    async def _insert_unique(self, target: Executor, calls: list[JobCall[Any]]) -> list[int]:
+        columns = [*insert_columns(calls, self.serializer), unique_columns(calls)]
+        observer = instrumentation.observer
+        if observer is None:
+            rows = await target.fetch(QUERIES["insert_jobs_unique"], *columns, None)
+            return ids_in_order(calls, rows)
+        with observer.enqueue(calls) as (trace_context, inserted):
+            rows = await target.fetch(QUERIES["insert_jobs_unique"], *columns, trace_context)
+            ids = ids_in_order(calls, rows)
             inserted(ids)
         return ids
 
@@ -330,6 +352,8 @@ class Broker(Lifecycle):
     async def retry_job(self, job_id: int) -> bool:
         """Run a finished (failed, cancelled or done) job again, with fresh attempts.
 
+        Not while another job holds its unique key (:meth:`unique_holder` says which).
+
         Example:
             >>> await broker.retry_job(job_id)  # doctest: +SKIP
             True
@@ -339,6 +363,45 @@ class Broker(Lifecycle):
             return False
         await self.pool.execute(QUERIES["notify_queue"], row["queue"])
         return True
+
+    async def unique_holder(self, job_id: int) -> int | None:
+        """The id of another ready or running job that holds job ``job_id``'s unique key.
+
+        Example:
+            >>> await broker.unique_holder(failed_job_id)  # doctest: +SKIP
+            1042
+        """
+        holder: int | None = await self.pool.fetchval(QUERIES["unique_holder"], job_id)
+        return holder
+
+    async def pause(self, queue: str) -> None:
+        """Stop the workers of ``queue``, in every process, from claiming its jobs.
+
+        Stored: it holds from this call's commit on, and outlives restarts.
+        Running jobs finish; enqueueing goes on. See :meth:`resume`.
+
+        Example:
+            >>> await broker.pause("emails")  # doctest: +SKIP
+        """
+        await self.pool.execute(QUERIES["pause_queue"], _queue_name(queue, "pause"))
+
+    async def resume(self, queue: str) -> None:
+        """Let the workers of a paused ``queue`` claim again; they wake at once.
+
+        Example:
+            >>> await broker.resume("emails")  # doctest: +SKIP
+        """
+        await self.pool.execute(QUERIES["resume_queue"], _queue_name(queue, "resume"))
+
+    async def paused_queues(self) -> dict[str, DateTime]:
+        """The paused queues, with when each was paused.
+
+        Example:
+            >>> list(await broker.paused_queues())  # doctest: +SKIP
+            ['emails']
+        """
+        rows = await self.pool.fetch(QUERIES["paused_queues"])
+        return {row["queue"]: pendulum.instance(row["paused_at"]) for row in rows}
 
     async def prune(self, older_than: float) -> int:
         """Delete jobs that finished more than ``older_than`` seconds ago; returns how many.
@@ -421,3 +484,9 @@ class Broker(Lifecycle):
 
     def __repr__(self) -> str:
         return f"<Broker {self.database!r} started={self._started}>"
+
+
+def _queue_name(queue: object, method: str) -> str:
+    if not isinstance(queue, str) or not queue:
+        raise ValueError(f"{method}() needs a queue name (a non-empty str), got {queue!r}")
+    return queue

@@ -22,9 +22,11 @@ __all__ = [
     "current_broker",
     "current_job",
     "execute_jobs_synchronously",
+    "SnoozeJob",
     "retry",
     "running",
     "set_current_broker",
+    "snooze",
 ]
 
 _job: contextvars.ContextVar[RunningJob | None] = contextvars.ContextVar(
@@ -66,6 +68,45 @@ def retry(delay: float | None = None) -> NoReturn:
     if delay is not None and delay < 0:
         raise ValueError(f"retry() delay must be >= 0 seconds, got {delay!r}")
     raise RetryJob(delay)
+
+
+class SnoozeJob(RetryJob):
+    """Raised by :func:`snooze`: ends the attempt, which does not count."""
+
+    delay: float
+
+
+# A year: what the database holds as a delay, and more than any snooze means.
+_LONGEST_SNOOZE = 365 * 86400.0
+
+
+def snooze(seconds: float) -> NoReturn:
+    """End the running job now and run it again after ``seconds``, spending no attempt.
+
+    For a job that finds it is too early (a resource is busy, a rate limit
+    elsewhere): unlike :func:`retry`, ``attempts`` stays as it was, so a job
+    may snooze any number of times. Each snooze is counted in the job's
+    ``snoozes`` (``Job.snoozes``, ``koyojobs jobs``), so one that snoozes
+    forever shows. It raises a ``BaseException`` like ``retry()``. In the
+    synchronous mode it runs the job again at once, as an attempt, so a test
+    cannot loop forever.
+
+    Example:
+        >>> from koyojobs import define_job, snooze
+        >>> @define_job(name="doc.export")
+        ... async def export(report_id: int) -> None:
+        ...     if await warehouse_is_busy():
+        ...         snooze(60)
+    """
+    if _job.get() is None:
+        raise RuntimeError("snooze() was called outside a running job")
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int | float)
+        or not 0 <= seconds <= _LONGEST_SNOOZE
+    ):
+        raise ValueError(f"snooze() needs 0 to {_LONGEST_SNOOZE:.0f} seconds, got {seconds!r}")
+    raise SnoozeJob(float(seconds))
 
 
 def current_job() -> RunningJob | None:

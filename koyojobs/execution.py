@@ -19,7 +19,7 @@ import pendulum
 from asyncpg import Record
 
 from . import instrumentation
-from .context import RetryJob, running
+from .context import RetryJob, SnoozeJob, running
 from .errors import PayloadError, SerializationError, describe
 from .hooks import JobOutcome, run_hooks, through
 from .models import RunningJob, Status
@@ -244,10 +244,17 @@ class _Inline:
             yield RunningJob(0, d.name, d.queue, number, d.max_attempts, self._scheduled_at)
 
     def retried(self, exc: RetryJob, job: RunningJob) -> None:
-        """Return to run again; raise when ``retry()`` came on the last attempt."""
-        if _failed(exc, job, self.definition).status is not Status.READY:
+        """Return to run again; raise when ``retry()`` or ``snooze()`` came on the last attempt.
+
+        A snooze counts as an attempt here: in this mode the job runs again
+        at once, and a job that always snoozes must not loop forever.
+        """
+        if job.attempt >= job.max_attempts or (
+            _failed(exc, job, self.definition).status is not Status.READY
+        ):
+            called = "snooze()" if isinstance(exc, SnoozeJob) else "retry()"
             raise RuntimeError(
-                f"job {self.definition.name!r} called retry() on its last attempt "
+                f"job {self.definition.name!r} called {called} on its last attempt "
                 f"({job.attempt} of {job.max_attempts})"
             ) from None
 

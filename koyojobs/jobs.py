@@ -12,6 +12,7 @@ from .context import current_broker, execute_jobs_synchronously
 from .errors import JobDefinitionError
 from .execution import run_inline
 from .hooks import Hook, check_hook
+from .limits import KeyFunction, Limits, keys_of, make_limits
 from .outcomes import Backoff, default_backoff
 from .periodic import Schedule, make_schedule
 from .registry import register
@@ -52,6 +53,7 @@ class JobDefinition(Generic[P, R]):
         timeout: float | None,
         backoff: Backoff,
         schedule: Schedule | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.fn = fn
         self.name = name
@@ -62,6 +64,8 @@ class JobDefinition(Generic[P, R]):
         self.backoff = backoff
         self.schedule = schedule
         """When a periodic job's ticks fall (``None``: not periodic)."""
+        self.limits = limits
+        """Its uniqueness and limits (``None``: none; see the "Flow control" page)."""
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = inspect.signature(fn)
         self.success_hooks: list[Hook] = []
@@ -108,8 +112,9 @@ class JobDefinition(Generic[P, R]):
             self.signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise TypeError(f"job {self.name!r} called with bad arguments: {exc}") from None
+        unique_key, limit_key = keys_of(self, args, kwargs)
         payload = dump_arguments(self.name, self.fn, args, kwargs)
-        return JobCall(self, args, kwargs, payload)
+        return JobCall(self, args, kwargs, payload, unique_key=unique_key, limit_key=limit_key)
 
     def __repr__(self) -> str:
         return f"<JobDefinition {self.name!r} queue={self.queue!r} priority={self.priority}>"
@@ -133,6 +138,9 @@ class JobCall(Generic[R]):
         kwargs: dict[str, Any],
         payload: bytes,
         scheduled_at: datetime | None = None,
+        *,
+        unique_key: str | None = None,
+        limit_key: str | None = None,
     ) -> None:
         self.definition = definition
         self.args = args
@@ -140,6 +148,10 @@ class JobCall(Generic[R]):
         self.payload = payload
         """The arguments as unsigned dill bytes, pickled at the call site."""
         self.scheduled_at = scheduled_at
+        self.unique_key = unique_key
+        """The job's name and unique key, for a unique job."""
+        self.limit_key = limit_key
+        """The job's name and limit key, for a job with a limit."""
         self._consumed = False
 
     def insert_values(self, serializer: Serializer) -> tuple[Any, ...]:
@@ -156,6 +168,7 @@ class JobCall(Generic[R]):
             definition.max_attempts,
             serializer.sign_arguments(self.payload, definition.name),
             self.scheduled_at,
+            self.limit_key,
         )
 
     def consume(self) -> None:
@@ -205,6 +218,7 @@ def insert_columns(calls: Sequence[JobCall[Any]], serializer: Serializer) -> lis
         [c.definition.max_attempts for c in calls],
         [sign(c.payload, c.definition.name) for c in calls],
         [c.scheduled_at for c in calls],
+        [c.limit_key for c in calls],
     ]
 
 
@@ -228,7 +242,15 @@ def schedule_at(when: datetime, call: JobCall[R]) -> JobCall[R]:
             "use pendulum.now() or datetime.now(timezone.utc)"
         )
     call.consume()
-    return JobCall(call.definition, call.args, call.kwargs, call.payload, when)
+    return JobCall(
+        call.definition,
+        call.args,
+        call.kwargs,
+        call.payload,
+        when,
+        unique_key=call.unique_key,
+        limit_key=call.limit_key,
+    )
 
 
 def _check_options(
@@ -273,6 +295,10 @@ def define_job(
     every: timedelta | None = None,
     timezone: str = "UTC",
     skip_if_running: bool = True,
+    unique: bool | KeyFunction = False,
+    concurrency: int | None = None,
+    rate_limit: tuple[int, float] | None = None,
+    limit_key: KeyFunction | None = None,
 ) -> Callable[[Callable[P, Any]], JobDefinition[P, Any]]: ...
 
 
@@ -290,6 +316,10 @@ def define_job(
     every: timedelta | None = None,
     timezone: str = "UTC",
     skip_if_running: bool = True,
+    unique: bool | KeyFunction = False,
+    concurrency: int | None = None,
+    rate_limit: tuple[int, float] | None = None,
+    limit_key: KeyFunction | None = None,
 ) -> Any:
     """Make a function into a job; works bare and with options.
 
@@ -307,6 +337,13 @@ def define_job(
     once; with ``skip_if_running`` (the default) a tick is skipped while the
     previous run is still ready or running. See the "Periodic jobs" page.
 
+    Flow control (the "Flow control" page): ``unique=True`` keeps one ready
+    or running job per name and equal arguments, ``unique=callable`` per the
+    key it returns from the job's arguments; ``concurrency=N`` runs at most N
+    at once and ``rate_limit=(count, seconds)`` starts at most ``count`` in
+    any window of ``seconds``, across every process; ``limit_key=callable``
+    makes both limits hold per key instead.
+
     Example:
         >>> from koyojobs import define_job
         >>> @define_job(queue="emails", priority=0, max_attempts=5, timeout=30, name="doc.send")
@@ -319,6 +356,11 @@ def define_job(
         ...     ...
         >>> nightly.schedule.expression
         '0 3 * * *'
+        >>> @define_job(concurrency=2, limit_key=lambda tenant: tenant, name="doc.report")
+        ... async def report(tenant: str) -> None:
+        ...     ...
+        >>> report.limits.concurrency
+        2
     """
 
     def wrap(target: Callable[..., Any]) -> JobDefinition[Any, Any]:
@@ -342,6 +384,13 @@ def define_job(
             timezone=timezone,
             skip_if_running=skip_if_running,
         )
+        limits = make_limits(
+            job_name,
+            unique=unique,
+            concurrency=concurrency,
+            rate_limit=rate_limit,
+            limit_key=limit_key,
+        )
         definition: JobDefinition[Any, Any] = JobDefinition(
             target,
             name=job_name,
@@ -351,6 +400,7 @@ def define_job(
             timeout=None if timeout is None else float(timeout),
             backoff=backoff or default_backoff,
             schedule=schedule,
+            limits=limits,
         )
         register(definition)
         return definition

@@ -68,6 +68,12 @@ class Job:
     last_error: str | None
     last_traceback: str | None
     result: Any
+    snoozes: int = 0
+    """How many times the job called ``snooze()``."""
+    waiting: str | None = None
+    """From ``list_jobs``: for a due job not yet running, what holds it back
+    (its queue paused, its key at a concurrency or rate limit); ``None`` when
+    only a free worker is missing, or the job is not waiting."""
 
     @classmethod
     def from_row(cls, row: Record, load_result: Callable[[bytes, str], Any]) -> Job:
@@ -92,6 +98,8 @@ class Job:
             last_error=row["last_error"],
             last_traceback=row["last_traceback"],
             result=None if raw is None else load_result(raw, row["name"]),
+            snoozes=row.get("snoozes", 0),
+            waiting=row.get("waiting"),
         )
 
 
@@ -140,3 +148,5 @@ class QueueStatus:
     cancelled: int
     oldest_ready_seconds: float | None
     """How long the oldest due job has waited, if any is due."""
+    paused: bool = False
+    """Whether the queue is paused (:meth:`koyojobs.Broker.pause`)."""

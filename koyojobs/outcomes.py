@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .context import RetryJob
+from .context import RetryJob, SnoozeJob
 from .errors import describe
 from .models import Status
 
@@ -58,6 +58,8 @@ class Decision:
     error: str | None = None
     traceback: str | None = None
     delay: float = 0.0
+    snoozed: bool = False
+    """Ready again without spending the attempt (``snooze()``)."""
 
 
 Outcome = tuple[int, int, Decision]
@@ -69,7 +71,9 @@ def as_columns(outcomes: Sequence[Outcome]) -> list[list[Any]]:
     return [
         [job_id for job_id, _, _ in outcomes],
         [number for _, number, _ in outcomes],
-        [d.status.value for _, _, d in outcomes],
+        # "snoozed" is no status: finish_and_claim stores it as ready and
+        # gives the attempt back.
+        ["snoozed" if d.snoozed else d.status.value for _, _, d in outcomes],
         [d.result for _, _, d in outcomes],
         [d.error for _, _, d in outcomes],
         [d.traceback for _, _, d in outcomes],
@@ -116,6 +120,8 @@ def after_failure(
     exc: BaseException, *, attempt: int, max_attempts: int, backoff: Backoff
 ) -> Decision:
     """The attempt raised ``exc`` (or called ``retry()``): retry later, or fail for good."""
+    if isinstance(exc, SnoozeJob):
+        return Decision(Status.READY, delay=_bounded(exc.delay), snoozed=True)
     if isinstance(exc, RetryJob):
         error, trace = "retry() requested", None
     else:

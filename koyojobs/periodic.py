@@ -295,6 +295,9 @@ class Ticker:
             [job.max_attempts for job, _ in due],
             [sign(call.payload, call.definition.name) for call in calls],
             [_schedule(job).skip_if_running for job, _ in due],
+            # A tick takes its job's limits; not its uniqueness, which
+            # skip_if_running stands for.
+            [call.limit_key for call in calls],
         )
         for row in rows:
             if row["last_tick"] is None:

@@ -37,6 +37,7 @@ from .context import execute_jobs_synchronously
 from .database import _redacted, _take_statement_cache_size
 from .execution import run_inline_blocking
 from .jobs import JobCall, insert_columns
+from .limits import ids_in_order, unique_columns
 from .serializer import Secret, Serializer
 from .sql import QUERIES, pyformat
 
@@ -44,6 +45,7 @@ __all__ = ["configure", "enqueue", "enqueue_many"]
 
 _INSERT_JOB = pyformat(QUERIES["insert_job"])
 _INSERT_JOBS = pyformat(QUERIES["insert_jobs"])
+_INSERT_JOBS_UNIQUE = pyformat(QUERIES["insert_jobs_unique"])
 
 _CONNECT_TIMEOUT = 10
 """Seconds to connect, unless the DSN or ``PGCONNECT_TIMEOUT`` says otherwise."""
@@ -138,6 +140,9 @@ def _enqueue(
     serializer = Serializer.from_options(_settings.secret)
     if not calls:
         return []
+    if any(call.unique_key is not None for call in calls):
+        unique = (*insert_columns(calls, serializer), unique_columns(calls), None)
+        return ids_in_order(calls, _fetch(kind, connection, _INSERT_JOBS_UNIQUE, unique))
     if len(calls) == 1:
         row = calls[0].insert_values(serializer)
         return [_fetch(kind, connection, _INSERT_JOB, row)[0][0]]

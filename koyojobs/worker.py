@@ -26,6 +26,7 @@ from .broker import Broker
 from .errors import describe
 from .execution import attempt, warn_if_unsigned
 from .lifecycle import Lifecycle, cancel_and_wait
+from .limits import queue_is_limited, register_limits
 from .maintenance import Vacuum
 from .models import Status
 from .outcomes import Decision, Outcome, as_columns, first_batch, unreadable, unstorable
@@ -151,6 +152,9 @@ class Worker(Lifecycle):
         ]
         for lane in self._lanes:
             lane.siblings = [other for other in self._lanes if other is not lane]
+        self.limited = False
+        """Whether a job of the queue has a limit: then claims go through the
+        limited claim (see :mod:`koyojobs.limits`); set at start."""
         self._executor: ThreadPoolExecutor | None = None
         self._ticker: Ticker | None = None
         self._pruner: Pruner | None = None
@@ -163,9 +167,12 @@ class Worker(Lifecycle):
             self.pool_size, thread_name_prefix=f"koyojobs-{self.queue}"
         )
         try:
-            # Subscribed first: a LISTEN connection that cannot open fails the
-            # start before any claim loop runs (one left running could not be
-            # stopped by a caller whose start raised).
+            # The limits this process knows, declared before its first claim.
+            self.limited = queue_is_limited(self.queue)
+            await register_limits(self.broker.database, self.queue, self.deadline)
+            # Subscribed before the claim loops: a LISTEN connection that cannot
+            # open fails the start before any claim loop runs (one left running
+            # could not be stopped by a caller whose start raised).
             await self.broker.subscribe(self.queue, self.wake)
         except BaseException:
             executor, self._executor = self._executor, None
@@ -225,6 +232,7 @@ class _Lane:
     """One claim loop of a worker: its share of the slots, its own connection."""
 
     def __init__(self, worker: Worker, *, slots: int, lane_id: str, rescues: bool) -> None:
+        self.worker = worker
         self.broker = worker.broker
         self.queue = worker.queue
         self.pool_size = slots
@@ -371,30 +379,38 @@ class _Lane:
         # outcome the database refuses must not hold back the others.
         take = 1 if self._one_at_a_time else first_batch(self._decisions, _MAX_BATCH_BYTES)
         batch, self._decisions = self._decisions[:take], self._decisions[take:]
+        limited = self.worker.limited
         sent = time.monotonic()
-        try:
-            rows = await self._fetch(
-                QUERIES["finish_and_claim"],
-                self.queue,
-                free,
-                self.lease,
-                self.id,
-                *as_columns(batch),
-            )
-        except asyncpg.PostgresError as exc:
-            self._decisions[:0] = self._refused(batch, exc)
-            raise
-        except BaseException:
-            # Writing is idempotent (guarded by attempt and status): keep the
-            # batch for the next round.
-            self._decisions[:0] = batch
-            raise
+        rows: list[asyncpg.Record] = []
+        if batch or not limited:
+            try:
+                # With limits, the claim is a statement of its own (below).
+                rows = await self._fetch(
+                    QUERIES["finish_and_claim"],
+                    self.queue,
+                    0 if limited else free,
+                    self.lease,
+                    self.id,
+                    *as_columns(batch),
+                )
+            except asyncpg.PostgresError as exc:
+                self._decisions[:0] = self._refused(batch, exc)
+                raise
+            except BaseException:
+                # Writing is idempotent (guarded by attempt and status): keep the
+                # batch for the next round.
+                self._decisions[:0] = batch
+                raise
         if self._one_at_a_time:
             self._one_at_a_time -= 1
         for job_id, number, decision in batch:
             self._let_go(job_id, number)
             if decision.status is Status.READY:
                 self.wake()  # a retry may be due before the next poll
+        if limited and free:
+            rows = await self._fetch(
+                QUERIES["claim_limited"], self.queue, free, self.lease, self.id
+            )
         for row in rows:
             # A job this worker still runs (in this claim loop or the other)
             # may come back: its lease lapsed while the event loop was stalled,
@@ -490,7 +506,8 @@ class _Lane:
             conn.terminate()
 
     async def _until_due(self, timeout: float) -> float:
-        due: float | None = (await self._fetch(QUERIES["next_due"], self.queue))[0][0]
+        query = QUERIES["next_due_limited" if self.worker.limited else "next_due"]
+        due: float | None = (await self._fetch(query, self.queue))[0][0]
         if due is None:
             return timeout
         if due <= 0:
@@ -700,6 +717,8 @@ def _log_outcome(row: asyncpg.Record, decision: Decision, seconds: float) -> Non
     }
     if decision.status is Status.DONE:
         log.info("job done", extra=extra)
+    elif decision.snoozed:
+        log.info("job snoozed", extra={**extra, "retry_in": f"{decision.delay:.1f}s"})
     elif decision.status is Status.READY:
         log.info(
             "job attempt failed; will retry",

@@ -21,36 +21,47 @@ INSERT INTO koyojobs_migrations (version, name) VALUES ($1, $2);
 -- name: insert_job
 -- One job, the common case of a web request: a plain VALUES insert plans and
 -- runs faster than unnesting arrays of one. The same trigger notifies.
-INSERT INTO koyojobs_jobs (name, queue, priority, max_attempts, args, scheduled_at)
-VALUES ($1, $2, $3, $4, $5, coalesce($6, now()))
+INSERT INTO koyojobs_jobs (name, queue, priority, max_attempts, args, scheduled_at, limit_key)
+VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), $7)
 RETURNING id;
 
 -- name: insert_jobs
 -- Many jobs in one statement; the statement trigger sends one NOTIFY per queue.
 -- A NULL scheduled_at means "now" by the database's clock.
-INSERT INTO koyojobs_jobs (name, queue, priority, max_attempts, args, scheduled_at)
-SELECT u.name, u.queue, u.priority, u.max_attempts, u.args, coalesce(u.scheduled_at, now())
-  FROM unnest($1::text[], $2::text[], $3::integer[], $4::integer[], $5::bytea[], $6::timestamptz[])
-       WITH ORDINALITY AS u(name, queue, priority, max_attempts, args, scheduled_at, ord)
+INSERT INTO koyojobs_jobs (name, queue, priority, max_attempts, args, scheduled_at, limit_key)
+SELECT u.name, u.queue, u.priority, u.max_attempts, u.args, coalesce(u.scheduled_at, now()),
+       u.limit_key
+  FROM unnest($1::text[], $2::text[], $3::integer[], $4::integer[], $5::bytea[], $6::timestamptz[],
+              $7::text[])
+       WITH ORDINALITY AS u(name, queue, priority, max_attempts, args, scheduled_at, limit_key, ord)
  ORDER BY u.ord
 RETURNING id;
 
 -- name: insert_job_traced
 -- insert_job while OpenTelemetry instrumentation is on: with the trace context.
 INSERT INTO koyojobs_jobs (name, queue, priority, max_attempts, args, scheduled_at,
-                           trace_context)
-VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), $7)
+                           limit_key, trace_context)
+VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), $7, $8)
 RETURNING id;
 
 -- name: insert_jobs_traced
 -- insert_jobs while OpenTelemetry instrumentation is on: one trace context for all.
 INSERT INTO koyojobs_jobs (name, queue, priority, max_attempts, args, scheduled_at,
-                           trace_context)
-SELECT u.name, u.queue, u.priority, u.max_attempts, u.args, coalesce(u.scheduled_at, now()), $7
-  FROM unnest($1::text[], $2::text[], $3::integer[], $4::integer[], $5::bytea[], $6::timestamptz[])
-       WITH ORDINALITY AS u(name, queue, priority, max_attempts, args, scheduled_at, ord)
+                           limit_key, trace_context)
+SELECT u.name, u.queue, u.priority, u.max_attempts, u.args, coalesce(u.scheduled_at, now()),
+       u.limit_key, $8
+  FROM unnest($1::text[], $2::text[], $3::integer[], $4::integer[], $5::bytea[], $6::timestamptz[],
+              $7::text[])
+       WITH ORDINALITY AS u(name, queue, priority, max_attempts, args, scheduled_at, limit_key, ord)
  ORDER BY u.ord
 RETURNING id;
+
+-- name: insert_jobs_unique
+-- Jobs some of which are unique ($8 keys): see koyojobs_insert_unique. $9 is
+-- the trace context (NULL without OpenTelemetry).
+SELECT id, unique_key
+  FROM koyojobs_insert_unique($1::text[], $2::text[], $3::integer[], $4::integer[], $5::bytea[],
+                              $6::timestamptz[], $7::text[], $8::text[], $9::text);
 
 -- name: finish_and_claim
 -- One round trip per batch: records the outcomes of finished attempts ($5..$11,
@@ -67,18 +78,22 @@ RETURNING id;
 -- notifies koyojobs_finished ONCE: pg_notify is called per such row, but
 -- PostgreSQL delivers identical notifications of one transaction once. A
 -- round that ends no waited job sends none: a NOTIFY costs its transaction a
--- cluster-wide lock at commit, which slowed a drain by a sixth. (Kept short:
--- pg_stat_activity shows the first 1024 bytes, and tests look for "picked AS".)
+-- cluster-wide lock at commit, which slowed a drain by a sixth. A "snoozed"
+-- outcome is ready again with the attempt given back. A paused queue (a row
+-- in koyojobs_queues) claims nothing. (Kept short: pg_stat_activity shows the
+-- first 1024 bytes, and tests look for "picked AS".)
 WITH finished AS (
     UPDATE koyojobs_jobs AS j
-       SET status = u.status,
+       SET status = CASE WHEN u.status = 'snoozed' THEN 'ready' ELSE u.status END,
+           attempts = j.attempts - (u.status = 'snoozed')::integer,
+           snoozes = j.snoozes + (u.status = 'snoozed')::integer,
            result = u.result,
            last_error = coalesce(u.error, j.last_error),
            last_traceback = coalesce(u.traceback, j.last_traceback),
-           scheduled_at = CASE WHEN u.status = 'ready'
+           scheduled_at = CASE WHEN u.status IN ('ready', 'snoozed')
                                THEN now() + make_interval(secs => u.delay)
                                ELSE j.scheduled_at END,
-           finished_at = CASE WHEN u.status = 'ready' THEN NULL ELSE now() END,
+           finished_at = CASE WHEN u.status IN ('ready', 'snoozed') THEN NULL ELSE now() END,
            lease_expires_at = NULL,
            worker_id = NULL
       FROM unnest($5::bigint[], $6::integer[], $7::text[], $8::bytea[], $9::text[],
@@ -86,11 +101,13 @@ WITH finished AS (
            AS u(id, attempt, status, result, error, traceback, delay)
      WHERE j.id = u.id
        AND CASE WHEN j.status = 'running' THEN j.attempts = u.attempt ELSE false END
-    RETURNING CASE WHEN j.waited AND u.status <> 'ready' THEN pg_notify('koyojobs_finished', '') END
+    RETURNING CASE WHEN j.waited AND u.status NOT IN ('ready', 'snoozed')
+                   THEN pg_notify('koyojobs_finished', '') END
 ), picked AS (
     SELECT id
       FROM koyojobs_jobs
      WHERE queue = $1 AND status = 'ready' AND scheduled_at <= now()
+       AND NOT EXISTS (SELECT FROM koyojobs_queues WHERE queue = $1)
      ORDER BY priority, scheduled_at, id
      LIMIT $2
        FOR UPDATE SKIP LOCKED
@@ -108,10 +125,69 @@ RETURNING j.id, j.name, j.queue, j.priority, j.args, j.attempts, j.max_attempts,
           j.trace_context;
 
 -- name: next_due
--- Seconds until the earliest ready job of a queue is due (negative: overdue).
+-- Seconds until the earliest ready job of a queue is due (negative: overdue);
+-- NULL while the queue is paused.
 SELECT extract(epoch FROM min(scheduled_at) - now())::float8
   FROM koyojobs_jobs
- WHERE queue = $1 AND status = 'ready';
+ WHERE queue = $1 AND status = 'ready'
+   AND NOT EXISTS (SELECT FROM koyojobs_queues WHERE queue = $1);
+
+-- name: claim_limited
+-- The claim of a queue whose jobs have limits (koyojobs.limits).
+SELECT id, name, queue, priority, args, attempts, max_attempts, scheduled_at, trace_context
+  FROM koyojobs_claim_limited($1, $2, $3, $4);
+
+-- name: next_due_limited
+-- next_due for a queue with limits: jobs held back by a full key do not count
+-- (they would wake the worker for nothing), but the moment a full rate
+-- window frees does.
+WITH held AS (
+    SELECT r.limit_key
+      FROM koyojobs_jobs AS r
+      JOIN koyojobs_limited_jobs AS d ON d.name = r.name
+     WHERE r.limit_key IS NOT NULL AND r.status = 'running' AND d.concurrency IS NOT NULL
+     GROUP BY r.limit_key, d.concurrency
+    HAVING count(*) >= d.concurrency
+    UNION ALL
+    SELECT limit_key FROM koyojobs_rate_windows WHERE blocked_until > now()
+)
+SELECT CASE WHEN NOT EXISTS (SELECT FROM koyojobs_queues WHERE queue = $1) THEN
+       extract(epoch FROM least(
+           (SELECT min(scheduled_at)
+              FROM koyojobs_jobs
+             WHERE queue = $1 AND status = 'ready'
+               AND (limit_key IS NULL OR limit_key NOT IN (SELECT limit_key FROM held))),
+           (SELECT min(blocked_until) FROM koyojobs_rate_windows WHERE blocked_until > now())
+       ) - now())::float8
+       END;
+
+-- name: register_limits
+-- A worker declares the limits of the jobs it runs ($1..$4); the jobs it runs
+-- without limits ($5) lose theirs.
+WITH declared AS (
+    INSERT INTO koyojobs_limited_jobs AS d (name, concurrency, rate_count, rate_seconds)
+    SELECT * FROM unnest($1::text[], $2::integer[], $3::integer[], $4::float8[])
+    ON CONFLICT (name) DO UPDATE
+       SET concurrency = excluded.concurrency,
+           rate_count = excluded.rate_count,
+           rate_seconds = excluded.rate_seconds,
+           declared_at = now()
+     WHERE (d.concurrency, d.rate_count, d.rate_seconds)
+           IS DISTINCT FROM (excluded.concurrency, excluded.rate_count, excluded.rate_seconds)
+)
+DELETE FROM koyojobs_limited_jobs WHERE name = ANY ($5::text[]);
+
+-- name: pause_queue
+-- A paused queue claims nothing from this commit on (the claims read the row).
+INSERT INTO koyojobs_queues (queue) VALUES ($1) ON CONFLICT (queue) DO NOTHING;
+
+-- name: resume_queue
+-- The notification wakes the queue's workers at once.
+WITH resumed AS (DELETE FROM koyojobs_queues WHERE queue = $1 RETURNING queue)
+SELECT pg_notify('koyojobs', queue) FROM resumed;
+
+-- name: paused_queues
+SELECT queue, paused_at FROM koyojobs_queues ORDER BY queue;
 
 -- name: renew_leases
 -- Returns the jobs this worker still holds; a job missing from the answer was
@@ -173,7 +249,7 @@ SELECT pg_notify('koyojobs', $1);
 
 -- name: get_job
 SELECT id, name, queue, priority, status, attempts, max_attempts, scheduled_at,
-       created_at, started_at, finished_at, last_error, last_traceback, result
+       created_at, started_at, finished_at, last_error, last_traceback, result, snoozes
   FROM koyojobs_jobs
  WHERE id = $1;
 
@@ -195,12 +271,22 @@ SELECT id FROM koyojobs_jobs
  WHERE id = ANY ($1::bigint[]) AND status IN ('done', 'failed', 'cancelled');
 
 -- name: retry_job
--- Operator's retry: a finished job runs again with a fresh attempt budget.
-UPDATE koyojobs_jobs
+-- Operator's retry: a finished job runs again with a fresh attempt budget,
+-- unless another job holds its unique key now.
+UPDATE koyojobs_jobs AS j
    SET status = 'ready', scheduled_at = now(), attempts = 0, finished_at = NULL,
        result = NULL, lease_expires_at = NULL, worker_id = NULL
  WHERE id = $1 AND status IN ('failed', 'cancelled', 'done')
+   AND NOT EXISTS (SELECT FROM koyojobs_jobs AS k
+                    WHERE k.unique_key = j.unique_key AND k.status IN ('ready', 'running'))
 RETURNING id, queue;
+
+-- name: unique_holder
+-- The ready or running job that holds job $1's unique key, if another does.
+SELECT k.id
+  FROM koyojobs_jobs AS j
+  JOIN koyojobs_jobs AS k ON k.unique_key = j.unique_key AND k.status IN ('ready', 'running')
+ WHERE j.id = $1 AND k.id <> j.id;
 
 -- name: prune_jobs
 -- Retention: deletes jobs finished (done, failed or cancelled) more than $1
@@ -244,27 +330,68 @@ SELECT status, count(*)::bigint AS jobs
 SELECT status FROM koyojobs_jobs WHERE id = $1;
 
 -- name: queue_status
--- Counts per queue and status, and how long the oldest due job has waited.
-SELECT queue,
-       count(*) FILTER (WHERE status = 'ready')::bigint AS ready,
-       count(*) FILTER (WHERE status = 'running')::bigint AS running,
-       count(*) FILTER (WHERE status = 'done')::bigint AS done,
-       count(*) FILTER (WHERE status = 'failed')::bigint AS failed,
-       count(*) FILTER (WHERE status = 'cancelled')::bigint AS cancelled,
-       extract(epoch FROM now() - min(scheduled_at)
-               FILTER (WHERE status = 'ready' AND scheduled_at <= now()))::float8
-           AS oldest_ready_seconds
-  FROM koyojobs_jobs
- GROUP BY queue
- ORDER BY queue;
+-- Counts per queue and status, how long the oldest due job has waited, and
+-- whether the queue is paused (a paused queue shows even with no jobs).
+WITH counts AS (
+    SELECT queue,
+           count(*) FILTER (WHERE status = 'ready')::bigint AS ready,
+           count(*) FILTER (WHERE status = 'running')::bigint AS running,
+           count(*) FILTER (WHERE status = 'done')::bigint AS done,
+           count(*) FILTER (WHERE status = 'failed')::bigint AS failed,
+           count(*) FILTER (WHERE status = 'cancelled')::bigint AS cancelled,
+           extract(epoch FROM now() - min(scheduled_at)
+                   FILTER (WHERE status = 'ready' AND scheduled_at <= now()))::float8
+               AS oldest_ready_seconds
+      FROM koyojobs_jobs
+     GROUP BY queue
+)
+SELECT coalesce(c.queue, p.queue) AS queue,
+       coalesce(c.ready, 0) AS ready, coalesce(c.running, 0) AS running,
+       coalesce(c.done, 0) AS done, coalesce(c.failed, 0) AS failed,
+       coalesce(c.cancelled, 0) AS cancelled, c.oldest_ready_seconds,
+       p.queue IS NOT NULL AS paused
+  FROM counts AS c
+  FULL JOIN koyojobs_queues AS p ON p.queue = c.queue
+ ORDER BY 1;
 
 -- name: list_jobs
--- The newest jobs, optionally of one status and one queue.
-SELECT id, name, queue, priority, status, attempts, max_attempts, scheduled_at,
-       created_at, started_at, finished_at, last_error, last_traceback, result
-  FROM koyojobs_jobs
- WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR queue = $2)
- ORDER BY id DESC
+-- The newest jobs, optionally of one status and one queue. For a job that is
+-- due but not running, "waiting" says what holds it back, if anything does
+-- beyond a free worker: its queue paused, its key at its concurrency limit,
+-- or its key's rate window full.
+SELECT j.id, j.name, j.queue, j.priority, j.status, j.attempts, j.max_attempts,
+       j.scheduled_at, j.created_at, j.started_at, j.finished_at, j.last_error,
+       j.last_traceback, j.result, j.snoozes,
+       CASE WHEN j.status = 'ready' AND j.scheduled_at <= now() THEN
+           CASE WHEN EXISTS (SELECT FROM koyojobs_queues AS q WHERE q.queue = j.queue)
+                THEN 'queue paused'
+                WHEN j.limit_key IS NULL THEN NULL
+                ELSE (SELECT CASE
+                          WHEN r.running >= d.concurrency
+                          THEN format('concurrency limit: %s of %s running%s', r.running,
+                                      d.concurrency, k.shown)
+                          WHEN w.blocked_until > now()
+                          THEN format('rate limit: %s starts in %ss%s, next start at %s',
+                                      d.rate_count, d.rate_seconds, k.shown,
+                                      to_char(w.blocked_until AT TIME ZONE 'UTC',
+                                              'YYYY-MM-DD HH24:MI:SS UTC'))
+                      END
+                        FROM koyojobs_limited_jobs AS d
+                        CROSS JOIN LATERAL (
+                              SELECT count(*) AS running FROM koyojobs_jobs AS x
+                               WHERE x.limit_key = j.limit_key AND x.status = 'running') AS r
+                        CROSS JOIN LATERAL (
+                              SELECT CASE WHEN position(chr(31) IN j.limit_key) > 0
+                                          THEN format(' for key %L',
+                                                      split_part(j.limit_key, chr(31), 2))
+                                          ELSE '' END AS shown) AS k
+                        LEFT JOIN koyojobs_rate_windows AS w ON w.limit_key = j.limit_key
+                       WHERE d.name = j.name)
+           END
+       END AS waiting
+  FROM koyojobs_jobs AS j
+ WHERE ($1::text IS NULL OR j.status = $1) AND ($2::text IS NULL OR j.queue = $2)
+ ORDER BY j.id DESC
  LIMIT $3;
 
 -- name: ready_jobs_named
@@ -327,10 +454,10 @@ SELECT clock_timestamp() AS now, (SELECT count(*) FROM added) AS added;
 WITH due AS (
     SELECT *
       FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::integer[], $5::integer[],
-                  $6::bytea[], $7::boolean[])
-           AS d(name, tick, queue, priority, max_attempts, args, skip_if_running)
+                  $6::bytea[], $7::boolean[], $8::text[])
+           AS d(name, tick, queue, priority, max_attempts, args, skip_if_running, limit_key)
 ), won AS MATERIALIZED (
-    SELECT s.name, d.tick, d.queue, d.priority, d.max_attempts, d.args,
+    SELECT s.name, d.tick, d.queue, d.priority, d.max_attempts, d.args, d.limit_key,
            d.skip_if_running AND EXISTS (
                SELECT 1 FROM koyojobs_jobs AS j
                 WHERE j.id = s.last_job_id AND j.status IN ('ready', 'running')
@@ -341,8 +468,8 @@ WITH due AS (
        AND d.tick <= clock_timestamp()
        FOR UPDATE OF s
 ), enqueued AS (
-    INSERT INTO koyojobs_jobs (name, queue, priority, max_attempts, args, scheduled_at)
-    SELECT name, queue, priority, max_attempts, args, tick FROM won WHERE NOT busy
+    INSERT INTO koyojobs_jobs (name, queue, priority, max_attempts, args, scheduled_at, limit_key)
+    SELECT name, queue, priority, max_attempts, args, tick, limit_key FROM won WHERE NOT busy
     RETURNING id, name
 ), moved AS (
     UPDATE koyojobs_schedules AS s

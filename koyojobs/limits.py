@@ -1,0 +1,272 @@
+"""Flow control: unique jobs and concurrency and rate limits.
+
+A unique job's row carries ``unique_key`` (its name and key), and a unique
+index over the rows that are ready or running lets the database, not a check
+before the insert, keep one job per key. A limited job's row carries
+``limit_key`` (its name, and the key ``limit_key=`` gives); the workers of its
+queue declare the limits in ``koyojobs_limited_jobs`` and claim through
+``koyojobs_claim_limited``, which holds each key's lock while it counts. A
+queue without limited jobs keeps its one-statement claim.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import decimal
+import enum
+import hashlib
+import math
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .errors import JobDefinitionError
+from .registry import definitions
+from .sql import QUERIES
+
+if TYPE_CHECKING:
+    from .database import Database
+    from .jobs import JobCall, JobDefinition
+
+__all__ = ["KeyFunction", "Limits", "ids_in_order", "make_limits", "queue_is_limited", "register_limits"]
+
+KeyFunction = Callable[..., str]
+
+# Between a job's name and its key in the stored keys: a character no one
+# puts in a job name, so that ("a", "b:c") and ("a:b", "c") stay apart.
+_SEPARATOR = "\x1f"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The flow-control options of one job, as ``define_job`` took them.
+
+    Example:
+        >>> Limits(concurrency=2).limited
+        True
+        >>> Limits(unique=True).limited
+        False
+    """
+
+    unique: bool | KeyFunction = False
+    concurrency: int | None = None
+    rate_limit: tuple[int, float] | None = None
+    """``(count, seconds)``: at most ``count`` starts in any window of ``seconds``."""
+    limit_key: KeyFunction | None = None
+
+    @property
+    def limited(self) -> bool:
+        """Whether the job has a concurrency or rate limit."""
+        return self.concurrency is not None or self.rate_limit is not None
+
+
+def make_limits(
+    name: str,
+    *,
+    unique: object,
+    concurrency: object,
+    rate_limit: object,
+    limit_key: object,
+) -> Limits | None:
+    """Check ``define_job``'s flow-control options; ``None`` when none is set.
+
+    Example:
+        >>> make_limits("j", unique=False, concurrency=0, rate_limit=None, limit_key=None)
+        Traceback (most recent call last):
+        ...
+        koyojobs.errors.JobDefinitionError: job 'j': concurrency=0 is invalid: an int >= 1
+    """
+
+    def bad(option: str, value: object, rule: str) -> JobDefinitionError:
+        return JobDefinitionError(f"job {name!r}: {option}={value!r} is invalid: {rule}")
+
+    if not isinstance(unique, bool) and not callable(unique):
+        raise bad("unique", unique, "True, or a callable taking the job's arguments -> str")
+    if concurrency is not None and (
+        isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
+    ):
+        raise bad("concurrency", concurrency, "an int >= 1")
+    rate: tuple[int, float] | None = None
+    if rate_limit is not None:
+        rule = "(count, seconds) with an int count >= 1 and seconds > 0"
+        if not isinstance(rate_limit, tuple) or len(rate_limit) != 2:
+            raise bad("rate_limit", rate_limit, rule)
+        count, seconds = rate_limit
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise bad("rate_limit", rate_limit, rule)
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or not math.isfinite(seconds)
+            or seconds <= 0
+        ):
+            raise bad("rate_limit", rate_limit, rule)
+        rate = (count, float(seconds))
+    if limit_key is not None:
+        if not callable(limit_key):
+            raise bad("limit_key", limit_key, "a callable taking the job's arguments -> str")
+        if concurrency is None and rate is None:
+            raise JobDefinitionError(
+                f"job {name!r}: limit_key= needs a limit to key: pass concurrency= or rate_limit="
+            )
+    if unique is False and concurrency is None and rate is None:
+        return None
+    return Limits(
+        unique=unique,  # type: ignore[arg-type]  # checked above
+        concurrency=concurrency,  # type: ignore[arg-type]
+        rate_limit=rate,
+        limit_key=limit_key,  # type: ignore[arg-type]
+    )
+
+
+def keys_of(
+    definition: JobDefinition[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[str | None, str | None]:
+    """The ``(unique_key, limit_key)`` a call of ``definition`` is stored with.
+
+    Computed at the call site, so a key function that raises, or returns no
+    ``str``, is an error there that names the job.
+    """
+    limits = definition.limits
+    if limits is None:
+        return None, None
+    unique: str | None = None
+    if limits.unique is True:
+        unique = definition.name + _SEPARATOR + _argument_key(definition, args, kwargs)
+    elif callable(limits.unique):
+        key = _called(definition, "unique", limits.unique, args, kwargs)
+        unique = definition.name + _SEPARATOR + key
+    limit: str | None = None
+    if limits.limited:
+        limit = definition.name
+        if limits.limit_key is not None:
+            key = _called(definition, "limit_key", limits.limit_key, args, kwargs)
+            limit += _SEPARATOR + key
+    return unique, limit
+
+
+def _called(
+    definition: JobDefinition[Any, Any],
+    option: str,
+    function: KeyFunction,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> str:
+    try:
+        key = function(*args, **kwargs)
+    except Exception as exc:
+        raise ValueError(
+            f"job {definition.name!r}: its {option}= function raised "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    if not isinstance(key, str):
+        raise TypeError(
+            f"job {definition.name!r}: its {option}= function returned "
+            f"{type(key).__name__} {key!r}, not a str"
+        )
+    return key
+
+
+def _argument_key(
+    definition: JobDefinition[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> str:
+    """A digest of the arguments, equal for equal arguments however they were passed."""
+    bound = definition.signature.bind(*args, **kwargs)
+    bound.apply_defaults()
+    digest = hashlib.sha256()
+    for parameter, value in bound.arguments.items():
+        digest.update(_canonical(value, definition.name, parameter))
+    return digest.hexdigest()
+
+
+def _canonical(value: Any, job: str, path: str) -> bytes:
+    # Equal values give equal bytes; types stay apart (1, 1.0, True, "1").
+    if value is None or isinstance(value, bool | int | str | bytes):
+        return f"{type(value).__name__}:{value!r};".encode()
+    if isinstance(value, float):
+        return f"float:{value.hex()};".encode()
+    if isinstance(value, dt.datetime | dt.date | dt.time | dt.timedelta | decimal.Decimal):
+        return f"{type(value).__name__}:{value!s};".encode()
+    if isinstance(value, uuid.UUID):
+        return f"uuid:{value};".encode()
+    if isinstance(value, enum.Enum):
+        kind = type(value)
+        return f"enum:{kind.__module__}.{kind.__qualname__}.{value.name};".encode()
+    if isinstance(value, list | tuple):
+        parts = b"".join(_canonical(v, job, f"{path}[{i}]") for i, v in enumerate(value))
+        return b"%s(%s);" % (type(value).__name__.encode(), parts)
+    if isinstance(value, set | frozenset):
+        items = sorted(_canonical(v, job, f"{path} item") for v in value)
+        return b"set(%s);" % b"".join(items)
+    if isinstance(value, dict):
+        pairs = sorted(
+            _canonical(k, job, f"{path} key") + _canonical(v, job, f"{path}[{k!r}]")
+            for k, v in value.items()
+        )
+        return b"dict(%s);" % b"".join(pairs)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        kind = type(value)
+        fields = b"".join(
+            _canonical(getattr(value, f.name), job, f"{path}.{f.name}")
+            for f in dataclasses.fields(value)
+        )
+        return b"%s(%s);" % (f"{kind.__module__}.{kind.__qualname__}".encode(), fields)
+    raise TypeError(
+        f"job {job!r}: unique=True cannot key argument {path!r} "
+        f"({type(value).__name__}: only None, bool, int, float, str, bytes, dates and times, "
+        "Decimal, UUID, enums, dataclasses and lists, tuples, sets and dicts of them); "
+        "pass unique=callable returning the key"
+    )
+
+
+def ids_in_order(calls: Sequence[JobCall[Any]], rows: Sequence[Any]) -> list[int]:
+    """The ids ``insert_jobs_unique`` gave ``calls``, in the calls' order.
+
+    A unique call gets the id of its key's job, inserted or found; the others
+    were inserted in order, so their ids ascend with them.
+
+    Example:
+        >>> class Call:
+        ...     def __init__(self, key): self.unique_key = key
+        >>> ids_in_order([Call("a"), Call(None), Call("a")], [(7, "a"), (8, None)])
+        [7, 8, 7]
+    """
+    by_key: dict[str, int] = {}
+    plain: list[int] = []
+    for job_id, key in rows:
+        if key is None:
+            plain.append(job_id)
+        else:
+            by_key[key] = job_id
+    plain.sort()
+    unkeyed = iter(plain)
+    return [by_key[c.unique_key] if c.unique_key is not None else next(unkeyed) for c in calls]
+
+
+def unique_columns(calls: Sequence[JobCall[Any]]) -> list[str | None]:
+    """The ``unique_key`` column of ``insert_jobs_unique`` ($8)."""
+    return [c.unique_key for c in calls]
+
+
+def queue_is_limited(queue: str) -> bool:
+    """Whether a job this process defines for ``queue`` has a concurrency or rate limit."""
+    return any(d.queue == queue and d.limits is not None and d.limits.limited for d in definitions())
+
+
+async def register_limits(database: Database, queue: str, deadline: float) -> None:
+    """Declare the limits of ``queue``'s jobs this process defines (a worker's start)."""
+    mine = [d for d in definitions() if d.queue == queue]
+    limited = [d for d in mine if d.limits is not None and d.limits.limited]
+    rates = [d.limits.rate_limit if d.limits else None for d in limited]
+    await database.fetch_within(
+        deadline,
+        QUERIES["register_limits"],
+        [d.name for d in limited],
+        [d.limits.concurrency if d.limits else None for d in limited],
+        [r[0] if r else None for r in rates],
+        [r[1] if r else None for r in rates],
+        [d.name for d in mine if d.limits is None or not d.limits.limited],
+    )
+

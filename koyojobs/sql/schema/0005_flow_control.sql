@@ -1,0 +1,261 @@
+-- Flow control (koyojobs.limits): unique jobs, concurrency and rate limits,
+-- paused queues, snoozes. Columns without defaults, or with constant ones:
+-- no table rewrite. The indexes are partial over rows few tables hold yet,
+-- but building them still reads the table once, blocking writes meanwhile.
+
+-- The job's name and key; NULL for a job that is not unique.
+ALTER TABLE koyojobs_jobs ADD COLUMN unique_key text;
+-- The job's name and limit key; NULL for a job without a limit.
+ALTER TABLE koyojobs_jobs ADD COLUMN limit_key text;
+-- How many times the job called snooze(): a job snoozing forever shows.
+ALTER TABLE koyojobs_jobs ADD COLUMN snoozes integer NOT NULL DEFAULT 0;
+
+-- Unique jobs, enforced here and only here: while one job of a key is ready
+-- or running, an insert of another conflicts (ON CONFLICT DO NOTHING).
+CREATE UNIQUE INDEX koyojobs_jobs_unique_idx
+    ON koyojobs_jobs (unique_key)
+    WHERE unique_key IS NOT NULL AND status IN ('ready', 'running');
+
+-- Counting a key's running jobs, for concurrency limits.
+CREATE INDEX koyojobs_jobs_limited_running_idx
+    ON koyojobs_jobs (limit_key)
+    WHERE limit_key IS NOT NULL AND status = 'running';
+
+-- The limits of the limited jobs, as the workers that run them declared them
+-- at start (the last to start wins); the claim and "why is it waiting" read it.
+CREATE TABLE koyojobs_limited_jobs (
+    name         text PRIMARY KEY,
+    concurrency  integer CHECK (concurrency >= 1),
+    rate_count   integer CHECK (rate_count >= 1),
+    rate_seconds float8 CHECK (rate_seconds > 0),
+    declared_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- A rate-limited key's latest starts (at most rate_count, oldest first, none
+-- older than the window). blocked_until: while the window is full, when its
+-- oldest start leaves it; the claim passes over the key until then.
+CREATE TABLE koyojobs_rate_windows (
+    limit_key     text PRIMARY KEY,
+    starts        timestamptz[] NOT NULL,
+    blocked_until timestamptz
+);
+
+CREATE INDEX koyojobs_rate_windows_blocked_idx
+    ON koyojobs_rate_windows (blocked_until)
+    WHERE blocked_until IS NOT NULL;
+
+-- A row per paused queue. Claims check it, so a pause holds in every process
+-- from its commit on, whatever notifications were missed.
+CREATE TABLE koyojobs_queues (
+    queue     text PRIMARY KEY,
+    paused_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- The starts of a rate window that still count at now(): the latest
+-- p_count, none older than p_seconds.
+CREATE FUNCTION koyojobs_window(p_starts timestamptz[], p_count integer, p_seconds float8)
+RETURNS timestamptz[]
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(array_agg(s ORDER BY s), '{}')
+      FROM (SELECT s
+              FROM unnest(p_starts) AS s
+             WHERE s > now() - make_interval(secs => p_seconds)
+             ORDER BY s DESC
+             LIMIT p_count) AS latest
+$$;
+
+-- The claim of a queue whose workers run limited jobs: up to p_limit due
+-- jobs, limited or not, in the queue's order, none past its key's limits.
+-- A function so that its statements each take a fresh snapshot: after taking
+-- the keys' locks, it counts with every claim committed before it.
+CREATE FUNCTION koyojobs_claim_limited(p_queue text, p_limit integer, p_lease float8,
+                                       p_worker text)
+RETURNS SETOF koyojobs_jobs
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_full text[];
+    v_ids bigint[];
+BEGIN
+    IF p_limit <= 0 OR EXISTS (SELECT 1 FROM koyojobs_queues WHERE queue = p_queue) THEN
+        RETURN;
+    END IF;
+    -- Keys at a limit, by this snapshot: their jobs are passed over, so a
+    -- backlog held back by its limit never stands in front of other jobs.
+    v_full := ARRAY(
+        SELECT r.limit_key
+          FROM koyojobs_jobs AS r
+          JOIN koyojobs_limited_jobs AS d ON d.name = r.name
+         WHERE r.limit_key IS NOT NULL AND r.status = 'running' AND d.concurrency IS NOT NULL
+         GROUP BY r.limit_key, d.concurrency
+        HAVING count(*) >= d.concurrency
+        UNION ALL
+        SELECT w.limit_key FROM koyojobs_rate_windows AS w WHERE w.blocked_until > now()
+    );
+    -- A few candidates per slot: several may share a key that has one slot left.
+    v_ids := ARRAY(
+        SELECT j.id
+          FROM koyojobs_jobs AS j
+         WHERE j.queue = p_queue AND j.status = 'ready' AND j.scheduled_at <= now()
+           AND (j.limit_key IS NULL OR j.limit_key <> ALL (v_full))
+         ORDER BY j.priority, j.scheduled_at, j.id
+         LIMIT p_limit * 4
+    );
+    IF cardinality(v_ids) = 0 THEN
+        RETURN;
+    END IF;
+    -- One claimer of a key at a time, until this transaction ends. In the
+    -- order of the lock numbers, so that two claimers cannot deadlock.
+    PERFORM pg_advisory_xact_lock(l.h)
+       FROM (SELECT DISTINCT hashtextextended('koyojobs.limit ' || j.limit_key, 0) AS h
+               FROM koyojobs_jobs AS j
+              WHERE j.id = ANY (v_ids) AND j.limit_key IS NOT NULL) AS l
+      ORDER BY l.h;
+    RETURN QUERY
+    WITH candidate AS (
+        SELECT j.id, j.name, j.limit_key, j.priority, j.scheduled_at,
+               row_number() OVER (PARTITION BY j.limit_key
+                                  ORDER BY j.priority, j.scheduled_at, j.id) AS nth
+          FROM koyojobs_jobs AS j
+         WHERE j.id = ANY (v_ids) AND j.status = 'ready'
+    ), room AS (
+        SELECT k.limit_key,
+               least(
+                   CASE WHEN d.concurrency IS NULL THEN 2147483647
+                        ELSE d.concurrency - (SELECT count(*) FROM koyojobs_jobs AS r
+                                               WHERE r.limit_key = k.limit_key
+                                                 AND r.status = 'running') END,
+                   CASE WHEN d.rate_count IS NULL THEN 2147483647
+                        ELSE d.rate_count - coalesce(
+                            (SELECT cardinality(koyojobs_window(w.starts, d.rate_count,
+                                                               d.rate_seconds))
+                               FROM koyojobs_rate_windows AS w
+                              WHERE w.limit_key = k.limit_key), 0) END
+               ) AS room
+          FROM (SELECT DISTINCT limit_key, name FROM candidate
+                 WHERE limit_key IS NOT NULL) AS k
+          JOIN koyojobs_limited_jobs AS d ON d.name = k.name
+    ), picked AS (
+        SELECT j.id
+          FROM koyojobs_jobs AS j
+         WHERE j.id = ANY (ARRAY(
+                   SELECT c.id FROM candidate AS c
+                     LEFT JOIN room AS r ON r.limit_key = c.limit_key
+                    WHERE c.limit_key IS NULL OR r.room IS NULL OR c.nth <= r.room))
+           AND j.status = 'ready'
+         ORDER BY j.priority, j.scheduled_at, j.id
+         LIMIT p_limit
+           FOR UPDATE SKIP LOCKED
+    ), claimed AS (
+        UPDATE koyojobs_jobs AS j
+           SET status = 'running',
+               attempts = j.attempts + 1,
+               started_at = now(),
+               lease_expires_at = now() + make_interval(secs => p_lease),
+               worker_id = p_worker
+         WHERE j.id = ANY (ARRAY(SELECT id FROM picked))
+        RETURNING j.*
+    ), started AS (
+        -- The keys' locks are held: their windows cannot change under us.
+        SELECT c.limit_key, x.starts,
+               CASE WHEN cardinality(x.starts) >= d.rate_count
+                    THEN x.starts[1] + make_interval(secs => d.rate_seconds) END AS blocked_until
+          FROM (SELECT limit_key, name, count(*)::integer AS n
+                  FROM claimed
+                 WHERE limit_key IS NOT NULL
+                 GROUP BY limit_key, name) AS c
+          JOIN koyojobs_limited_jobs AS d ON d.name = c.name AND d.rate_count IS NOT NULL
+          LEFT JOIN koyojobs_rate_windows AS w ON w.limit_key = c.limit_key
+         CROSS JOIN LATERAL (
+               SELECT koyojobs_window(coalesce(w.starts, '{}') || array_fill(now(), ARRAY[c.n]),
+                                      d.rate_count, d.rate_seconds) AS starts) AS x
+    ), recorded AS (
+        INSERT INTO koyojobs_rate_windows AS w (limit_key, starts, blocked_until)
+        SELECT limit_key, starts, blocked_until FROM started
+        ON CONFLICT (limit_key) DO UPDATE
+           SET starts = excluded.starts, blocked_until = excluded.blocked_until
+    )
+    SELECT * FROM claimed;
+END;
+$$;
+
+-- Inserts jobs, some unique (p_unique_keys not NULL), in input order, and
+-- returns (id, unique_key) for each job inserted or found holding a key. A
+-- key held by a job another transaction committed after this statement began
+-- is found by a later statement here (each takes a fresh snapshot); a key
+-- whose holder finished in between is inserted again. Within the batch, the
+-- first call of a key is the one inserted.
+CREATE FUNCTION koyojobs_insert_unique(
+    p_names text[], p_queues text[], p_priorities integer[], p_max_attempts integer[],
+    p_args bytea[], p_scheduled timestamptz[], p_limit_keys text[], p_unique_keys text[],
+    p_trace_context text)
+RETURNS TABLE (id bigint, unique_key text)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    v_ids bigint[] := '{}';
+    v_keys text[] := '{}';
+    v_new_ids bigint[];
+    v_new_keys text[];
+    v_missing text[];  -- NULL: every key of the batch
+    v_unkeyed_done boolean := false;
+    v_round integer := 0;
+BEGIN
+    LOOP
+        v_round := v_round + 1;
+        BEGIN
+            WITH calls AS (
+                SELECT u.*, row_number() OVER (PARTITION BY u.unique_key ORDER BY u.ord) AS nth
+                  FROM unnest(p_names, p_queues, p_priorities, p_max_attempts, p_args,
+                              p_scheduled, p_limit_keys, p_unique_keys) WITH ORDINALITY
+                       AS u(name, queue, priority, max_attempts, args, scheduled_at, limit_key,
+                            unique_key, ord)
+            ), inserted AS (
+                INSERT INTO koyojobs_jobs AS j (name, queue, priority, max_attempts, args,
+                                                scheduled_at, limit_key, unique_key,
+                                                trace_context)
+                SELECT c.name, c.queue, c.priority, c.max_attempts, c.args,
+                       coalesce(c.scheduled_at, now()), c.limit_key, c.unique_key,
+                       p_trace_context
+                  FROM calls AS c
+                 WHERE CASE WHEN c.unique_key IS NULL THEN NOT v_unkeyed_done
+                            ELSE c.nth = 1 AND (v_missing IS NULL
+                                                OR c.unique_key = ANY (v_missing)) END
+                 ORDER BY c.ord
+                ON CONFLICT (unique_key)
+                   WHERE unique_key IS NOT NULL AND status IN ('ready', 'running')
+                   DO NOTHING
+                RETURNING j.id, j.unique_key
+            )
+            SELECT coalesce(array_agg(i.id), '{}'), coalesce(array_agg(i.unique_key), '{}')
+              INTO v_new_ids, v_new_keys
+              FROM inserted AS i;
+            v_ids := v_ids || v_new_ids;
+            v_keys := v_keys || v_new_keys;
+            v_unkeyed_done := true;
+        EXCEPTION WHEN deadlock_detected THEN
+            -- Another batch inserts some of these keys in another order: this
+            -- round is undone (releasing what it held) and tried again.
+            NULL;
+        END;
+        v_missing := ARRAY(SELECT k FROM unnest(p_unique_keys) AS k WHERE k IS NOT NULL
+                           EXCEPT
+                           SELECT k FROM unnest(v_keys) AS k WHERE k IS NOT NULL);
+        EXIT WHEN cardinality(v_missing) = 0;
+        SELECT coalesce(array_agg(j.id), '{}'), coalesce(array_agg(j.unique_key), '{}')
+          INTO v_new_ids, v_new_keys
+          FROM koyojobs_jobs AS j
+         WHERE j.unique_key = ANY (v_missing) AND j.status IN ('ready', 'running');
+        v_ids := v_ids || v_new_ids;
+        v_keys := v_keys || v_new_keys;
+        v_missing := ARRAY(SELECT k FROM unnest(v_missing) AS k
+                           EXCEPT
+                           SELECT k FROM unnest(v_new_keys) AS k);
+        EXIT WHEN cardinality(v_missing) = 0;
+        IF v_round >= 20 THEN
+            RAISE EXCEPTION 'koyojobs: % unique keys kept changing hands while enqueuing',
+                cardinality(v_missing);
+        END IF;
+    END LOOP;
+    RETURN QUERY SELECT * FROM unnest(v_ids, v_keys);
+END;
+$$;
