@@ -198,7 +198,6 @@ class Dashboard:
             table_size=size,
             bound=data.COUNT_BOUND,
             live=True,
-            can_pause=hasattr(self.broker, "pause"),
         )
 
     async def _queues_json(self, request: Request) -> StarletteResponse:
@@ -315,10 +314,9 @@ class Dashboard:
         if isinstance(form, StarletteResponse):
             return form
         queue = form.get("queue")
-        act = getattr(self.broker, method, None)
-        if not queue or act is None:
+        if not queue:
             return PlainTextResponse(f"cannot {method}: no queue given", 400)
-        await act(queue)
+        await (self.broker.pause if method == "pause" else self.broker.resume)(queue)
         return _back(request, "/", notice)
 
     async def _run_now(self, request: Request) -> StarletteResponse:

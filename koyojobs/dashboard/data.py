@@ -92,8 +92,8 @@ def _bounded(count: int) -> str:
 
 
 async def paused_queues(broker: Broker) -> frozenset[str]:
-    """The queues paused now (none before flow control exists)."""
-    return frozenset()
+    """The queues paused now (:meth:`koyojobs.Broker.pause`)."""
+    return frozenset(await broker.paused_queues())
 
 
 async def queue_rows(broker: Broker) -> list[QueueRow]:

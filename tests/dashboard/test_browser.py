@@ -17,7 +17,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
-from koyojobs import Broker, Status
+from koyojobs import Status
 from tests.dashboard import jobs
 from tests.dashboard.conftest import PREFIX, LiveDashboard
 
@@ -81,7 +81,6 @@ def test_find_a_failed_job_read_its_traceback_retry_it_and_see_it_done(
     assert not browser.find_elements(By.XPATH, "//button[text()='Cancel']")
 
 
-@pytest.mark.skipif(not hasattr(Broker, "pause"), reason="flow control (issue 12) is not merged")
 def test_pausing_a_queue_stops_its_workers_claiming_and_resuming_runs_the_job(
     live: Live, browser: WebDriver
 ) -> None:
