@@ -7,6 +7,8 @@ module turns their rows into the records the templates show.
 from __future__ import annotations
 
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -16,6 +18,8 @@ from ..periodic import periodic_jobs
 from ..sql import QUERIES
 
 if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
     from ..broker import Broker
 
 __all__ = [
@@ -37,7 +41,7 @@ COUNT_BOUND = 10_000
 """Finished jobs are counted up to this many per queue and status ("10000+")."""
 PAGE_SIZE = 50
 """Jobs per page of the jobs page."""
-SCAN_BUDGET = 20_000
+SCAN_BUDGET = 10_000
 """Ids a filtered page looks through at most, before saying where it stopped."""
 _NO_CURSOR = sys.maxsize  # above every id: the first page
 
@@ -87,6 +91,14 @@ class QueueRow:
         }
 
 
+@asynccontextmanager
+async def _reading(broker: Broker) -> AsyncIterator[PoolConnectionProxy]:
+    """A connection in a read-only transaction with the dashboard's planner settings."""
+    async with broker.pool.acquire() as conn, conn.transaction(readonly=True):
+        await conn.execute(QUERIES["dashboard_settings"])
+        yield conn
+
+
 def _bounded(count: int) -> str:
     return f"{COUNT_BOUND}+" if count >= COUNT_BOUND else str(count)
 
@@ -104,7 +116,8 @@ async def queue_rows(broker: Broker) -> list[QueueRow]:
         ['default', 'emails']
     """
     paused = await paused_queues(broker)
-    rows = await broker.pool.fetch(QUERIES["dashboard_queues"], COUNT_BOUND, sorted(paused))
+    async with _reading(broker) as conn:
+        rows = await conn.fetch(QUERIES["dashboard_queues"], COUNT_BOUND, sorted(paused))
     return [QueueRow(**dict(row), paused=row["queue"] in paused) for row in rows]
 
 
@@ -148,8 +161,7 @@ async def job_page(
     filtered = queue is not None or name is not None
     # Unfiltered by queue and name, the ids read are the page itself.
     scan = (budget or SCAN_BUDGET) if filtered else page_size + 1
-    async with broker.pool.acquire() as conn, conn.transaction(readonly=True):
-        await conn.execute(QUERIES["dashboard_custom_plans"])
+    async with _reading(broker) as conn:
         rows = await conn.fetch(
             QUERIES["dashboard_jobs"],
             None if status is None else status.value,

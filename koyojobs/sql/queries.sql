@@ -560,36 +560,44 @@ SELECT q.queue,
 
 -- name: dashboard_jobs
 -- A page of the dashboard's jobs page, newest first, paged by id ($4: below
--- this id). Ids are taken in id order, of one status ($1) if asked, at most $5
--- of them: through the index of finished rows by status (0006_dashboard), the
--- ready or running rows' own, or the primary key. Only then do the queue ($2)
--- and name ($3) filters apply, so a name that matches nothing costs $5 rows,
--- not the table; the first row says how far the look went (floor, scanned).
--- Always one row at least: with no match, its job columns are NULL.
+-- this id). Rows are taken in id order, of one status ($1) if asked, at most
+-- $5 of them: through the index of finished rows by status (0006_dashboard),
+-- the ready or running rows' own, or the primary key. Only those are matched
+-- against the queue ($2) and name ($3), so a name that matches nothing costs
+-- $5 rows, not the table (both steps are MATERIALIZED: estimating such a name
+-- rare, the planner would rather scan the whole table for it). The first row
+-- says how far the look went (floor, scanned); there is always one: with no
+-- match, its job columns are NULL.
 WITH scanned AS MATERIALIZED (
-    SELECT id
+    SELECT id, queue, name
       FROM koyojobs_jobs
      WHERE ($1::text IS NULL OR status = $1) AND id < $4
      ORDER BY id DESC
      LIMIT $5
+), matched AS MATERIALIZED (
+    SELECT id
+      FROM scanned
+     WHERE ($2::text IS NULL OR queue = $2) AND ($3::text IS NULL OR name = $3)
+     ORDER BY id DESC
+     LIMIT $6
 )
 SELECT s.floor, s.scanned, p.*
   FROM (SELECT min(id) AS floor, count(*) AS scanned FROM scanned) AS s
   LEFT JOIN LATERAL (
       SELECT j.id, j.name, j.queue, j.priority, j.status, j.attempts, j.max_attempts,
              j.scheduled_at, j.created_at, j.finished_at, j.last_error
-        FROM scanned
-        JOIN koyojobs_jobs AS j ON j.id = scanned.id
-       WHERE ($2::text IS NULL OR j.queue = $2) AND ($3::text IS NULL OR j.name = $3)
-       ORDER BY j.id DESC
-       LIMIT $6
+        FROM matched
+        JOIN koyojobs_jobs AS j ON j.id = matched.id
   ) AS p ON true
  ORDER BY p.id DESC;
 
--- name: dashboard_custom_plans
--- For the transaction of one dashboard_jobs: a generic plan cannot know that
--- $1 IS NULL, nor which partial index a status matches; a custom plan can.
-SET LOCAL plan_cache_mode = force_custom_plan;
+-- name: dashboard_settings
+-- For the read-only transaction of one dashboard page. A generic plan cannot
+-- know that a filter is NULL, nor which partial index a status matches; a
+-- custom plan can. JIT compiling is off: dashboard_queues is estimated dear
+-- (the planner cannot tell how many queues the skip scans find), and JIT
+-- spent 270 ms compiling a statement that ran in 20.
+SELECT set_config('plan_cache_mode', 'force_custom_plan', true), set_config('jit', 'off', true);
 
 -- name: dashboard_job
 -- Every column of one job, for the dashboard's job page (new columns too).

@@ -1,0 +1,192 @@
+"""The dashboard's server time per page, on a table of a million finished jobs.
+
+    createdb -h 127.0.0.1 -U postgres kj_dash        # or let --dsn name a database to make
+    python3 benchmarks/dashboard.py --dsn postgresql://postgres@127.0.0.1:5432/kj_dash
+    python3 benchmarks/dashboard.py --keep --without-indexes   # the same, then without 0006's
+
+Fills the database (dropping its jobs first unless --keep) with --jobs finished
+jobs in one INSERT ... SELECT generate_series: 97% done, 2% failed (with a
+traceback), 1% cancelled, over four queues and twenty names, finished over the
+last 24 hours (the default retention of done jobs), plus 10,000 ready jobs (a
+fifth of them scheduled later), 50 running ones and three periodic jobs. Then
+VACUUM ANALYZE, as autovacuum would after such a load. Each page is requested
+--requests times in-process (httpx over ASGI: the dashboard's own time, with
+the database's, without a network), after a warm-up, and the table gives p50,
+p95 and the maximum in milliseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+from datetime import timedelta
+
+import asyncpg
+import httpx
+
+from koyojobs import Broker, define_job
+from koyojobs.dashboard import Dashboard
+
+FILL = """
+INSERT INTO koyojobs_jobs (name, queue, priority, status, args, result, attempts, max_attempts,
+                           scheduled_at, created_at, started_at, finished_at,
+                           last_error, last_traceback)
+SELECT 'app.jobs.task_' || (g % 20),
+       (ARRAY['default', 'emails', 'reports', 'webhooks'])[1 + g % 4],
+       50,
+       s.status,
+       '\\x8004'::bytea,
+       CASE WHEN s.status = 'done' THEN '\\x8004'::bytea END,
+       CASE WHEN s.status = 'failed' THEN 3 ELSE 1 END,
+       3,
+       f.at - interval '2 seconds', f.at - interval '2 seconds', f.at - interval '1 second', f.at,
+       CASE WHEN s.status = 'failed' THEN 'ConnectionError: upstream ' || g || ' refused' END,
+       CASE WHEN s.status = 'failed'
+            THEN E'Traceback (most recent call last):\\n  File "app/jobs.py", line 12\\n'
+                 || 'ConnectionError: upstream refused' END
+  FROM generate_series(1, $1) AS g
+ CROSS JOIN LATERAL (SELECT CASE WHEN g % 100 < 2 THEN 'failed'
+                                 WHEN g % 100 = 2 THEN 'cancelled'
+                                 ELSE 'done' END AS status) AS s
+ CROSS JOIN LATERAL (SELECT now() - interval '24 hours' * (1 - g::float8 / $1) AS at) AS f
+"""
+READY = """
+INSERT INTO koyojobs_jobs (name, queue, args, scheduled_at)
+SELECT 'app.jobs.task_' || (g % 20), (ARRAY['default', 'emails', 'reports', 'webhooks'])[1 + g % 4],
+       '\\x8004'::bytea,
+       CASE WHEN g % 5 = 0 THEN now() + interval '1 hour' ELSE now() - g * interval '10 ms' END
+  FROM generate_series(1, 10000) AS g
+"""
+RUNNING = """
+INSERT INTO koyojobs_jobs (name, queue, args, status, attempts, started_at, lease_expires_at,
+                           worker_id)
+SELECT 'app.jobs.task_' || (g % 20), (ARRAY['default', 'emails', 'reports', 'webhooks'])[1 + g % 4],
+       '\\x8004'::bytea, 'running', 1, now(), now() + interval '1 hour', 'bench'
+  FROM generate_series(1, 50) AS g
+"""
+INDEXES = {
+    "koyojobs_jobs_finished_queue_idx": "(queue, status, finished_at)",
+    "koyojobs_jobs_finished_status_idx": "(status, id)",
+}
+
+
+@define_job(name="bench.dashboard.nightly", cron="0 3 * * *", timezone="Europe/Amsterdam")
+async def nightly() -> None:
+    return None
+
+
+@define_job(name="bench.dashboard.sample", queue="metrics", every=timedelta(seconds=30))
+async def sample() -> None:
+    return None
+
+
+@define_job(name="bench.dashboard.hourly", cron="@hourly")
+async def hourly() -> None:
+    return None
+
+
+async def fill(broker: Broker, jobs: int) -> None:
+    pool = broker.pool
+    started = time.perf_counter()
+    await pool.execute("TRUNCATE koyojobs_jobs, koyojobs_schedules")
+    await pool.execute(FILL, jobs, timeout=600)
+    await pool.execute(READY)
+    await pool.execute(RUNNING)
+    await pool.execute(
+        "INSERT INTO koyojobs_schedules (name, last_tick, last_enqueued_tick, last_job_id) "
+        "SELECT name, now() - interval '5 minutes', now() - interval '5 minutes', "
+        "(SELECT max(id) FROM koyojobs_jobs WHERE status = 'done') "
+        "FROM unnest($1::text[]) AS name",
+        [nightly.name, sample.name, hourly.name],
+    )
+    await pool.execute("VACUUM ANALYZE koyojobs_jobs", timeout=600)
+    print(f"filled {jobs:,} finished jobs in {time.perf_counter() - started:.1f} s")
+
+
+async def pages(broker: Broker) -> dict[str, str]:
+    pool = broker.pool
+    failed = await pool.fetchval("SELECT max(id) FROM koyojobs_jobs WHERE status = 'failed'")
+    middle = await pool.fetchval("SELECT max(id) / 2 FROM koyojobs_jobs")
+    return {
+        "queues": "/",
+        "queues, live counts (JSON)": "/api/queues",
+        "jobs, newest": "/jobs",
+        "jobs, a page in the middle": f"/jobs?before={middle}",
+        "jobs, failed": "/jobs?status=failed",
+        "jobs, failed in one queue": "/jobs?status=failed&queue=emails",
+        "jobs, ready": "/jobs?status=ready",
+        "jobs, one name": "/jobs?name=app.jobs.task_7",
+        "jobs, a name that matches nothing": "/jobs?name=app.jobs.nothing",
+        "one failed job": f"/jobs/{failed}",
+        "periodic": "/periodic",
+    }
+
+
+async def measure(broker: Broker, requests: int) -> list[tuple[str, float, float, float]]:
+    app = Dashboard(broker, can_act=lambda request: True)
+    table = []
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+        for label, path in (await pages(broker)).items():
+            for _ in range(max(5, requests // 10)):  # warm-up: statements prepared, caches hot
+                assert (await client.get(path)).status_code == 200, path
+            times = []
+            for _ in range(requests):
+                started = time.perf_counter()
+                response = await client.get(path)
+                times.append((time.perf_counter() - started) * 1000)
+                assert response.status_code == 200, (path, response.text[:200])
+            times.sort()
+            p95 = times[min(len(times) - 1, int(len(times) * 0.95))]
+            table.append((label, statistics.median(times), p95, times[-1]))
+    return table
+
+
+def show(title: str, table: list[tuple[str, float, float, float]]) -> None:
+    print(f"\n{title}\n")
+    print(f"| {'page':<36} | {'p50 ms':>7} | {'p95 ms':>7} | {'max ms':>7} |")
+    print(f"|{'-' * 38}|{'-' * 8}:|{'-' * 8}:|{'-' * 8}:|")
+    for label, p50, p95, worst in table:
+        print(f"| {label:<36} | {p50:7.1f} | {p95:7.1f} | {worst:7.1f} |")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/kj_dash")
+    parser.add_argument("--jobs", type=int, default=1_000_000)
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--keep", action="store_true", help="reuse the jobs already there")
+    parser.add_argument(
+        "--without-indexes",
+        action="store_true",
+        help="also time the pages without 0006's indexes (dropped, then built again)",
+    )
+    options = parser.parse_args()
+    async with Broker(options.dsn) as broker:
+        if not options.keep:
+            await fill(broker, options.jobs)
+        rows = await broker.pool.fetchval("SELECT count(*) FROM koyojobs_jobs")
+        version = await broker.pool.fetchval("SHOW server_version")
+        print(f"PostgreSQL {version}, {rows:,} jobs in the table")
+        show("With the indexes of 0006_dashboard", await measure(broker, options.requests))
+        if options.without_indexes:
+            for name in INDEXES:
+                await broker.pool.execute(f"DROP INDEX IF EXISTS {name}")
+            try:
+                show("Without them", await measure(broker, max(20, options.requests // 10)))
+            finally:
+                for name, columns in INDEXES.items():
+                    await broker.pool.execute(
+                        f"CREATE INDEX {name} ON koyojobs_jobs {columns} "
+                        "WHERE status IN ('done', 'failed', 'cancelled')",
+                        timeout=600,
+                    )
+
+
+if __name__ == "__main__":
+    try:
+        asyncio.run(main())
+    except asyncpg.InvalidCatalogNameError as exc:
+        raise SystemExit(f"{exc}: createdb -h 127.0.0.1 -U postgres kj_dash") from None
