@@ -90,6 +90,8 @@ class Dashboard:
     ) -> None:
         self.broker = broker
         self._can_view = can_view
+        self._indexed = False
+        """Whether 0006's indexes were seen: then they are not looked for again."""
         self.show_payloads = show_payloads
         self._can_act = can_act
         self._tokens = csrf.TokenMinter(csrf_key)
@@ -186,10 +188,17 @@ class Dashboard:
             )
         return response
 
+    async def _has_indexes(self) -> bool:
+        # Built CONCURRENTLY by an operator at any time: looked for until found.
+        if not self._indexed:
+            self._indexed = await data.indexed(self.broker)
+        return self._indexed
+
     # -- pages ----------------------------------------------------------------------------
 
     async def _queues(self, request: Request) -> StarletteResponse:
-        rows = await data.queue_rows(self.broker)
+        indexed = await self._has_indexes()
+        rows = await data.queue_rows(self.broker, indexed=indexed)
         size = await data.table_size(self.broker)
         return await self._render(
             request,
@@ -197,11 +206,12 @@ class Dashboard:
             queues=rows,
             table_size=size,
             bound=data.COUNT_BOUND,
+            indexed=indexed,
             live=True,
         )
 
     async def _queues_json(self, request: Request) -> StarletteResponse:
-        rows = await data.queue_rows(self.broker)
+        rows = await data.queue_rows(self.broker, indexed=await self._has_indexes())
         return JSONResponse({"queues": {row.queue: row.as_json() for row in rows}})
 
     async def _jobs(self, request: Request) -> StarletteResponse:
@@ -215,7 +225,12 @@ class Dashboard:
         queue = params.get("queue") or None
         name = params.get("name") or None
         page = await data.job_page(
-            self.broker, status=status, queue=queue, name=name, before=before
+            self.broker,
+            status=status,
+            queue=queue,
+            name=name,
+            before=before,
+            indexed=await self._has_indexes(),
         )
         older = None
         if page.older is not None:

@@ -29,6 +29,7 @@ __all__ = [
     "JobPage",
     "QueueRow",
     "ScheduleRow",
+    "indexed",
     "job_page",
     "job_row",
     "paused_queues",
@@ -63,17 +64,18 @@ class QueueRow:
     scheduled: int
     running: int
     oldest_wait: float | None
-    done: int
-    failed: int
-    cancelled: int
-    done_last_hour: int
-    failed_last_hour: int
+    done: int | None
+    """``None`` (as the other counts of finished jobs) without 0006's indexes."""
+    failed: int | None
+    cancelled: int | None
+    done_last_hour: int | None
+    failed_last_hour: int | None
     paused: bool
 
     def capped(self, field: str) -> bool:
         """Whether the count ``field`` stopped at the bound (so it shows as ``N+``)."""
-        value: int = getattr(self, field)
-        return value >= COUNT_BOUND
+        value: int | None = getattr(self, field)
+        return value is not None and value >= COUNT_BOUND
 
     def as_json(self) -> dict[str, Any]:
         """The live fields, as the page's script reads them."""
@@ -99,8 +101,16 @@ async def _reading(broker: Broker) -> AsyncIterator[PoolConnectionProxy]:
         yield conn
 
 
-def _bounded(count: int) -> str:
+def _bounded(count: int | None) -> str:
+    if count is None:
+        return "-"
     return f"{COUNT_BOUND}+" if count >= COUNT_BOUND else str(count)
+
+
+async def indexed(broker: Broker) -> bool:
+    """Whether the indexes of migration 0006 exist (it skips them on a big table)."""
+    present: bool = await broker.pool.fetchval(QUERIES["dashboard_indexed"])
+    return present
 
 
 async def paused_queues(broker: Broker) -> frozenset[str]:
@@ -108,8 +118,11 @@ async def paused_queues(broker: Broker) -> frozenset[str]:
     return frozenset(await broker.paused_queues())
 
 
-async def queue_rows(broker: Broker) -> list[QueueRow]:
+async def queue_rows(broker: Broker, *, indexed: bool = True) -> list[QueueRow]:
     """Every queue that has jobs or is paused, with its counts.
+
+    Without the indexes of 0006 (``indexed=False``), the counts of finished
+    jobs are left out (``None``): they would read the whole table.
 
     Example:
         >>> [row.queue for row in await queue_rows(broker)]  # doctest: +SKIP
@@ -117,7 +130,10 @@ async def queue_rows(broker: Broker) -> list[QueueRow]:
     """
     paused = await paused_queues(broker)
     async with _reading(broker) as conn:
-        rows = await conn.fetch(QUERIES["dashboard_queues"], COUNT_BOUND, sorted(paused))
+        if indexed:
+            rows = await conn.fetch(QUERIES["dashboard_queues"], COUNT_BOUND, sorted(paused))
+        else:
+            rows = await conn.fetch(QUERIES["dashboard_queues_unindexed"], sorted(paused))
     return [QueueRow(**dict(row), paused=row["queue"] in paused) for row in rows]
 
 
@@ -151,25 +167,33 @@ async def job_page(
     before: int | None,
     page_size: int = PAGE_SIZE,
     budget: int | None = None,
+    indexed: bool = True,
 ) -> JobPage:
     """The newest jobs below id ``before``, filtered; keyset-paged by id.
+
+    Without the index of finished rows by status (``indexed=False``), a
+    finished status is matched like a queue or a name: within the budget.
 
     Example:
         >>> page = await job_page(broker, status=Status.FAILED, queue=None,  # doctest: +SKIP
         ...                       name=None, before=None)
     """
-    filtered = queue is not None or name is not None
+    scanned_status, matched_status = status, None
+    if status is not None and status.finished and not indexed:
+        scanned_status, matched_status = None, status
+    filtered = queue is not None or name is not None or matched_status is not None
     # Unfiltered by queue and name, the ids read are the page itself.
     scan = (budget or SCAN_BUDGET) if filtered else page_size + 1
     async with _reading(broker) as conn:
         rows = await conn.fetch(
             QUERIES["dashboard_jobs"],
-            None if status is None else status.value,
+            None if scanned_status is None else scanned_status.value,
             queue,
             name,
             _NO_CURSOR if before is None else before,
             scan,
             page_size + 1,
+            None if matched_status is None else matched_status.value,
         )
     jobs = [dict(row) for row in rows if row["id"] is not None]
     scanned: int = rows[0]["scanned"]

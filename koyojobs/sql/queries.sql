@@ -563,13 +563,14 @@ SELECT q.queue,
 -- this id). Rows are taken in id order, of one status ($1) if asked, at most
 -- $5 of them: through the index of finished rows by status (0006_dashboard),
 -- the ready or running rows' own, or the primary key. Only those are matched
--- against the queue ($2) and name ($3), so a name that matches nothing costs
+-- against the queue ($2), name ($3) and status $7 (a finished status, when
+-- that index is missing: see dashboard_indexed), so a name that matches nothing costs
 -- $5 rows, not the table (both steps are MATERIALIZED: estimating such a name
 -- rare, the planner would rather scan the whole table for it). The first row
 -- says how far the look went (floor, scanned); there is always one: with no
 -- match, its job columns are NULL.
 WITH scanned AS MATERIALIZED (
-    SELECT id, queue, name
+    SELECT id, queue, name, status
       FROM koyojobs_jobs
      WHERE ($1::text IS NULL OR status = $1) AND id < $4
      ORDER BY id DESC
@@ -578,6 +579,7 @@ WITH scanned AS MATERIALIZED (
     SELECT id
       FROM scanned
      WHERE ($2::text IS NULL OR queue = $2) AND ($3::text IS NULL OR name = $3)
+       AND ($7::text IS NULL OR status = $7)
      ORDER BY id DESC
      LIMIT $6
 )
@@ -598,6 +600,47 @@ SELECT s.floor, s.scanned, p.*
 -- (the planner cannot tell how many queues the skip scans find), and JIT
 -- spent 270 ms compiling a statement that ran in 20.
 SELECT set_config('plan_cache_mode', 'force_custom_plan', true), set_config('jit', 'off', true);
+
+-- name: dashboard_indexed
+-- Whether the indexes of 0006_dashboard exist and are usable (a failed CREATE
+-- INDEX CONCURRENTLY leaves an invalid one). Without them the dashboard leaves
+-- out what only they make cheap, rather than read the whole table.
+SELECT count(*) = 2
+  FROM pg_index
+ WHERE indisvalid
+   AND indexrelid IN (to_regclass('koyojobs_jobs_finished_queue_idx'),
+                      to_regclass('koyojobs_jobs_finished_status_idx'));
+
+-- name: dashboard_queues_unindexed
+-- dashboard_queues without the index of finished rows by queue: ready and
+-- running jobs only (their own indexes), and paused queues ($1).
+WITH RECURSIVE ready_queues(queue) AS (
+    (SELECT queue FROM koyojobs_jobs WHERE status = 'ready' ORDER BY queue LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.queue FROM koyojobs_jobs AS j
+             WHERE j.status = 'ready' AND j.queue > r.queue ORDER BY j.queue LIMIT 1)
+      FROM ready_queues AS r
+     WHERE r.queue IS NOT NULL
+), queues AS (
+    SELECT queue FROM ready_queues WHERE queue IS NOT NULL
+    UNION
+    SELECT queue FROM koyojobs_jobs WHERE status = 'running'
+    UNION
+    SELECT unnest($1::text[])
+)
+SELECT q.queue,
+       (SELECT count(*) FROM koyojobs_jobs
+         WHERE queue = q.queue AND status = 'ready' AND scheduled_at <= now()) AS ready,
+       (SELECT count(*) FROM koyojobs_jobs
+         WHERE queue = q.queue AND status = 'ready' AND scheduled_at > now()) AS scheduled,
+       (SELECT count(*) FROM koyojobs_jobs
+         WHERE queue = q.queue AND status = 'running') AS running,
+       (SELECT extract(epoch FROM now() - min(scheduled_at))::float8 FROM koyojobs_jobs
+         WHERE queue = q.queue AND status = 'ready' AND scheduled_at <= now()) AS oldest_wait,
+       NULL::bigint AS done, NULL::bigint AS failed, NULL::bigint AS cancelled,
+       NULL::bigint AS done_last_hour, NULL::bigint AS failed_last_hour
+  FROM queues AS q
+ ORDER BY q.queue;
 
 -- name: dashboard_job
 -- Every column of one job, for the dashboard's job page (new columns too).

@@ -213,3 +213,22 @@ async def test_the_periodic_page_shows_ticks_and_runs_a_job_now(broker: Broker) 
             "/periodic/run", data={FIELD: token_of(page.text), "name": "tests.dashboard.echo"}
         )
         assert unknown.status_code == 404
+
+
+async def test_without_the_indexes_of_0006_it_leaves_out_what_would_read_the_table(
+    broker: Broker,
+) -> None:
+    await insert_finished(broker, 300, "done")
+    await insert_finished(broker, 2, "failed")
+    await broker.enqueue(jobs.echo(4))
+    for index in ("koyojobs_jobs_finished_queue_idx", "koyojobs_jobs_finished_status_idx"):
+        await broker.pool.execute(f"DROP INDEX {index}")
+    async with client(Dashboard(broker)) as c:
+        live = (await c.get("/api/queues")).json()["queues"]
+        page = (await c.get("/")).text
+        failed = (await c.get("/jobs?status=failed")).text
+    assert "bulk" not in live  # known only from its finished jobs
+    assert live["dashboard"]["ready"] == 1 and live["dashboard"]["done"] == "-"
+    assert 'id="missing-indexes"' in page and "CREATE INDEX CONCURRENTLY" in page
+    # A finished status is then matched within the scan budget, as a name is.
+    assert [int(i) for i in re.findall(r'/jobs/(\d+)">', failed)] == [302, 301]

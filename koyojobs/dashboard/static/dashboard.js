@@ -32,6 +32,7 @@
         // textContent, never innerHTML: a value can carry no markup.
         if (field === "oldest_wait") cells[j].textContent = age(counts[field]);
         else if (field === "paused") cells[j].textContent = counts.paused ? "paused" : "active";
+        else if (counts[field] === null) cells[j].textContent = "-";
         else cells[j].textContent = String(counts[field]);
       }
     }
