@@ -105,8 +105,10 @@ def shoot(url: str, failed_id: int) -> None:
             driver.set_window_size(1280, 480)  # the page's height is then its content's
             driver.get(url + path)
             WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.TAG_NAME, "h1"))
-            height = driver.execute_script("return document.documentElement.scrollHeight")
-            driver.set_window_size(1280, max(480, min(int(height) + 90, 1200)))  # + the frame
+            height, frame = driver.execute_script(
+                "return [document.body.scrollHeight, window.outerHeight - window.innerHeight]"
+            )
+            driver.set_window_size(1280, min(int(height) + int(frame) + 24, 1200))
             driver.save_screenshot(str(IMAGES / f"dashboard-{name}.png"))
             print(f"saved docs/images/dashboard-{name}.png")
     finally:

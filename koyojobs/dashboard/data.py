@@ -171,15 +171,18 @@ async def job_page(
 ) -> JobPage:
     """The newest jobs below id ``before``, filtered; keyset-paged by id.
 
-    Without the index of finished rows by status (``indexed=False``), a
-    finished status is matched like a queue or a name: within the budget.
+    ``done``, and without 0006's indexes (``indexed=False``) every finished
+    status, are matched like a queue or a name: within the budget.
 
     Example:
         >>> page = await job_page(broker, status=Status.FAILED, queue=None,  # doctest: +SKIP
         ...                       name=None, before=None)
     """
     scanned_status, matched_status = status, None
-    if status is not None and status.finished and not indexed:
+    # Done jobs have no index of their own (the bulk of the table: one would
+    # slow every finish) and failed ones none without 0006's indexes: those
+    # statuses are matched within the budget, in primary key order.
+    if status is Status.DONE or (status is not None and status.finished and not indexed):
         scanned_status, matched_status = None, status
     filtered = queue is not None or name is not None or matched_status is not None
     # Unfiltered by queue and name, the ids read are the page itself.

@@ -561,10 +561,10 @@ SELECT q.queue,
 -- name: dashboard_jobs
 -- A page of the dashboard's jobs page, newest first, paged by id ($4: below
 -- this id). Rows are taken in id order, of one status ($1) if asked, at most
--- $5 of them: through the index of finished rows by status (0006_dashboard),
+-- $5 of them: through the index of failed and cancelled rows (0006_dashboard),
 -- the ready or running rows' own, or the primary key. Only those are matched
--- against the queue ($2), name ($3) and status $7 (a finished status, when
--- that index is missing: see dashboard_indexed), so a name that matches nothing costs
+-- against the queue ($2), name ($3) and status $7 (done, or any finished
+-- status when that index is missing), so a name that matches nothing costs
 -- $5 rows, not the table (both steps are MATERIALIZED: estimating such a name
 -- rare, the planner would rather scan the whole table for it). The first row
 -- says how far the look went (floor, scanned); there is always one: with no
@@ -609,7 +609,7 @@ SELECT count(*) = 2
   FROM pg_index
  WHERE indisvalid
    AND indexrelid IN (to_regclass('koyojobs_jobs_finished_queue_idx'),
-                      to_regclass('koyojobs_jobs_finished_status_idx'));
+                      to_regclass('koyojobs_jobs_failed_idx'));
 
 -- name: dashboard_queues_unindexed
 -- dashboard_queues without the index of finished rows by queue: ready and

@@ -221,7 +221,7 @@ async def test_without_the_indexes_of_0006_it_leaves_out_what_would_read_the_tab
     await insert_finished(broker, 300, "done")
     await insert_finished(broker, 2, "failed")
     await broker.enqueue(jobs.echo(4))
-    for index in ("koyojobs_jobs_finished_queue_idx", "koyojobs_jobs_finished_status_idx"):
+    for index in ("koyojobs_jobs_finished_queue_idx", "koyojobs_jobs_failed_idx"):
         await broker.pool.execute(f"DROP INDEX {index}")
     async with client(Dashboard(broker)) as c:
         live = (await c.get("/api/queues")).json()["queues"]
