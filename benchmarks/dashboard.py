@@ -117,6 +117,8 @@ async def pages(broker: Broker) -> dict[str, str]:
         "queues, live counts (JSON)": "/api/queues",
         "jobs, newest": "/jobs",
         "jobs, a page in the middle": f"/jobs?before={middle}",
+        "jobs, done": "/jobs?status=done",
+        "jobs, done in one queue": "/jobs?status=done&queue=reports",
         "jobs, failed": "/jobs?status=failed",
         "jobs, failed in one queue": "/jobs?status=failed&queue=emails",
         "jobs, ready": "/jobs?status=ready",
