@@ -50,7 +50,10 @@ from koyojobs.sql import QUERIES
 from koyojobs.testing import TemporaryPostgres
 
 SHIPPED = QUERIES["finish_and_claim"]
-_NOTIFY = "CASE WHEN j.waited AND u.status <> 'ready' THEN pg_notify('koyojobs_finished', '') END"
+_NOTIFY = (
+    "CASE WHEN j.waited AND u.status NOT IN ('ready', 'snoozed')\n"
+    "                   THEN pg_notify('koyojobs_finished', '') END"
+)
 assert _NOTIFY in SHIPPED, "finish_and_claim changed: update the baseline"
 WITHOUT_NOTIFY = SHIPPED.replace(_NOTIFY, "j.id")
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import asyncpg
 import pendulum
-from pendulum import DateTime
 from asyncpg.pool import PoolConnectionProxy
+from pendulum import DateTime
 
 from . import instrumentation
 from .context import execute_jobs_synchronously

@@ -580,7 +580,7 @@ def _age(seconds: float | None) -> str:
 @main.command()
 @_connects
 def status(connection: _Connection) -> None:
-    """Show job counts per queue and status, and the oldest due job's wait."""
+    """Show job counts per queue and status, the oldest due job's wait, and pauses."""
 
     async def action(broker: Broker) -> list[QueueStatus]:
         return await broker.queue_status()
@@ -589,7 +589,7 @@ def status(connection: _Connection) -> None:
     if not queues:
         click.echo("no jobs")
         return
-    header = ("queue", "ready", "running", "done", "failed", "cancelled", "oldest ready")
+    header = ("queue", "ready", "running", "done", "failed", "cancelled", "oldest ready", "")
     rows = [
         (
             q.queue,
@@ -599,6 +599,7 @@ def status(connection: _Connection) -> None:
             str(q.failed),
             str(q.cancelled),
             _age(q.oldest_ready_seconds),
+            "paused" if q.paused else "",
         )
         for q in queues
     ]
@@ -616,7 +617,11 @@ def status(connection: _Connection) -> None:
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @_connects
 def jobs(status_: str | None, queue: str | None, limit: int, connection: _Connection) -> None:
-    """List the newest jobs, with the first line of their last error."""
+    """List the newest jobs, with the first line of their last error.
+
+    For a due job that is not running, the last column says instead what
+    holds it back: its queue paused, or its key at a concurrency or rate limit.
+    """
 
     async def action(broker: Broker) -> list[Job]:
         return await broker.list_jobs(status=status_, queue=queue, limit=limit)
@@ -625,16 +630,20 @@ def jobs(status_: str | None, queue: str | None, limit: int, connection: _Connec
     if not found:
         click.echo("no jobs")
         return
-    header = ("id", "name", "queue", "status", "attempts", "finished", "last error")
+    header = ("id", "name", "queue", "status", "attempts", "finished", "last error / waiting")
     rows = [
         (
             str(j.id),
             j.name,
             j.queue,
             j.status.value,
-            f"{j.attempts}/{j.max_attempts}",
+            f"{j.attempts}/{j.max_attempts}" + (f" +{j.snoozes} snoozes" if j.snoozes else ""),
             "-" if j.finished_at is None else j.finished_at.to_datetime_string(),
-            (j.last_error or "").splitlines()[0][:100] if j.last_error else "",
+            f"waiting: {j.waiting}"
+            if j.waiting
+            else (j.last_error or "").splitlines()[0][:100]
+            if j.last_error
+            else "",
         )
         for j in found
     ]
@@ -750,6 +759,9 @@ def _job_command(
                     return f"job {job_id} does not exist"
                 if Status(found) not in acts_on:
                     return refused(job_id, Status(found))
+                holder = await broker.unique_holder(job_id)
+                if holder is not None:
+                    return f"job {job_id} is unique and job {holder} holds its key now"
             return f"job {job_id} keeps changing; {verb} it again"
 
         failure = _run(connection, action)
@@ -790,6 +802,28 @@ main.command("cancel")(
         lambda job_id, status: f"job {job_id} already finished ({status.value}): nothing to cancel",
     )
 )
+
+
+def _queue_command(verb: str, method: Callable[[Broker, str], Awaitable[None]]) -> Any:
+    @click.argument("queue")
+    @_connects
+    def command(queue: str, connection: _Connection) -> None:
+        async def action(broker: Broker) -> None:
+            await method(broker, queue)
+
+        _run(connection, action)
+        click.echo(f"queue {queue!r} {verb}")
+
+    return command
+
+
+main.command("pause")(_queue_command("paused", Broker.pause))
+main.command("resume")(_queue_command("resumed", Broker.resume))
+main.commands["pause"].help = (
+    "Pause QUEUE: its workers in every process claim nothing more (running jobs "
+    "finish; enqueueing goes on) until `koyojobs resume QUEUE`. Stored: it outlives restarts."
+)
+main.commands["resume"].help = "Resume a paused QUEUE: its workers wake and claim again."
 
 
 @main.command()

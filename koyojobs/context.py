@@ -19,10 +19,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RetryJob",
+    "SnoozeJob",
     "current_broker",
     "current_job",
     "execute_jobs_synchronously",
-    "SnoozeJob",
     "retry",
     "running",
     "set_current_broker",

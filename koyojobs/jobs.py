@@ -68,6 +68,11 @@ class JobDefinition(Generic[P, R]):
         """Its uniqueness and limits (``None``: none; see the "Flow control" page)."""
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = inspect.signature(fn)
+        self.positional_only_simple = all(
+            p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+            for p in self.signature.parameters.values()
+        )
+        """Whether every parameter takes a positional argument (no ``*args``, ``**kw``)."""
         self.success_hooks: list[Hook] = []
         """Run in order after an attempt succeeds (see :meth:`on_success`)."""
         self.failure_hooks: list[Hook] = []

@@ -379,38 +379,27 @@ class _Lane:
         # outcome the database refuses must not hold back the others.
         take = 1 if self._one_at_a_time else first_batch(self._decisions, _MAX_BATCH_BYTES)
         batch, self._decisions = self._decisions[:take], self._decisions[take:]
-        limited = self.worker.limited
+        # A queue with limited jobs claims through koyojobs_claim_limited.
+        query = QUERIES["finish_and_claim_limited" if self.worker.limited else "finish_and_claim"]
         sent = time.monotonic()
-        rows: list[asyncpg.Record] = []
-        if batch or not limited:
-            try:
-                # With limits, the claim is a statement of its own (below).
-                rows = await self._fetch(
-                    QUERIES["finish_and_claim"],
-                    self.queue,
-                    0 if limited else free,
-                    self.lease,
-                    self.id,
-                    *as_columns(batch),
-                )
-            except asyncpg.PostgresError as exc:
-                self._decisions[:0] = self._refused(batch, exc)
-                raise
-            except BaseException:
-                # Writing is idempotent (guarded by attempt and status): keep the
-                # batch for the next round.
-                self._decisions[:0] = batch
-                raise
+        try:
+            rows = await self._fetch(
+                query, self.queue, free, self.lease, self.id, *as_columns(batch)
+            )
+        except asyncpg.PostgresError as exc:
+            self._decisions[:0] = self._refused(batch, exc)
+            raise
+        except BaseException:
+            # Writing is idempotent (guarded by attempt and status): keep the
+            # batch for the next round.
+            self._decisions[:0] = batch
+            raise
         if self._one_at_a_time:
             self._one_at_a_time -= 1
         for job_id, number, decision in batch:
             self._let_go(job_id, number)
             if decision.status is Status.READY:
                 self.wake()  # a retry may be due before the next poll
-        if limited and free:
-            rows = await self._fetch(
-                QUERIES["claim_limited"], self.queue, free, self.lease, self.id
-            )
         for row in rows:
             # A job this worker still runs (in this claim loop or the other)
             # may come back: its lease lapsed while the event loop was stalled,

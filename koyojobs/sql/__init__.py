@@ -2,7 +2,9 @@
 
 Statements live in ``queries.sql`` as blocks headed ``-- name: NAME`` and in
 ``schema/NNNN_name.sql``; they are read once, at import, so the rest of the
-package asks for a statement by name and never builds SQL.
+package asks for a statement by name and never builds SQL. A line
+``-- include: NAME`` in a block stands for the text of the block NAME (a part
+two statements share, written once).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from importlib import resources
 __all__ = ["MIGRATIONS", "QUERIES", "Migration", "pyformat"]
 
 _NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+_INCLUDE = re.compile(r"^-- include: (\w+)\s*$", re.MULTILINE)
 _MIGRATION = re.compile(r"^(\d{4})_(\w+)\.sql$")
 # What pyformat() must step over or rewrite: quoted literals and names, comments,
 # dollar-quoted bodies, $n parameters and percent signs.
@@ -47,6 +50,8 @@ def _load_queries() -> dict[str, str]:
         while lines and lines[0].startswith("--"):
             lines.pop(0)  # a block's leading comment is for readers of the file
         queries[name] = "\n".join(lines)
+    for name, body in queries.items():
+        queries[name] = _INCLUDE.sub(lambda m: queries[m[1]], body)
     return queries
 
 

@@ -63,26 +63,10 @@ SELECT id, unique_key
   FROM koyojobs_insert_unique($1::text[], $2::text[], $3::integer[], $4::integer[], $5::bytea[],
                               $6::timestamptz[], $7::text[], $8::text[], $9::text);
 
--- name: finish_and_claim
--- One round trip per batch: records the outcomes of finished attempts ($5..$11,
--- possibly none) and claims up to $2 due jobs of queue $1 (possibly none).
--- Only the attempt that still holds a job may write its outcome: a rescued,
--- re-claimed or cancelled job is left alone (the guard on attempts and status).
--- The guard sits in a CASE so that the planner neither estimates it from
--- statistics (stale after a bulk insert: "running" looks empty, and it picks a
--- scan of every running row) nor matches the partial index of running rows: it
--- joins the batch to the primary key. The claim increments the attempt counter,
--- so a run lost with its worker still counts. Both parts see one snapshot, in
--- which the finished rows are still running: none of them is claimed again here.
--- A batch that ends jobs someone waits for (Broker.wait marks them "waited")
--- notifies koyojobs_finished ONCE: pg_notify is called per such row, but
--- PostgreSQL delivers identical notifications of one transaction once. A
--- round that ends no waited job sends none: a NOTIFY costs its transaction a
--- cluster-wide lock at commit, which slowed a drain by a sixth. A "snoozed"
--- outcome is ready again with the attempt given back. A paused queue (a row
--- in koyojobs_queues) claims nothing. (Kept short: pg_stat_activity shows the
--- first 1024 bytes, and tests look for "picked AS".)
-WITH finished AS (
+-- name: finished_outcomes
+-- The outcomes of finished attempts, written: the first CTE of finish_and_claim
+-- and finish_and_claim_limited ($5..$11).
+finished AS (
     UPDATE koyojobs_jobs AS j
        SET status = CASE WHEN u.status = 'snoozed' THEN 'ready' ELSE u.status END,
            attempts = j.attempts - (u.status = 'snoozed')::integer,
@@ -103,7 +87,29 @@ WITH finished AS (
        AND CASE WHEN j.status = 'running' THEN j.attempts = u.attempt ELSE false END
     RETURNING CASE WHEN j.waited AND u.status NOT IN ('ready', 'snoozed')
                    THEN pg_notify('koyojobs_finished', '') END
-), picked AS (
+)
+
+-- name: finish_and_claim
+-- One round trip per batch: records the outcomes of finished attempts ($5..$11,
+-- possibly none) and claims up to $2 due jobs of queue $1 (possibly none).
+-- Only the attempt that still holds a job may write its outcome: a rescued,
+-- re-claimed or cancelled job is left alone (the guard on attempts and status).
+-- The guard sits in a CASE so that the planner neither estimates it from
+-- statistics (stale after a bulk insert: "running" looks empty, and it picks a
+-- scan of every running row) nor matches the partial index of running rows: it
+-- joins the batch to the primary key. The claim increments the attempt counter,
+-- so a run lost with its worker still counts. Both parts see one snapshot, in
+-- which the finished rows are still running: none of them is claimed again here.
+-- A batch that ends jobs someone waits for (Broker.wait marks them "waited")
+-- notifies koyojobs_finished ONCE: pg_notify is called per such row, but
+-- PostgreSQL delivers identical notifications of one transaction once. A
+-- round that ends no waited job sends none: a NOTIFY costs its transaction a
+-- cluster-wide lock at commit, which slowed a drain by a sixth. A "snoozed"
+-- outcome is ready again with the attempt given back. A paused queue (a row
+-- in koyojobs_queues) claims nothing.
+WITH
+-- include: finished_outcomes
+, picked AS (
     SELECT id
       FROM koyojobs_jobs
      WHERE queue = $1 AND status = 'ready' AND scheduled_at <= now()
@@ -132,10 +138,17 @@ SELECT extract(epoch FROM min(scheduled_at) - now())::float8
  WHERE queue = $1 AND status = 'ready'
    AND NOT EXISTS (SELECT FROM koyojobs_queues WHERE queue = $1);
 
--- name: claim_limited
--- The claim of a queue whose jobs have limits (koyojobs.limits).
-SELECT id, name, queue, priority, args, attempts, max_attempts, scheduled_at, trace_context
-  FROM koyojobs_claim_limited($1, $2, $3, $4);
+-- name: finish_and_claim_limited
+-- finish_and_claim for a queue whose jobs have limits (koyojobs.limits): the
+-- claim is koyojobs_claim_limited's. It takes the count of outcomes written,
+-- so that they are written before it runs: its statements, each with a fresh
+-- snapshot, see the slots those runs held as free.
+WITH
+-- include: finished_outcomes
+SELECT c.id, c.name, c.queue, c.priority, c.args, c.attempts, c.max_attempts, c.scheduled_at,
+       c.trace_context
+  FROM (SELECT count(*) AS n FROM finished) AS f
+ CROSS JOIN LATERAL koyojobs_claim_limited($1, $2, $3, $4, f.n) AS c;
 
 -- name: next_due_limited
 -- next_due for a queue with limits: jobs held back by a full key do not count

@@ -460,6 +460,8 @@ def test_a_database_that_cannot_be_reached_is_one_line_and_exit_1(
         ["prune", "--older-than", "7d"],
         ["retry", "1"],
         ["cancel", "1"],
+        ["pause", "default"],
+        ["resume", "default"],
     ):
         result = koyojobs(*command, "--dsn", dsn)
         lines = result.stderr.strip().splitlines()
@@ -630,3 +632,23 @@ def test_a_bad_retention_is_a_one_line_usage_error(dsn: str, option: str, messag
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(message), lines
+
+
+async def test_pause_and_resume_show_in_status_and_jobs_says_why_a_job_waits(
+    dsn: str, broker: Broker
+) -> None:
+    job_id = await jobs.echo("later")
+    result = await asyncio.to_thread(koyojobs, "pause", "default", "--dsn", dsn)
+    assert (result.returncode, result.stdout) == (0, "queue 'default' paused\n"), result.stderr
+    result = await asyncio.to_thread(koyojobs, "status", "--dsn", dsn)
+    [line] = result.stdout.splitlines()[1:]
+    assert line.split()[0] == "default" and line.endswith("paused")
+    result = await asyncio.to_thread(koyojobs, "jobs", "--dsn", dsn)
+    [line] = result.stdout.splitlines()[1:]
+    assert line.split()[0] == str(job_id) and line.endswith("waiting: queue paused")
+
+    result = await asyncio.to_thread(koyojobs, "resume", "default", "--dsn", dsn)
+    assert (result.returncode, result.stdout) == (0, "queue 'default' resumed\n"), result.stderr
+    result = await asyncio.to_thread(koyojobs, "status", "--dsn", dsn)
+    assert not result.stdout.splitlines()[1].endswith("paused")
+    assert await broker.paused_queues() == {}

@@ -16,6 +16,7 @@ import pytest
 from docs.examples import (
     components,
     defining,
+    flow_control,
     hooks,
     inside_a_job,
     middleware_signature,
@@ -198,3 +199,12 @@ async def test_the_operations_page_commands_run(dsn: str) -> None:
             timeout=60,
         )
         assert result.returncode == 0, (command, result.stderr)
+
+
+async def test_flow_control(dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
+    await flow_control.main(dsn)
+    assert capsys.readouterr().out.splitlines() == [
+        "one sync for u-1: True",
+        "while paused: queue paused",
+        "all done",
+    ]

@@ -223,7 +223,7 @@ async def test_a_claim_answered_after_its_lease_lapsed_is_not_begun(
             async def round_blocked() -> bool:
                 waiting = await broker.pool.fetchval(
                     "SELECT count(*) FROM pg_stat_activity"
-                    " WHERE wait_event_type = 'Lock' AND query LIKE '%picked AS%'"
+                    " WHERE wait_event_type = 'Lock' AND query LIKE '%finished AS (%'"
                 )
                 return bool(waiting)
 

@@ -35,8 +35,10 @@ def test_every_percent_is_doubled_even_quoted() -> None:
     )
 
 
-@pytest.mark.parametrize("name", ["insert_job", "insert_jobs"])
-def test_the_enqueue_statements_render(name: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "parameters"), [("insert_job", 7), ("insert_jobs", 7), ("insert_jobs_unique", 9)]
+)
+def test_the_enqueue_statements_render(name: str, parameters: int) -> None:
     sql, order = pyformat(QUERIES[name])
-    assert order == (0, 1, 2, 3, 4, 5)
-    assert "$" not in sql and sql.count("%s") == 6
+    assert order == tuple(range(parameters))
+    assert "$" not in sql and sql.count("%s") == parameters
