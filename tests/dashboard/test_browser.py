@@ -15,6 +15,7 @@ import pytest
 from selenium.common.exceptions import NoAlertPresentException, NoSuchElementException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
 from koyojobs import Status
@@ -29,8 +30,13 @@ def wait(driver: WebDriver) -> WebDriverWait[WebDriver]:
     return WebDriverWait(driver, TIMEOUT, poll_frequency=0.1)
 
 
+def find(driver: WebDriver, by: str, value: str) -> WebElement:
+    """The element, once the page that is loading shows it."""
+    return wait(driver).until(lambda d: d.find_element(by, value))
+
+
 def text_of(driver: WebDriver, selector: str) -> str:
-    return driver.find_element(By.CSS_SELECTOR, selector).text
+    return find(driver, By.CSS_SELECTOR, selector).text
 
 
 def badge_after_reload(driver: WebDriver, expected: str) -> Callable[[WebDriver], bool]:
@@ -56,11 +62,11 @@ def test_find_a_failed_job_read_its_traceback_retry_it_and_see_it_done(
     browser.get(server.url + "/")
     row = f'tr[data-queue="{jobs.QUEUE}"]'
     wait(browser).until(lambda d: text_of(d, f"{row} [data-live=failed]") == "1")
-    browser.find_element(By.CSS_SELECTOR, f"{row} [data-live=failed]").click()
+    find(browser, By.CSS_SELECTOR, f"{row} [data-live=failed]").click()
 
     wait(browser).until(lambda d: "status=failed" in d.current_url)
     assert browser.current_url.startswith(server.url + "/jobs?")
-    browser.find_element(By.LINK_TEXT, str(job_id)).click()
+    find(browser, By.LINK_TEXT, str(job_id)).click()
 
     wait(browser).until(lambda d: d.current_url == f"{server.url}/jobs/{job_id}")
     assert text_of(browser, "h1 .status") == "failed"
@@ -70,7 +76,7 @@ def test_find_a_failed_job_read_its_traceback_retry_it_and_see_it_done(
     assert "raise RuntimeError" in traceback
 
     jobs.fixed.add("invoice-7")  # the operator fixed the printer
-    browser.find_element(By.XPATH, "//button[text()='Retry']").click()
+    find(browser, By.XPATH, "//button[text()='Retry']").click()
     wait(browser).until(lambda d: "notice=retried" in d.current_url)
     assert text_of(browser, ".notice") == "The job will run again."
 
@@ -91,7 +97,7 @@ def test_pausing_a_queue_stops_its_workers_claiming_and_resuming_runs_the_job(
     browser.get(server.url + "/")
     row = f'tr[data-queue="{jobs.QUEUE}"]'
     wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, row))
-    browser.find_element(By.CSS_SELECTOR, f"{row} button").click()
+    find(browser, By.CSS_SELECTOR, f"{row} button").click()
     wait(browser).until(lambda d: "notice=paused" in d.current_url)
     assert text_of(browser, f"{row} [data-live=paused]") == "paused"
 
@@ -105,7 +111,7 @@ def test_pausing_a_queue_stops_its_workers_claiming_and_resuming_runs_the_job(
     wait(browser).until(lambda d: text_of(d, f"{row} [data-live=ready]") == "1")
 
     resume = f"//tr[@data-queue='{jobs.QUEUE}']//button[text()='Resume']"
-    browser.find_element(By.XPATH, resume).click()
+    find(browser, By.XPATH, resume).click()
     wait(browser).until(lambda d: "notice=resumed" in d.current_url)
     assert server.wait_for(held, Status.DONE).result == "while paused"
     wait(browser).until(lambda d: text_of(d, f"{row} [data-live=paused]") == "active")
@@ -129,7 +135,7 @@ def test_a_read_only_dashboard_shows_no_actions_and_refuses_a_forged_post(
 
     # A forged POST: no token; a made-up pair; a pair minted by the acting dashboard.
     browser.get(acting.url + f"/jobs/{job_id}")
-    token = browser.find_element(By.NAME, "csrf_token").get_attribute("value")
+    token = find(browser, By.NAME, "csrf_token").get_attribute("value")
     assert token
     forged: list[dict[str, Any]] = [
         {"data": {}},

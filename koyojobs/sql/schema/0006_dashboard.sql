@@ -8,8 +8,8 @@
 -- if it failed or was cancelled, which few do). Claims and lease renewals of
 -- running jobs insert nothing into them. Done jobs, dense in the table, need
 -- no index of their own to be listed: the primary key finds them at once.
--- Still, the first costs every finished job an index entry: a drain ran about
--- a sixth slower with it (docs/benchmarks.md).
+-- (An index of every finished row by status cost a drain a quarter of its
+-- rate; what these two cost was below the noise: docs/benchmarks.md.)
 --
 -- A plain CREATE INDEX blocks writes to the table (every enqueue, claim and
 -- outcome) for as long as it builds, and a migration runs in a transaction,
