@@ -1,0 +1,43 @@
+"""Migration 0006_dashboard: its indexes on a small table, a warning on a big one."""
+
+from __future__ import annotations
+
+from koyojobs import Broker
+from koyojobs.schema import migrate
+from koyojobs.sql import QUERIES
+
+INDEXES = ["koyojobs_jobs_failed_idx", "koyojobs_jobs_finished_queue_idx"]
+
+
+async def indexes(broker: Broker) -> list[str]:
+    rows = await broker.pool.fetch(
+        "SELECT indexname FROM pg_indexes WHERE indexname = ANY($1::text[]) ORDER BY 1", INDEXES
+    )
+    return [row[0] for row in rows]
+
+
+async def rerun_0006_over(broker: Broker, rows: int) -> None:
+    """0006 applied again, as an upgrade would, on a table of ``rows`` jobs."""
+    for name in INDEXES:
+        await broker.pool.execute(f"DROP INDEX IF EXISTS {name}")
+    await broker.pool.execute("DELETE FROM koyojobs_migrations WHERE version = 6")
+    await broker.pool.execute("TRUNCATE koyojobs_jobs")
+    await broker.pool.execute(
+        "INSERT INTO koyojobs_jobs (name, queue, args) "
+        "SELECT 'n', 'q', '\\x00' FROM generate_series(1, $1)",
+        rows,
+    )
+    assert await migrate(broker.pool) == [6]
+
+
+async def test_small_tables_get_the_indexes_big_ones_a_warning(broker: Broker) -> None:
+    assert await indexes(broker) == INDEXES  # the template was migrated empty
+    assert await broker.pool.fetchval(QUERIES["dashboard_indexed"]) is True
+
+    await rerun_0006_over(broker, 100_000)
+    assert await indexes(broker) == INDEXES
+
+    await rerun_0006_over(broker, 100_001)
+    assert await indexes(broker) == []
+    assert await broker.pool.fetchval(QUERIES["dashboard_indexed"]) is False
+    assert await broker.pool.fetchval("SELECT max(version) FROM koyojobs_migrations") == 6
