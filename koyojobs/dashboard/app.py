@@ -140,16 +140,19 @@ class Dashboard:
 
     # -- who may act ------------------------------------------------------------
 
-    async def may_act(self, request: Request) -> bool:
+    async def _may_act(self, request: Request) -> bool:
         """Whether ``can_act`` lets this request's user act (never, without ``can_act``)."""
         return self._can_act is not None and await _asks(self._can_act, request)
 
     async def _guard(self, request: Request) -> dict[str, str] | StarletteResponse:
         """The action's form if the request may act and carries our token; else a 403."""
-        if not await self.may_act(request):
+        if not await self._may_act(request):
             return PlainTextResponse("forbidden: this dashboard is read-only for you", 403)
+        declared = request.headers.get("content-length", "0")
+        if not declared.isdigit() or int(declared) > _MAX_FORM:
+            return PlainTextResponse("request too large", 413)
         body = await request.body()
-        if len(body) > _MAX_FORM:
+        if len(body) > _MAX_FORM:  # sent chunked, past what it declared
             return PlainTextResponse("request too large", 413)
         form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
         if not self._tokens.matches(request.cookies.get(csrf.COOKIE), form.get(csrf.FIELD)):
@@ -161,7 +164,7 @@ class Dashboard:
     async def _render(
         self, request: Request, template: str, status_code: int = 200, **context: Any
     ) -> HTMLResponse:
-        acting = await self.may_act(request)
+        acting = await self._may_act(request)
         token = request.cookies.get(csrf.COOKIE)
         fresh = acting and not self._tokens.valid(token)
         if fresh:
