@@ -87,6 +87,8 @@ DECLARE
     v_room_keys text[];
     v_rooms bigint[];
     v_rated boolean;
+    v_uncontended boolean := true;
+    v_lock bigint;
 BEGIN
     IF p_limit <= 0 OR EXISTS (SELECT FROM koyojobs_queues WHERE queue = p_queue) THEN
         RETURN;
@@ -128,12 +130,35 @@ BEGIN
         RETURN;
     END IF;
     -- One claimer of a key at a time, until this transaction ends. In the
-    -- order of the lock numbers, so that two claimers cannot deadlock.
-    PERFORM pg_advisory_xact_lock(l.h)
-       FROM (SELECT DISTINCT hashtextextended('koyojobs.limit ' || k, 0) AS h
-               FROM unnest(v_keys) AS k
-              WHERE k IS NOT NULL) AS l
-      ORDER BY l.h;
+    -- order of the lock numbers, so that two claimers cannot deadlock: each
+    -- lock is tried, and once one is held by another claimer, that one and
+    -- the rest are waited for.
+    FOR v_lock IN
+        SELECT DISTINCT hashtextextended('koyojobs.limit ' || k, 0)
+          FROM unnest(v_keys) AS k
+         WHERE k IS NOT NULL
+         ORDER BY 1
+    LOOP
+        IF v_uncontended THEN
+            v_uncontended := pg_try_advisory_xact_lock(v_lock);
+        END IF;
+        IF NOT v_uncontended THEN
+            PERFORM pg_advisory_xact_lock(v_lock);
+        END IF;
+    END LOOP;
+    IF NOT v_uncontended THEN
+        -- The claimer waited for may have taken some candidates: look again,
+        -- by a snapshot taken under the locks. Keys first seen now are not
+        -- locked: their jobs wait for the next round.
+        SELECT coalesce(array_agg(c.id), '{}'), coalesce(array_agg(c.limit_key), '{}')
+          INTO v_ids, v_keys
+          FROM (SELECT j.id, j.limit_key
+                  FROM koyojobs_jobs AS j
+                 WHERE j.queue = p_queue AND j.status = 'ready' AND j.scheduled_at <= now()
+                   AND (j.limit_key IS NULL OR j.limit_key = ANY (v_keys))
+                 ORDER BY j.priority, j.scheduled_at, j.id
+                 LIMIT p_limit * 4) AS c;
+    END IF;
     -- How many more of each key may start now, counted under its lock. A key
     -- is its job's name, then chr(31) and the limit_key= key if any.
     SELECT coalesce(array_agg(k.key), '{}'),
