@@ -146,7 +146,9 @@ async def measure(args: argparse.Namespace) -> None:
                 if "fairness" in result:
                     fairness.append(result["fairness"])
                 print(f"round {round_ + 1} {variant}: {result['rate']:,.0f}/s", file=sys.stderr)
-    print(f"\n{args.jobs:,} no-op jobs, worker concurrency {args.concurrency}, {args.rounds} rounds")
+    print(
+        f"\n{args.jobs:,} no-op jobs, worker concurrency {args.concurrency}, {args.rounds} rounds"
+    )
     print("| variant | median jobs/s | range | vs. its baseline |")
     print("|---|---|---|---|")
     for variant, values in rates.items():
@@ -154,7 +156,7 @@ async def measure(args: argparse.Namespace) -> None:
         ratio = statistics.median(values) / statistics.median(rates[base])
         print(
             f"| {variant} | {statistics.median(values):,.0f} | "
-            f"{min(values):,.0f}–{max(values):,.0f} | {ratio:.2f} |"
+            f"{min(values):,.0f} to {max(values):,.0f} | {ratio:.2f} |"
         )
     print("\nfairness of `4 per key, 100 keys` (seconds from the drain's start, median of rounds)")
     for name in fairness[0]:

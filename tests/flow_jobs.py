@@ -12,6 +12,7 @@ import asyncio
 import os
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 
 from koyojobs import current_job, define_job, snooze
 
@@ -103,3 +104,13 @@ async def snoozer(times: int) -> int:
 
 
 snoozer_counts: dict[int, int] = {}
+
+
+@define_job(
+    name="flow.periodic_limited",
+    queue="flow-periodic",
+    every=timedelta(seconds=1),
+    concurrency=1,
+)
+async def periodic_limited() -> None:
+    """A periodic job with a limit: each tick's job carries it."""

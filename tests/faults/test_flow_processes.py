@@ -40,8 +40,14 @@ async def test_fifty_enqueuers_of_one_key_in_five_processes_leave_one_job_and_sh
 ) -> None:
     processes = [
         await asyncio.create_subprocess_exec(
-            sys.executable, "-c", _ENQUEUER, dsn, "10",
-            cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-c",
+            _ENQUEUER,
+            dsn,
+            "10",
+            cwd=REPO,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         for _ in range(5)
     ]
@@ -50,9 +56,7 @@ async def test_fifty_enqueuers_of_one_key_in_five_processes_leave_one_job_and_sh
     results = [json.loads(out) for out, _ in answers]
     ids = {i for r in results for i in r["ids"]}
     many = {tuple(r["many"]) for r in results}
-    rows = await broker.pool.fetch(
-        "SELECT id, unique_key FROM koyojobs_jobs ORDER BY id"
-    )
+    rows = await broker.pool.fetch("SELECT id, unique_key FROM koyojobs_jobs ORDER BY id")
     assert len(rows) == 2
     [key42] = [r["id"] for r in rows if r["unique_key"].endswith("user-42")]
     [key43] = [r["id"] for r in rows if r["unique_key"].endswith("user-43")]
@@ -69,8 +73,7 @@ async def test_limits_hold_across_two_worker_processes_by_the_jobs_own_log(
     ids = await broker.enqueue_many(calls)
     assert ids is not None
     workers = [
-        await WorkerProcess(dsn, module="tests.flow_jobs", concurrency=6).start()
-        for _ in range(2)
+        await WorkerProcess(dsn, module="tests.flow_jobs", concurrency=6).start() for _ in range(2)
     ]
     try:
         for job_id in ids:

@@ -3,7 +3,6 @@ concurrency and rate limits, pause and resume, snooze, why a job waits."""
 
 from __future__ import annotations
 
-import asyncio
 from collections import defaultdict
 from pathlib import Path
 
@@ -111,11 +110,17 @@ async def test_bad_unique_keys_are_errors_at_the_call_site_naming_the_job(
     @define_job(name="flow.test.unkeyable", unique=True)
     async def unkeyable(handler: object) -> None: ...
 
-    with pytest.raises(ValueError, match=r"job 'flow.test.raising_key': its unique= function raised KeyError"):
+    with pytest.raises(
+        ValueError, match=r"job 'flow.test.raising_key': its unique= function raised KeyError"
+    ):
         raising(1)
-    with pytest.raises(TypeError, match=r"job 'flow.test.int_key': its unique= function returned int 1, not a str"):
+    with pytest.raises(
+        TypeError, match=r"job 'flow.test.int_key': its unique= function returned int 1, not a str"
+    ):
         int_key(1)
-    with pytest.raises(TypeError, match=r"job 'flow.test.unkeyable': unique=True cannot key argument 'handler'"):
+    with pytest.raises(
+        TypeError, match=r"job 'flow.test.unkeyable': unique=True cannot key argument 'handler'"
+    ):
         unkeyable(object())
     assert await broker.pool.fetchval("SELECT count(*) FROM koyojobs_jobs") == 0
 
@@ -230,7 +235,11 @@ async def test_rate_limits_hold_in_any_window_per_job_and_per_key(
     groups: dict[str, list[float]] = defaultdict(list)
     for row in rows:
         groups[row["limit_key"]].append(row["started_at"].timestamp())
-    for key, count in (("flow.rated", 4), ("flow.rated_per_key\x1fa", 2), ("flow.rated_per_key\x1fb", 2)):
+    for key, count in (
+        ("flow.rated", 4),
+        ("flow.rated_per_key\x1fa", 2),
+        ("flow.rated_per_key\x1fb", 2),
+    ):
         starts = groups[key]
         # Any count + 1 starts in a row span at least the window.
         spans = [starts[i + count] - starts[i] for i in range(len(starts) - count)]
@@ -319,3 +328,19 @@ def test_snooze_outside_a_job_is_an_error() -> None:
 
     with pytest.raises(RuntimeError, match="outside a running job"):
         snooze(1)
+
+
+async def test_a_periodic_jobs_ticks_carry_its_limit(
+    broker: Broker, start_worker: StartWorker
+) -> None:
+    worker = await start_worker(queue="flow-periodic")
+    assert worker.limited
+
+    async def ticked() -> int:
+        found: int = await broker.pool.fetchval(
+            "SELECT count(*) FROM koyojobs_jobs WHERE name = 'flow.periodic_limited'"
+            " AND limit_key = 'flow.periodic_limited' AND status = 'done'"
+        )
+        return found
+
+    await until(ticked, timeout=10, what="a tick of the periodic job, run")

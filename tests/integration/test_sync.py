@@ -308,3 +308,23 @@ def test_a_malformed_dsn_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_the_synchronous_mode_refuses_a_wrong_connection_too() -> None:
     with execute_jobs_synchronously(), pytest.raises(TypeError, match=r"got builtins\.object$"):
         sync.enqueue(jobs.echo(1), connection=object())
+
+
+async def test_unique_and_limited_jobs_enqueue_from_sync_code_as_from_async(
+    broker: Broker, dsn: str
+) -> None:
+    from tests import flow_jobs
+
+    first = await asyncio.to_thread(sync.enqueue, flow_jobs.unique_by_user(5, "a"))
+    with psycopg.connect(dsn) as conn:
+        ids = await asyncio.to_thread(
+            sync.enqueue_many,
+            [flow_jobs.unique_by_user(5, "b"), flow_jobs.free(1), flow_jobs.unique_by_user(6)],
+            connection=conn,
+        )
+    assert ids is not None and ids[0] == first and len(set(ids)) == 3
+    same = await broker.enqueue(flow_jobs.unique_by_user(6, "c"))
+    assert same == ids[2]
+    limited = await asyncio.to_thread(sync.enqueue, flow_jobs.per_tenant("/dev/null", "acme", 0))
+    key = await broker.pool.fetchval("SELECT limit_key FROM koyojobs_jobs WHERE id = $1", limited)
+    assert key == "flow.per_tenant\x1facme"

@@ -75,14 +75,22 @@ $$;
 -- it makes that statement write them before calling this.
 CREATE FUNCTION koyojobs_claim_limited(p_queue text, p_limit integer, p_lease float8,
                                        p_worker text, p_finished bigint)
-RETURNS SETOF koyojobs_jobs
+RETURNS TABLE (id bigint, name text, queue text, priority integer, args bytea,
+               attempts integer, max_attempts integer, scheduled_at timestamptz,
+               trace_context text)
 LANGUAGE plpgsql AS $$
+#variable_conflict use_column
 DECLARE
     v_full text[];
     v_ids bigint[];
     v_keys text[];
+    v_room_keys text[];
+    v_rooms bigint[];
+    v_rated boolean;
+    v_uncontended boolean := true;
+    v_lock bigint;
 BEGIN
-    IF p_limit <= 0 OR EXISTS (SELECT 1 FROM koyojobs_queues WHERE queue = p_queue) THEN
+    IF p_limit <= 0 OR EXISTS (SELECT FROM koyojobs_queues WHERE queue = p_queue) THEN
         RETURN;
     END IF;
     -- Keys at a limit, by this snapshot: their jobs are passed over, so a
@@ -122,46 +130,70 @@ BEGIN
         RETURN;
     END IF;
     -- One claimer of a key at a time, until this transaction ends. In the
-    -- order of the lock numbers, so that two claimers cannot deadlock.
-    PERFORM pg_advisory_xact_lock(l.h)
-       FROM (SELECT DISTINCT hashtextextended('koyojobs.limit ' || k, 0) AS h
-               FROM unnest(v_keys) AS k
-              WHERE k IS NOT NULL) AS l
-      ORDER BY l.h;
+    -- order of the lock numbers, so that two claimers cannot deadlock: each
+    -- lock is tried, and once one is held by another claimer, that one and
+    -- the rest are waited for.
+    FOR v_lock IN
+        SELECT DISTINCT hashtextextended('koyojobs.limit ' || k, 0)
+          FROM unnest(v_keys) AS k
+         WHERE k IS NOT NULL
+         ORDER BY 1
+    LOOP
+        IF v_uncontended THEN
+            v_uncontended := pg_try_advisory_xact_lock(v_lock);
+        END IF;
+        IF NOT v_uncontended THEN
+            PERFORM pg_advisory_xact_lock(v_lock);
+        END IF;
+    END LOOP;
+    IF NOT v_uncontended THEN
+        -- The claimer waited for may have taken some candidates: look again,
+        -- by a snapshot taken under the locks. Keys first seen now are not
+        -- locked: their jobs wait for the next round.
+        SELECT coalesce(array_agg(c.id), '{}'), coalesce(array_agg(c.limit_key), '{}')
+          INTO v_ids, v_keys
+          FROM (SELECT j.id, j.limit_key
+                  FROM koyojobs_jobs AS j
+                 WHERE j.queue = p_queue AND j.status = 'ready' AND j.scheduled_at <= now()
+                   AND (j.limit_key IS NULL OR j.limit_key = ANY (v_keys))
+                 ORDER BY j.priority, j.scheduled_at, j.id
+                 LIMIT p_limit * 4) AS c;
+    END IF;
+    -- How many more of each key may start now, counted under its lock. A key
+    -- is its job's name, then chr(31) and the limit_key= key if any.
+    SELECT coalesce(array_agg(k.key), '{}'),
+           coalesce(array_agg(least(
+               CASE WHEN d.concurrency IS NULL THEN 2147483647
+                    ELSE d.concurrency - (SELECT count(*) FROM koyojobs_jobs AS r
+                                           WHERE r.limit_key = k.key
+                                             AND r.status = 'running') END,
+               CASE WHEN d.rate_count IS NULL THEN 2147483647
+                    ELSE d.rate_count - coalesce(
+                        (SELECT cardinality(koyojobs_window(w.starts, d.rate_count,
+                                                           d.rate_seconds))
+                           FROM koyojobs_rate_windows AS w
+                          WHERE w.limit_key = k.key), 0) END)), '{}'),
+           coalesce(bool_or(d.rate_count IS NOT NULL), false)
+      INTO v_room_keys, v_rooms, v_rated
+      FROM (SELECT DISTINCT key FROM unnest(v_keys) AS key WHERE key IS NOT NULL) AS k
+      JOIN koyojobs_limited_jobs AS d ON d.name = split_part(k.key, chr(31), 1);
     RETURN QUERY
-    WITH candidate AS (
-        SELECT j.id, j.name, j.limit_key, j.priority, j.scheduled_at,
-               row_number() OVER (PARTITION BY j.limit_key
-                                  ORDER BY j.priority, j.scheduled_at, j.id) AS nth
-          FROM koyojobs_jobs AS j
-         WHERE j.id = ANY (v_ids) AND j.status = 'ready'
-    ), room AS (
-        SELECT k.limit_key,
-               least(
-                   CASE WHEN d.concurrency IS NULL THEN 2147483647
-                        ELSE d.concurrency - (SELECT count(*) FROM koyojobs_jobs AS r
-                                               WHERE r.limit_key = k.limit_key
-                                                 AND r.status = 'running') END,
-                   CASE WHEN d.rate_count IS NULL THEN 2147483647
-                        ELSE d.rate_count - coalesce(
-                            (SELECT cardinality(koyojobs_window(w.starts, d.rate_count,
-                                                               d.rate_seconds))
-                               FROM koyojobs_rate_windows AS w
-                              WHERE w.limit_key = k.limit_key), 0) END
-               ) AS room
-          FROM (SELECT DISTINCT limit_key, name FROM candidate
-                 WHERE limit_key IS NOT NULL) AS k
-          JOIN koyojobs_limited_jobs AS d ON d.name = k.name
+    WITH allowed AS (
+        -- In the queue's order (the candidates'), the first "room" of each
+        -- key, and of those the first p_limit.
+        SELECT c.id
+          FROM (SELECT u.id, u.key, u.ord,
+                       row_number() OVER (PARTITION BY u.key ORDER BY u.ord) AS nth
+                  FROM unnest(v_ids, v_keys) WITH ORDINALITY AS u(id, key, ord)) AS c
+          LEFT JOIN unnest(v_room_keys, v_rooms) AS r(key, room) ON r.key = c.key
+         WHERE c.key IS NULL OR r.room IS NULL OR c.nth <= r.room
+         ORDER BY c.ord
+         LIMIT p_limit
     ), picked AS (
+        -- Taken since, or held by another claimer: passed over, this round.
         SELECT j.id
           FROM koyojobs_jobs AS j
-         WHERE j.id = ANY (ARRAY(
-                   SELECT c.id FROM candidate AS c
-                     LEFT JOIN room AS r ON r.limit_key = c.limit_key
-                    WHERE c.limit_key IS NULL OR r.room IS NULL OR c.nth <= r.room))
-           AND j.status = 'ready'
-         ORDER BY j.priority, j.scheduled_at, j.id
-         LIMIT p_limit
+         WHERE j.id = ANY (ARRAY(SELECT id FROM allowed)) AND j.status = 'ready'
            FOR UPDATE SKIP LOCKED
     ), claimed AS (
         UPDATE koyojobs_jobs AS j
@@ -171,15 +203,17 @@ BEGIN
                lease_expires_at = now() + make_interval(secs => p_lease),
                worker_id = p_worker
          WHERE j.id = ANY (ARRAY(SELECT id FROM picked))
-        RETURNING j.*
+        RETURNING j.id, j.name, j.queue, j.priority, j.args, j.attempts, j.max_attempts,
+                  j.scheduled_at, j.trace_context, j.limit_key
     ), started AS (
-        -- The keys' locks are held: their windows cannot change under us.
+        -- Only with a rate limit among the keys (v_rated; the locks are held,
+        -- so the windows cannot change under us).
         SELECT c.limit_key, x.starts,
                CASE WHEN cardinality(x.starts) >= d.rate_count
                     THEN x.starts[1] + make_interval(secs => d.rate_seconds) END AS blocked_until
           FROM (SELECT limit_key, name, count(*)::integer AS n
                   FROM claimed
-                 WHERE limit_key IS NOT NULL
+                 WHERE v_rated AND limit_key IS NOT NULL
                  GROUP BY limit_key, name) AS c
           JOIN koyojobs_limited_jobs AS d ON d.name = c.name AND d.rate_count IS NOT NULL
           LEFT JOIN koyojobs_rate_windows AS w ON w.limit_key = c.limit_key
@@ -192,7 +226,9 @@ BEGIN
         ON CONFLICT (limit_key) DO UPDATE
            SET starts = excluded.starts, blocked_until = excluded.blocked_until
     )
-    SELECT * FROM claimed;
+    SELECT c.id, c.name, c.queue, c.priority, c.args, c.attempts, c.max_attempts,
+           c.scheduled_at, c.trace_context
+      FROM claimed AS c;
 END;
 $$;
 
