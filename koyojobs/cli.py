@@ -914,6 +914,14 @@ def dashboard(
     sys.path.insert(0, os.getcwd())
     for module in modules or connection.deployment.modules:
         _import_job_module(module)
+    # Bound here, not by uvicorn: a taken port is then one line and exit status 1.
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise _Failure(f"cannot listen on {host}:{port}: {_reason(exc)}") from None
 
     async def serve() -> None:
         async with connection.broker() as broker:
@@ -922,13 +930,16 @@ def dashboard(
                 can_act=(lambda request: True) if allow_actions else None,
                 show_payloads=show_payloads,
             )
-            config = uvicorn.Config(app, host=host, port=port, log_level="warning")
+            config = uvicorn.Config(app, log_level="warning")
             server = _quiet_server_class()(config)
             mode = "actions allowed" if allow_actions else "read-only"
             click.echo(f"koyojobs dashboard on http://{host}:{port}/ ({mode})")
-            await server.serve()
+            await server.serve(sockets=[sock])
 
-    asyncio.run(serve())
+    try:
+        asyncio.run(serve())
+    finally:
+        sock.close()
 
 
 def _quiet_server_class() -> type[Any]:

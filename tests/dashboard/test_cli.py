@@ -91,3 +91,23 @@ def test_without_a_database_it_says_so_in_one_line() -> None:
     assert result.stderr.strip().splitlines()[-1] == (
         "Error: no database given: pass --dsn or set KOYOJOBS_DSN"
     )
+
+
+def test_a_port_taken_is_one_line_and_exit_status_1(database: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KOYOJOBS_")}
+        result = subprocess.run(
+            [sys.executable, "-m", "koyojobs", "dashboard", "--dsn", database, "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"Error: cannot listen on 127.0.0.1:{port}: "), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
