@@ -65,7 +65,9 @@ async def sample_metrics() -> None:
 
 
 async def fill(broker: Broker) -> int:
-    await broker.pool.execute("TRUNCATE koyojobs_jobs, koyojobs_schedules, koyojobs_queues")
+    await broker.pool.execute(
+        "TRUNCATE koyojobs_jobs, koyojobs_schedules, koyojobs_queues RESTART IDENTITY"
+    )
     await broker.resume("reports")
     rng = random.Random(7)
     ids = await broker.enqueue_many(
