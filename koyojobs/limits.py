@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = [
     "KeyFunction",
     "Limits",
+    "first_of_each_key",
     "ids_in_order",
     "keys_of",
     "make_limits",
@@ -261,6 +262,26 @@ def ids_in_order(calls: Sequence[JobCall[Any]], rows: Sequence[Any]) -> list[int
     plain.sort()
     unkeyed = iter(plain)
     return [by_key[c.unique_key] if c.unique_key is not None else next(unkeyed) for c in calls]
+
+
+def first_of_each_key(calls: Sequence[JobCall[Any]]) -> list[JobCall[Any]]:
+    """``calls`` without those whose unique key an earlier call has: what to insert.
+
+    Example:
+        >>> class Call:
+        ...     def __init__(self, key): self.unique_key = key
+        >>> [c.unique_key for c in first_of_each_key([Call("a"), Call(None), Call("a")])]
+        ['a', None]
+    """
+    seen: set[str] = set()
+    first = []
+    for call in calls:
+        key = call.unique_key
+        if key is None or key not in seen:
+            first.append(call)
+            if key is not None:
+                seen.add(key)
+    return first
 
 
 def unique_columns(calls: Sequence[JobCall[Any]]) -> list[str | None]:

@@ -37,7 +37,7 @@ from .context import execute_jobs_synchronously
 from .database import _redacted, _take_statement_cache_size
 from .execution import run_inline_blocking
 from .jobs import JobCall, insert_columns
-from .limits import ids_in_order, unique_columns
+from .limits import first_of_each_key, ids_in_order, unique_columns
 from .serializer import Secret, Serializer
 from .sql import QUERIES, pyformat
 
@@ -141,7 +141,8 @@ def _enqueue(
     if not calls:
         return []
     if any(call.unique_key is not None for call in calls):
-        unique = (*insert_columns(calls, serializer), unique_columns(calls), None)
+        sent = first_of_each_key(calls)
+        unique = (*insert_columns(sent, serializer), unique_columns(sent), None)
         return ids_in_order(calls, _fetch(kind, connection, _INSERT_JOBS_UNIQUE, unique))
     if len(calls) == 1:
         row = calls[0].insert_values(serializer)

@@ -236,8 +236,8 @@ $$;
 -- returns (id, unique_key) for each job inserted or found holding a key. A
 -- key held by a job another transaction committed after this statement began
 -- is found by a later statement here (each takes a fresh snapshot); a key
--- whose holder finished in between is inserted again. Within the batch, the
--- first call of a key is the one inserted.
+-- whose holder finished in between is inserted again. Callers send each key
+-- once; a key sent twice is inserted once (ON CONFLICT sees the first).
 CREATE FUNCTION koyojobs_insert_unique(
     p_names text[], p_queues text[], p_priorities integer[], p_max_attempts integer[],
     p_args bytea[], p_scheduled timestamptz[], p_limit_keys text[], p_unique_keys text[],
@@ -257,24 +257,20 @@ BEGIN
     LOOP
         v_round := v_round + 1;
         BEGIN
-            WITH calls AS (
-                SELECT u.*, row_number() OVER (PARTITION BY u.unique_key ORDER BY u.ord) AS nth
+            WITH inserted AS (
+                INSERT INTO koyojobs_jobs AS j (name, queue, priority, max_attempts, args,
+                                                scheduled_at, limit_key, unique_key,
+                                                trace_context)
+                SELECT u.name, u.queue, u.priority, u.max_attempts, u.args,
+                       coalesce(u.scheduled_at, now()), u.limit_key, u.unique_key,
+                       p_trace_context
                   FROM unnest(p_names, p_queues, p_priorities, p_max_attempts, p_args,
                               p_scheduled, p_limit_keys, p_unique_keys) WITH ORDINALITY
                        AS u(name, queue, priority, max_attempts, args, scheduled_at, limit_key,
                             unique_key, ord)
-            ), inserted AS (
-                INSERT INTO koyojobs_jobs AS j (name, queue, priority, max_attempts, args,
-                                                scheduled_at, limit_key, unique_key,
-                                                trace_context)
-                SELECT c.name, c.queue, c.priority, c.max_attempts, c.args,
-                       coalesce(c.scheduled_at, now()), c.limit_key, c.unique_key,
-                       p_trace_context
-                  FROM calls AS c
-                 WHERE CASE WHEN c.unique_key IS NULL THEN NOT v_unkeyed_done
-                            ELSE c.nth = 1 AND (v_missing IS NULL
-                                                OR c.unique_key = ANY (v_missing)) END
-                 ORDER BY c.ord
+                 WHERE CASE WHEN u.unique_key IS NULL THEN NOT v_unkeyed_done
+                            ELSE v_missing IS NULL OR u.unique_key = ANY (v_missing) END
+                 ORDER BY u.ord
                 ON CONFLICT (unique_key)
                    WHERE unique_key IS NOT NULL AND status IN ('ready', 'running')
                    DO NOTHING
@@ -291,6 +287,12 @@ BEGIN
             -- round is undone (releasing what it held) and tried again.
             NULL;
         END;
+        -- The keys no job inserted here holds: usually none, found by counting.
+        IF v_unkeyed_done AND v_missing IS NULL
+           AND (SELECT count(k) FROM unnest(p_unique_keys) AS k)
+               = (SELECT count(k) FROM unnest(v_keys) AS k) THEN
+            EXIT;
+        END IF;
         v_missing := ARRAY(SELECT k FROM unnest(p_unique_keys) AS k WHERE k IS NOT NULL
                            EXCEPT
                            SELECT k FROM unnest(v_keys) AS k WHERE k IS NOT NULL);
