@@ -16,6 +16,10 @@ from datetime import timedelta
 
 from koyojobs import current_job, define_job, snooze
 
+# A queue of their own: a worker of a queue with limited jobs claims through
+# the limited claim, and the other tests' workers of "default" must not.
+QUEUE = "flow"
+
 
 def _log(path: str, event: str, key: str) -> None:
     job = current_job()
@@ -35,13 +39,18 @@ async def _logged(path: str, key: str, seconds: float) -> str:
     return key
 
 
-@define_job(name="flow.limited", concurrency=3)
+@define_job(queue=QUEUE, name="flow.limited", concurrency=3)
 async def limited(path: str, seconds: float) -> str:
     """At most 3 at once, across every process."""
     return await _logged(path, "-", seconds)
 
 
-@define_job(name="flow.per_tenant", concurrency=2, limit_key=lambda path, tenant, seconds: tenant)
+@define_job(
+    queue=QUEUE,
+    name="flow.per_tenant",
+    concurrency=2,
+    limit_key=lambda path, tenant, seconds: tenant,
+)
 async def per_tenant(path: str, tenant: str, seconds: float) -> str:
     """At most 2 at once per tenant. A run after a lost one does not sleep."""
     job = current_job()
@@ -49,31 +58,35 @@ async def per_tenant(path: str, tenant: str, seconds: float) -> str:
     return await _logged(path, tenant, seconds if job.attempt == 1 else 0)
 
 
-@define_job(name="flow.rated", rate_limit=(4, 1.0))
+@define_job(queue=QUEUE, name="flow.rated", rate_limit=(4, 1.0))
 async def rated(n: int) -> int:
     """At most 4 starts in any second."""
     return n
 
 
-@define_job(name="flow.rated_per_key", rate_limit=(2, 1.0), limit_key=lambda key, n: key)
+@define_job(
+    queue=QUEUE, name="flow.rated_per_key", rate_limit=(2, 1.0), limit_key=lambda key, n: key
+)
 async def rated_per_key(key: str, n: int) -> int:
     """At most 2 starts in any second, per key."""
     return n
 
 
-@define_job(name="flow.free")
+@define_job(queue=QUEUE, name="flow.free")
 async def free(n: int) -> int:
     """No limit: shares a queue with limited jobs."""
     return n
 
 
-@define_job(name="flow.unique", unique=True)
+@define_job(queue=QUEUE, name="flow.unique", unique=True)
 async def unique(user_id: int, note: str = "") -> int:
     """One ready or running job per equal arguments."""
     return user_id
 
 
-@define_job(name="flow.unique_by_user", unique=lambda user_id, note="": f"user-{user_id}")
+@define_job(
+    queue=QUEUE, name="flow.unique_by_user", unique=lambda user_id, note="": f"user-{user_id}"
+)
 async def unique_by_user(user_id: int, note: str = "") -> str:
     """One ready or running job per user, whatever the note."""
     return note
@@ -85,13 +98,13 @@ class Point:
     y: int
 
 
-@define_job(name="flow.unique_point", unique=True)
+@define_job(queue=QUEUE, name="flow.unique_point", unique=True)
 async def unique_point(point: Point, tags: frozenset[str]) -> int:
     """Keyed by a dataclass and a set."""
     return point.x
 
 
-@define_job(name="flow.snoozer", max_attempts=2)
+@define_job(queue=QUEUE, name="flow.snoozer", max_attempts=2)
 async def snoozer(times: int) -> int:
     """Snoozes ``times`` times (counted by its snoozes so far), then returns its attempt."""
     job = current_job()

@@ -73,7 +73,10 @@ async def test_limits_hold_across_two_worker_processes_by_the_jobs_own_log(
     ids = await broker.enqueue_many(calls)
     assert ids is not None
     workers = [
-        await WorkerProcess(dsn, module="tests.flow_jobs", concurrency=6).start() for _ in range(2)
+        await WorkerProcess(
+            dsn, module="tests.flow_jobs", queue=flow_jobs.QUEUE, concurrency=6
+        ).start()
+        for _ in range(2)
     ]
     try:
         for job_id in ids:
@@ -97,7 +100,9 @@ async def test_a_killed_workers_slot_frees_when_its_lease_lapses_never_sooner(
         [flow_jobs.per_tenant(str(log), "solo", 600) for _ in range(2)]
     )
     assert lost is not None
-    worker = await WorkerProcess(dsn, module="tests.flow_jobs", lease=2.0).start()
+    worker = await WorkerProcess(
+        dsn, module="tests.flow_jobs", queue=flow_jobs.QUEUE, lease=2.0
+    ).start()
     await until(lambda: len(read_log(log)) == 2, what="both runs' start lines")
     assert await worker.kill() == -signal.SIGKILL
     # The key's two slots are held by runs nobody works on, until a lease lapses.
@@ -105,7 +110,9 @@ async def test_a_killed_workers_slot_frees_when_its_lease_lapses_never_sooner(
         "SELECT min(lease_expires_at) FROM koyojobs_jobs WHERE id = ANY($1)", lost
     )
     waiting = await broker.enqueue(flow_jobs.per_tenant(str(log), "solo", 0.01))
-    other = await WorkerProcess(dsn, module="tests.flow_jobs", lease=2.0).start()
+    other = await WorkerProcess(
+        dsn, module="tests.flow_jobs", queue=flow_jobs.QUEUE, lease=2.0
+    ).start()
     try:
         await wait_for_status(broker, waiting, Status.DONE, timeout=30)
     finally:
@@ -119,11 +126,11 @@ async def test_a_pause_stops_a_worker_in_another_process_and_its_running_job_fin
     broker: Broker, dsn: str, tmp_path: Path
 ) -> None:
     log = tmp_path / "runs.log"
-    worker = await WorkerProcess(dsn, module="tests.flow_jobs").start()
+    worker = await WorkerProcess(dsn, module="tests.flow_jobs", queue=flow_jobs.QUEUE).start()
     try:
         running = await flow_jobs.limited(str(log), 1.0)
         await wait_for_status(broker, running, Status.RUNNING)
-        await broker.pause("default")
+        await broker.pause(flow_jobs.QUEUE)
         paused_at = time.monotonic()
         later = await flow_jobs.free(1)
         await wait_for_status(broker, running, Status.DONE, timeout=10)
@@ -131,7 +138,7 @@ async def test_a_pause_stops_a_worker_in_another_process_and_its_running_job_fin
         # finished run) took nothing.
         job = await broker.get_job(later)
         assert job is not None and job.status is Status.READY, time.monotonic() - paused_at
-        await broker.resume("default")
+        await broker.resume(flow_jobs.QUEUE)
         await wait_for_status(broker, later, Status.DONE, timeout=5)
     finally:
         worker.signal(signal.SIGTERM)

@@ -55,7 +55,7 @@ async def test_a_unique_job_is_enqueued_once_while_ready_and_again_once_done(
     count = await broker.pool.fetchval("SELECT count(*) FROM koyojobs_jobs")
     assert count == 2
 
-    await start_worker()
+    await start_worker(queue=flow_jobs.QUEUE)
     await _all_done(broker, [first, other])
     again = await flow_jobs.unique(7)
     assert again not in (first, other)
@@ -168,7 +168,7 @@ async def test_concurrency_holds_and_a_held_back_job_blocks_none_behind_it(
     limited = await broker.enqueue_many([flow_jobs.limited(str(log), 0.5) for _ in range(9)])
     free = await broker.enqueue_many([flow_jobs.free(n) for n in range(5)])
     assert limited is not None and free is not None
-    await start_worker(pool_size=8)
+    await start_worker(queue=flow_jobs.QUEUE, pool_size=8)
     # The free jobs, behind nine limited ones, finish while limited jobs still wait.
     await _all_done(broker, free)
     waiting = await broker.pool.fetchval(
@@ -186,7 +186,7 @@ async def test_concurrency_per_key_and_the_queue_order_among_jobs_that_may_start
     calls = [flow_jobs.per_tenant(str(log), f"t{n % 3}", 0.2) for n in range(18)]
     ids = await broker.enqueue_many(calls)
     assert ids is not None
-    await start_worker(pool_size=8)
+    await start_worker(queue=flow_jobs.QUEUE, pool_size=8)
     await _all_done(broker, ids)
     events = read_log(log)
     most = most_at_once(events)
@@ -205,14 +205,14 @@ async def test_why_a_due_job_waits(
         [flow_jobs.per_tenant(str(log), "acme", 30) for _ in range(3)]
     )
     assert running is not None
-    await start_worker(pool_size=4, lease=60)
+    await start_worker(queue=flow_jobs.QUEUE, pool_size=4, lease=60)
     for job_id in running[:2]:
         await wait_for_status(broker, job_id, Status.RUNNING)
     [held] = await broker.list_jobs(status="ready")
     assert held.id == running[2]
     assert held.waiting == "concurrency limit: 2 of 2 running for key 'acme'"
 
-    await broker.pause("default")
+    await broker.pause(flow_jobs.QUEUE)
     [held] = await broker.list_jobs(status="ready")
     assert held.waiting == "queue paused"
     [queue] = await broker.queue_status()
@@ -227,7 +227,7 @@ async def test_rate_limits_hold_in_any_window_per_job_and_per_key(
         [flow_jobs.rated_per_key(k, n) for n in range(4) for k in ("a", "b")]
     )
     assert rated is not None and keyed is not None
-    await start_worker(pool_size=8)
+    await start_worker(queue=flow_jobs.QUEUE, pool_size=8)
     await _all_done(broker, rated + keyed, timeout=20)
     rows = await broker.pool.fetch(
         "SELECT name, limit_key, started_at FROM koyojobs_jobs ORDER BY started_at"
@@ -251,7 +251,7 @@ async def test_a_rate_limited_job_is_said_to_wait_for_its_window(
 ) -> None:
     ids = await broker.enqueue_many([flow_jobs.rated_per_key("k", n) for n in range(3)])
     assert ids is not None
-    worker = await start_worker(pool_size=4, poll_interval=30)
+    worker = await start_worker(queue=flow_jobs.QUEUE, pool_size=4, poll_interval=30)
     for job_id in ids[:2]:
         await wait_for_status(broker, job_id, Status.DONE)
     [held] = await broker.list_jobs(status="ready")
@@ -268,9 +268,9 @@ async def test_a_rate_limited_job_is_said_to_wait_for_its_window(
 async def test_a_paused_queue_claims_nothing_keeps_enqueueing_and_resumes_on_a_notification(
     broker: Broker, start_worker: StartWorker
 ) -> None:
-    await broker.pause("default")
-    assert list(await broker.paused_queues()) == ["default"]
-    worker = await start_worker(poll_interval=30)
+    await broker.pause(flow_jobs.QUEUE)
+    assert list(await broker.paused_queues()) == [flow_jobs.QUEUE]
+    worker = await start_worker(queue=flow_jobs.QUEUE, poll_interval=30)
     [lane] = worker._lanes
     rounds = 0
     exchange = lane._exchange
@@ -294,7 +294,7 @@ async def test_a_paused_queue_claims_nothing_keeps_enqueueing_and_resumes_on_a_n
         job = await broker.get_job(waiting)
         assert job is not None and job.status is Status.READY and job.attempts == 0
 
-    await broker.resume("default")
+    await broker.resume(flow_jobs.QUEUE)
     # Within the 30 s poll: only the resume's notification can wake the worker.
     await wait_for_status(broker, job_id, Status.DONE, timeout=5)
     assert await broker.paused_queues() == {}
@@ -318,7 +318,7 @@ async def test_snooze_runs_the_job_again_without_spending_an_attempt(
     broker: Broker, start_worker: StartWorker
 ) -> None:
     job_id = await flow_jobs.snoozer(3)  # max_attempts=2: three snoozes spend none
-    await start_worker()
+    await start_worker(queue=flow_jobs.QUEUE)
     job = await wait_for_status(broker, job_id, Status.DONE)
     assert (job.attempts, job.snoozes, job.result) == (1, 3, 1)
 
@@ -344,3 +344,11 @@ async def test_a_periodic_jobs_ticks_carry_its_limit(
         return found
 
     await until(ticked, timeout=10, what="a tick of the periodic job, run")
+
+
+async def test_a_queue_without_limited_jobs_keeps_the_one_statement_claim(
+    broker: Broker, start_worker: StartWorker
+) -> None:
+    plain = await start_worker(queue="default")
+    limited = await start_worker(queue=flow_jobs.QUEUE)
+    assert (plain.limited, limited.limited) == (False, True)
