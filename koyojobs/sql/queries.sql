@@ -139,16 +139,58 @@ SELECT extract(epoch FROM min(scheduled_at) - now())::float8
    AND NOT EXISTS (SELECT FROM koyojobs_queues WHERE queue = $1);
 
 -- name: finish_and_claim_limited
--- finish_and_claim for a queue whose jobs have limits (koyojobs.limits): the
--- claim is koyojobs_claim_limited's. It takes the count of outcomes written,
--- so that they are written before it runs: its statements, each with a fresh
--- snapshot, see the slots those runs held as free.
+-- finish_and_claim for a queue whose jobs have limits (koyojobs.limits):
+-- koyojobs_limited_take picks the jobs under the keys' locks (after the
+-- outcomes are written: it takes their count), and this statement locks and
+-- claims them as finish_and_claim does. A job taken since this statement's
+-- snapshot fails the re-check of FOR UPDATE and is passed over. The starts of
+-- rate-limited keys are added to their windows: ON CONFLICT reads a window's
+-- latest row, whatever this statement's snapshot holds.
 WITH
 -- include: finished_outcomes
-SELECT c.id, c.name, c.queue, c.priority, c.args, c.attempts, c.max_attempts, c.scheduled_at,
-       c.trace_context
-  FROM (SELECT count(*) AS n FROM finished) AS f
- CROSS JOIN LATERAL koyojobs_claim_limited($1, $2, $3, $4, f.n) AS c;
+, taken AS (
+    SELECT koyojobs_limited_take($1, $2, (SELECT count(*) FROM finished)) AS ids
+), picked AS (
+    SELECT id
+      FROM koyojobs_jobs
+     WHERE id = ANY ((SELECT ids FROM taken)::bigint[]) AND status = 'ready'
+       FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE koyojobs_jobs AS j
+       SET status = 'running',
+           attempts = j.attempts + 1,
+           started_at = now(),
+           lease_expires_at = now() + make_interval(secs => $3),
+           worker_id = $4
+     WHERE j.id = ANY (ARRAY(SELECT id FROM picked))
+    RETURNING j.id, j.name, j.queue, j.priority, j.args, j.attempts, j.max_attempts,
+              j.scheduled_at, j.trace_context, j.limit_key
+), started AS (
+    SELECT c.limit_key, d.rate_count, d.rate_seconds,
+           koyojobs_window(array_fill(now(), ARRAY[count(*)::integer]), d.rate_count,
+                           d.rate_seconds) AS starts
+      FROM claimed AS c
+      JOIN koyojobs_limited_jobs AS d ON d.name = c.name AND d.rate_count IS NOT NULL
+     WHERE c.limit_key IS NOT NULL
+     GROUP BY c.limit_key, d.rate_count, d.rate_seconds
+), recorded AS (
+    INSERT INTO koyojobs_rate_windows AS w (limit_key, starts, blocked_until, rate_count,
+                                            rate_seconds)
+    SELECT limit_key, starts, koyojobs_window_blocks_until(starts, rate_count, rate_seconds),
+           rate_count, rate_seconds
+      FROM started
+    ON CONFLICT (limit_key) DO UPDATE
+       SET starts = koyojobs_window(w.starts || excluded.starts, excluded.rate_count,
+                                    excluded.rate_seconds),
+           blocked_until = koyojobs_window_blocks_until(
+               koyojobs_window(w.starts || excluded.starts, excluded.rate_count,
+                               excluded.rate_seconds),
+               excluded.rate_count, excluded.rate_seconds),
+           rate_count = excluded.rate_count,
+           rate_seconds = excluded.rate_seconds
+)
+SELECT id, name, queue, priority, args, attempts, max_attempts, scheduled_at, trace_context
+  FROM claimed;
 
 -- name: next_due_limited
 -- next_due for a queue with limits: jobs held back by a full key do not count

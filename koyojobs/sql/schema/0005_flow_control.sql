@@ -40,7 +40,10 @@ CREATE TABLE koyojobs_limited_jobs (
 CREATE TABLE koyojobs_rate_windows (
     limit_key     text COLLATE "C" PRIMARY KEY,
     starts        timestamptz[] NOT NULL,
-    blocked_until timestamptz
+    blocked_until timestamptz,
+    -- The limit the latest starts were recorded under.
+    rate_count    integer NOT NULL,
+    rate_seconds  float8 NOT NULL
 );
 
 CREATE INDEX koyojobs_rate_windows_blocked_idx
@@ -67,31 +70,30 @@ LANGUAGE sql STABLE AS $$
              LIMIT p_count) AS latest
 $$;
 
--- The claim of a queue whose workers run limited jobs: up to p_limit due
--- jobs, limited or not, in the queue's order, none past its key's limits.
--- A function so that its statements each take a fresh snapshot: after taking
--- the keys' locks, it counts with every claim committed before it.
--- p_finished, the outcomes the calling statement wrote, is not used: taking
--- it makes that statement write them before calling this.
-CREATE FUNCTION koyojobs_claim_limited(p_queue text, p_limit integer, p_lease float8,
-                                       p_worker text, p_finished bigint)
-RETURNS TABLE (id bigint, name text, queue text, priority integer, args bytea,
-               attempts integer, max_attempts integer, scheduled_at timestamptz,
-               trace_context text)
+-- Which due jobs of a queue with limited jobs the calling claim may take: up
+-- to p_limit ids, limited or not, in the queue's order, none past its key's
+-- limits. It takes the keys' locks (held until the claim's transaction ends)
+-- and counts under them: a function, so that its statements each take a
+-- fresh snapshot, with every claim committed before it. The claim itself
+-- (finish_and_claim_limited) locks and updates the rows. p_finished, the
+-- outcomes that statement wrote, is not used: taking it makes the statement
+-- write them first, so the slots of the runs that just ended count as free.
+CREATE FUNCTION koyojobs_limited_take(p_queue text, p_limit integer, p_finished bigint)
+RETURNS bigint[]
 LANGUAGE plpgsql AS $$
-#variable_conflict use_column
 DECLARE
     v_full text[];
     v_ids bigint[];
     v_keys text[];
+    v_take bigint[];
     v_room_keys text[];
     v_rooms bigint[];
-    v_rated boolean;
+    v_roomy boolean;
     v_uncontended boolean := true;
     v_lock bigint;
 BEGIN
     IF p_limit <= 0 OR EXISTS (SELECT FROM koyojobs_queues WHERE queue = p_queue) THEN
-        RETURN;
+        RETURN '{}';
     END IF;
     -- Keys at a limit, by this snapshot: their jobs are passed over, so a
     -- backlog held back by its limit never stands in front of other jobs.
@@ -105,7 +107,7 @@ BEGIN
         UNION ALL
         SELECT w.limit_key FROM koyojobs_rate_windows AS w WHERE w.blocked_until > now()
     );
-    -- A few candidates per slot: several may share a key that has one slot
+    -- Two candidates per slot: several may share a key that has one slot
     -- left. Two statements, not one with "limit_key <> ALL (v_full)" whatever
     -- v_full holds: a generic plan of that one misjudges it and scans the table.
     IF cardinality(v_full) = 0 THEN
@@ -115,7 +117,7 @@ BEGIN
                   FROM koyojobs_jobs AS j
                  WHERE j.queue = p_queue AND j.status = 'ready' AND j.scheduled_at <= now()
                  ORDER BY j.priority, j.scheduled_at, j.id
-                 LIMIT p_limit * 4) AS c;
+                 LIMIT p_limit * 2) AS c;
     ELSE
         SELECT coalesce(array_agg(c.id), '{}'), coalesce(array_agg(c.limit_key), '{}')
           INTO v_ids, v_keys
@@ -124,10 +126,10 @@ BEGIN
                  WHERE j.queue = p_queue AND j.status = 'ready' AND j.scheduled_at <= now()
                    AND (j.limit_key IS NULL OR j.limit_key <> ALL (v_full))
                  ORDER BY j.priority, j.scheduled_at, j.id
-                 LIMIT p_limit * 4) AS c;
+                 LIMIT p_limit * 2) AS c;
     END IF;
     IF cardinality(v_ids) = 0 THEN
-        RETURN;
+        RETURN '{}';
     END IF;
     -- One claimer of a key at a time, until this transaction ends. In the
     -- order of the lock numbers, so that two claimers cannot deadlock: each
@@ -157,79 +159,55 @@ BEGIN
                  WHERE j.queue = p_queue AND j.status = 'ready' AND j.scheduled_at <= now()
                    AND (j.limit_key IS NULL OR j.limit_key = ANY (v_keys))
                  ORDER BY j.priority, j.scheduled_at, j.id
-                 LIMIT p_limit * 4) AS c;
+                 LIMIT p_limit * 2) AS c;
     END IF;
-    -- How many more of each key may start now, counted under its lock. A key
-    -- is its job's name, then chr(31) and the limit_key= key if any.
-    SELECT coalesce(array_agg(k.key), '{}'),
-           coalesce(array_agg(least(
-               CASE WHEN d.concurrency IS NULL THEN 2147483647
-                    ELSE d.concurrency - (SELECT count(*) FROM koyojobs_jobs AS r
-                                           WHERE r.limit_key = k.key
-                                             AND r.status = 'running') END,
-               CASE WHEN d.rate_count IS NULL THEN 2147483647
-                    ELSE d.rate_count - coalesce(
-                        (SELECT cardinality(koyojobs_window(w.starts, d.rate_count,
-                                                           d.rate_seconds))
-                           FROM koyojobs_rate_windows AS w
-                          WHERE w.limit_key = k.key), 0) END)), '{}'),
-           coalesce(bool_or(d.rate_count IS NOT NULL), false)
-      INTO v_room_keys, v_rooms, v_rated
-      FROM (SELECT DISTINCT key FROM unnest(v_keys) AS key WHERE key IS NOT NULL) AS k
-      JOIN koyojobs_limited_jobs AS d ON d.name = split_part(k.key, chr(31), 1);
-    RETURN QUERY
-    WITH allowed AS (
-        -- In the queue's order (the candidates'), the first "room" of each
-        -- key, and of those the first p_limit.
-        SELECT c.id
-          FROM (SELECT u.id, u.key, u.ord,
-                       row_number() OVER (PARTITION BY u.key ORDER BY u.ord) AS nth
-                  FROM unnest(v_ids, v_keys) WITH ORDINALITY AS u(id, key, ord)) AS c
-          LEFT JOIN unnest(v_room_keys, v_rooms) AS r(key, room) ON r.key = c.key
-         WHERE c.key IS NULL OR r.room IS NULL OR c.nth <= r.room
-         ORDER BY c.ord
-         LIMIT p_limit
-    ), picked AS (
-        -- Taken since, or held by another claimer: passed over, this round.
-        SELECT j.id
-          FROM koyojobs_jobs AS j
-         WHERE j.id = ANY (ARRAY(SELECT id FROM allowed)) AND j.status = 'ready'
-           FOR UPDATE SKIP LOCKED
-    ), claimed AS (
-        UPDATE koyojobs_jobs AS j
-           SET status = 'running',
-               attempts = j.attempts + 1,
-               started_at = now(),
-               lease_expires_at = now() + make_interval(secs => p_lease),
-               worker_id = p_worker
-         WHERE j.id = ANY (ARRAY(SELECT id FROM picked))
-        RETURNING j.id, j.name, j.queue, j.priority, j.args, j.attempts, j.max_attempts,
-                  j.scheduled_at, j.trace_context, j.limit_key
-    ), started AS (
-        -- Only with a rate limit among the keys (v_rated; the locks are held,
-        -- so the windows cannot change under us).
-        SELECT c.limit_key, x.starts,
-               CASE WHEN cardinality(x.starts) >= d.rate_count
-                    THEN x.starts[1] + make_interval(secs => d.rate_seconds) END AS blocked_until
-          FROM (SELECT limit_key, name, count(*)::integer AS n
-                  FROM claimed
-                 WHERE v_rated AND limit_key IS NOT NULL
-                 GROUP BY limit_key, name) AS c
-          JOIN koyojobs_limited_jobs AS d ON d.name = c.name AND d.rate_count IS NOT NULL
-          LEFT JOIN koyojobs_rate_windows AS w ON w.limit_key = c.limit_key
-         CROSS JOIN LATERAL (
-               SELECT koyojobs_window(coalesce(w.starts, '{}') || array_fill(now(), ARRAY[c.n]),
-                                      d.rate_count, d.rate_seconds) AS starts) AS x
-    ), recorded AS (
-        INSERT INTO koyojobs_rate_windows AS w (limit_key, starts, blocked_until)
-        SELECT limit_key, starts, blocked_until FROM started
-        ON CONFLICT (limit_key) DO UPDATE
-           SET starts = excluded.starts, blocked_until = excluded.blocked_until
-    )
-    SELECT c.id, c.name, c.queue, c.priority, c.args, c.attempts, c.max_attempts,
-           c.scheduled_at, c.trace_context
-      FROM claimed AS c;
+    -- How many more of each key may start now, counted under its lock. A
+    -- key is its job's name, then chr(31) and the limit_key= key if any.
+    SELECT coalesce(array_agg(k.key), '{}'), coalesce(array_agg(k.room), '{}'),
+           coalesce(bool_and(k.room >= p_limit), true)
+      INTO v_room_keys, v_rooms, v_roomy
+      FROM (SELECT k.key,
+                   least(
+                       CASE WHEN d.concurrency IS NULL THEN 2147483647
+                            ELSE d.concurrency - (SELECT count(*) FROM koyojobs_jobs AS r
+                                                   WHERE r.limit_key = k.key
+                                                     AND r.status = 'running') END,
+                       CASE WHEN d.rate_count IS NULL THEN 2147483647
+                            ELSE d.rate_count - coalesce(
+                                (SELECT cardinality(koyojobs_window(w.starts, d.rate_count,
+                                                                   d.rate_seconds))
+                                   FROM koyojobs_rate_windows AS w
+                                  WHERE w.limit_key = k.key), 0) END) AS room
+              FROM (SELECT DISTINCT key FROM unnest(v_keys) AS key WHERE key IS NOT NULL) AS k
+              JOIN koyojobs_limited_jobs AS d ON d.name = split_part(k.key, chr(31), 1)) AS k;
+    IF v_roomy THEN
+        -- No key can run out of room this round (the usual case of a limit
+        -- that does not bind): the first candidates.
+        RETURN v_ids[1:p_limit];
+    END IF;
+    -- In the queue's order (the candidates'), the first "room" of each key.
+    SELECT coalesce(array_agg(t.id ORDER BY t.ord), '{}')
+      INTO v_take
+      FROM (SELECT c.id, c.ord
+              FROM (SELECT u.id, u.key, u.ord,
+                           row_number() OVER (PARTITION BY u.key ORDER BY u.ord) AS nth
+                      FROM unnest(v_ids, v_keys) WITH ORDINALITY AS u(id, key, ord)) AS c
+              LEFT JOIN unnest(v_room_keys, v_rooms) AS r(key, room) ON r.key = c.key
+             WHERE c.key IS NULL OR r.room IS NULL OR c.nth <= r.room
+             ORDER BY c.ord
+             LIMIT p_limit) AS t;
+    RETURN v_take;
 END;
+$$;
+
+-- When a rate window (koyojobs_window's answer) that is full lets its key
+-- start again: when its oldest start leaves it. NULL while it has room.
+CREATE FUNCTION koyojobs_window_blocks_until(p_window timestamptz[], p_count integer,
+                                             p_seconds float8)
+RETURNS timestamptz
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN cardinality(p_window) >= p_count
+                THEN p_window[1] + make_interval(secs => p_seconds) END
 $$;
 
 -- Inserts jobs, some unique (p_unique_keys not NULL), in input order, and
