@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from .lifecycle import cancel_and_wait
 from .models import Status
+from .sql import QUERIES
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -107,6 +108,7 @@ class Pruner:
         while True:
             try:
                 deleted = await self.broker.prune_expired(self.batch)
+                await self.broker.pool.execute(QUERIES["prune_rate_windows"])
                 failures = 0
             except Exception:
                 failures += 1

@@ -372,6 +372,12 @@ DELETE FROM koyojobs_jobs
        FOR UPDATE SKIP LOCKED
  );
 
+-- name: prune_rate_windows
+-- Rate windows none of whose starts counts any more: deleting them changes no
+-- key's room, and keeps the table at the keys started within their window.
+DELETE FROM koyojobs_rate_windows
+ WHERE starts[cardinality(starts)] <= now() - make_interval(secs => rate_seconds);
+
 -- name: count_prunable
 -- What prune_jobs would delete now, per status (koyojobs prune --dry-run).
 SELECT status, count(*)::bigint AS jobs

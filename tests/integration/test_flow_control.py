@@ -352,3 +352,26 @@ async def test_a_queue_without_limited_jobs_keeps_the_one_statement_claim(
     plain = await start_worker(queue="default")
     limited = await start_worker(queue=flow_jobs.QUEUE)
     assert (plain.limited, limited.limited) == (False, True)
+
+
+async def test_the_pruner_deletes_rate_windows_none_of_whose_starts_counts(
+    broker: Broker,
+) -> None:
+    from koyojobs.retention import Pruner
+
+    await broker.pool.execute(
+        "INSERT INTO koyojobs_rate_windows (limit_key, starts, rate_count, rate_seconds) VALUES"
+        " ('spent', ARRAY[now() - interval '2 minutes'], 5, 60),"
+        " ('counting', ARRAY[now() - interval '2 minutes', now() - interval '5 seconds'], 5, 60)"
+    )
+    pruner = Pruner(broker, every=3600)
+    pruner.start()
+
+    async def only_the_counting_one_left() -> bool:
+        rows = await broker.pool.fetch("SELECT limit_key FROM koyojobs_rate_windows")
+        return [r["limit_key"] for r in rows] == ["counting"]
+
+    try:
+        await until(only_the_counting_one_left, what="the spent window pruned")
+    finally:
+        await pruner.stop()
