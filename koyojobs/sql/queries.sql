@@ -561,6 +561,30 @@ SELECT name, last_tick, last_enqueued_tick, last_skipped, last_job_id
   FROM koyojobs_schedules
  WHERE name = ANY($1::text[]);
 
+-- name: dashboard_ready_queues
+-- The queues that have ready jobs, found by skipping through the index of
+-- ready rows (a probe per queue): a CTE of dashboard_queues(_unindexed).
+ready_queues(queue) AS (
+    (SELECT queue FROM koyojobs_jobs WHERE status = 'ready' ORDER BY queue LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.queue FROM koyojobs_jobs AS j
+             WHERE j.status = 'ready' AND j.queue > r.queue ORDER BY j.queue LIMIT 1)
+      FROM ready_queues AS r
+     WHERE r.queue IS NOT NULL
+)
+
+-- name: dashboard_live_counts
+-- Per queue q: its ready, scheduled and running jobs (in their partial
+-- indexes) and its oldest wait; columns of dashboard_queues(_unindexed).
+       (SELECT count(*) FROM koyojobs_jobs
+         WHERE queue = q.queue AND status = 'ready' AND scheduled_at <= now()) AS ready,
+       (SELECT count(*) FROM koyojobs_jobs
+         WHERE queue = q.queue AND status = 'ready' AND scheduled_at > now()) AS scheduled,
+       (SELECT count(*) FROM koyojobs_jobs
+         WHERE queue = q.queue AND status = 'running') AS running,
+       (SELECT extract(epoch FROM now() - min(scheduled_at))::float8 FROM koyojobs_jobs
+         WHERE queue = q.queue AND status = 'ready' AND scheduled_at <= now()) AS oldest_wait,
+
 -- name: dashboard_queues
 -- The dashboard's queues page, one row per queue, at a bounded cost however
 -- many finished jobs the table keeps. The queues are found by skipping
@@ -578,14 +602,9 @@ WITH RECURSIVE finished_queues(queue) AS (
              ORDER BY j.queue LIMIT 1)
       FROM finished_queues AS f
      WHERE f.queue IS NOT NULL
-), ready_queues(queue) AS (
-    (SELECT queue FROM koyojobs_jobs WHERE status = 'ready' ORDER BY queue LIMIT 1)
-    UNION ALL
-    SELECT (SELECT j.queue FROM koyojobs_jobs AS j
-             WHERE j.status = 'ready' AND j.queue > r.queue ORDER BY j.queue LIMIT 1)
-      FROM ready_queues AS r
-     WHERE r.queue IS NOT NULL
-), queues AS (
+),
+-- include: dashboard_ready_queues
+, queues AS (
     SELECT queue FROM finished_queues WHERE queue IS NOT NULL
     UNION
     SELECT queue FROM ready_queues WHERE queue IS NOT NULL
@@ -595,14 +614,7 @@ WITH RECURSIVE finished_queues(queue) AS (
     SELECT unnest($2::text[])
 )
 SELECT q.queue,
-       (SELECT count(*) FROM koyojobs_jobs
-         WHERE queue = q.queue AND status = 'ready' AND scheduled_at <= now()) AS ready,
-       (SELECT count(*) FROM koyojobs_jobs
-         WHERE queue = q.queue AND status = 'ready' AND scheduled_at > now()) AS scheduled,
-       (SELECT count(*) FROM koyojobs_jobs
-         WHERE queue = q.queue AND status = 'running') AS running,
-       (SELECT extract(epoch FROM now() - min(scheduled_at))::float8 FROM koyojobs_jobs
-         WHERE queue = q.queue AND status = 'ready' AND scheduled_at <= now()) AS oldest_wait,
+-- include: dashboard_live_counts
        (SELECT count(*) FROM (SELECT 1 FROM koyojobs_jobs
                                WHERE queue = q.queue AND status = 'done' LIMIT $1) AS b) AS done,
        (SELECT count(*) FROM (SELECT 1 FROM koyojobs_jobs
@@ -675,14 +687,9 @@ SELECT count(*) = 2
 -- name: dashboard_queues_unindexed
 -- dashboard_queues without the index of finished rows by queue: ready and
 -- running jobs only (their own indexes), and paused queues ($1).
-WITH RECURSIVE ready_queues(queue) AS (
-    (SELECT queue FROM koyojobs_jobs WHERE status = 'ready' ORDER BY queue LIMIT 1)
-    UNION ALL
-    SELECT (SELECT j.queue FROM koyojobs_jobs AS j
-             WHERE j.status = 'ready' AND j.queue > r.queue ORDER BY j.queue LIMIT 1)
-      FROM ready_queues AS r
-     WHERE r.queue IS NOT NULL
-), queues AS (
+WITH RECURSIVE
+-- include: dashboard_ready_queues
+, queues AS (
     SELECT queue FROM ready_queues WHERE queue IS NOT NULL
     UNION
     SELECT queue FROM koyojobs_jobs WHERE status = 'running'
@@ -690,14 +697,7 @@ WITH RECURSIVE ready_queues(queue) AS (
     SELECT unnest($1::text[])
 )
 SELECT q.queue,
-       (SELECT count(*) FROM koyojobs_jobs
-         WHERE queue = q.queue AND status = 'ready' AND scheduled_at <= now()) AS ready,
-       (SELECT count(*) FROM koyojobs_jobs
-         WHERE queue = q.queue AND status = 'ready' AND scheduled_at > now()) AS scheduled,
-       (SELECT count(*) FROM koyojobs_jobs
-         WHERE queue = q.queue AND status = 'running') AS running,
-       (SELECT extract(epoch FROM now() - min(scheduled_at))::float8 FROM koyojobs_jobs
-         WHERE queue = q.queue AND status = 'ready' AND scheduled_at <= now()) AS oldest_wait,
+-- include: dashboard_live_counts
        NULL::bigint AS done, NULL::bigint AS failed, NULL::bigint AS cancelled,
        NULL::bigint AS done_last_hour, NULL::bigint AS failed_last_hour
   FROM queues AS q
