@@ -359,7 +359,12 @@ class Broker(Lifecycle):
             >>> await broker.retry_job(job_id)  # doctest: +SKIP
             True
         """
-        row = await self.pool.fetchrow(QUERIES["retry_job"], job_id)
+        try:
+            row = await self.pool.fetchrow(QUERIES["retry_job"], job_id)
+        except asyncpg.UniqueViolationError:
+            # Its key was taken by a job not yet committed when the statement
+            # looked (the index sees what the snapshot did not).
+            return False
         if row is None:
             return False
         await self.pool.execute(QUERIES["notify_queue"], row["queue"])

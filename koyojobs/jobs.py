@@ -396,6 +396,11 @@ def define_job(
             rate_limit=rate_limit,
             limit_key=limit_key,
         )
+        if schedule is not None and unique is not False:
+            raise JobDefinitionError(
+                f"job {job_name!r}: unique= does not apply to a periodic job; "
+                "skip_if_running (the default) keeps one run of it at a time"
+            )
         definition: JobDefinition[Any, Any] = JobDefinition(
             target,
             name=job_name,

@@ -47,6 +47,8 @@ KeyFunction = Callable[..., str]
 # Between a job's name and its key in the stored keys: a character no one
 # puts in a job name, so that ("a", "b:c") and ("a:b", "c") stay apart.
 _SEPARATOR = "\x1f"
+# The columns that hold limits are PostgreSQL integers.
+_INT_LIMIT = 2**31
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +97,9 @@ def make_limits(
     if not isinstance(unique, bool) and not callable(unique):
         raise bad("unique", unique, "True, or a callable taking the job's arguments -> str")
     if concurrency is not None and (
-        isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
+        isinstance(concurrency, bool)
+        or not isinstance(concurrency, int)
+        or not 1 <= concurrency < _INT_LIMIT
     ):
         raise bad("concurrency", concurrency, "an int >= 1")
     rate: tuple[int, float] | None = None
@@ -104,7 +108,7 @@ def make_limits(
         if not isinstance(rate_limit, tuple) or len(rate_limit) != 2:
             raise bad("rate_limit", rate_limit, rule)
         count, seconds = rate_limit
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count < _INT_LIMIT:
             raise bad("rate_limit", rate_limit, rule)
         if (
             isinstance(seconds, bool)
@@ -123,6 +127,11 @@ def make_limits(
             )
     if unique is False and concurrency is None and rate is None:
         return None
+    if _SEPARATOR in name:
+        # The stored keys put it between the name and the key.
+        raise JobDefinitionError(
+            f"job {name!r}: a job with flow control cannot have chr(31) in its name"
+        )
     return Limits(
         unique=unique,
         concurrency=concurrency,
@@ -175,7 +184,20 @@ def _called(
             f"job {definition.name!r}: its {option}= function returned "
             f"{type(key).__name__} {key!r}, not a str"
         )
+    if "\x00" in key or _unencodable(key):
+        raise ValueError(
+            f"job {definition.name!r}: its {option}= function returned {key!r}, "
+            "which PostgreSQL cannot store (a NUL or a lone surrogate)"
+        )
     return key
+
+
+def _unencodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _argument_key(
@@ -193,8 +215,14 @@ def _argument_key(
     # 16 bytes of BLAKE2b: shorter keys make a smaller, faster index, and a
     # collision among 2**64 keys is still as good as impossible.
     digest = hashlib.blake2b(digest_size=16)
-    for parameter, value in arguments:
-        digest.update(_canonical(value, definition.name, parameter))
+    try:
+        for parameter, value in arguments:
+            digest.update(_canonical(value, definition.name, parameter))
+    except RecursionError:
+        raise TypeError(
+            f"job {definition.name!r}: unique=True cannot key arguments that contain "
+            "themselves; pass unique=callable returning the key"
+        ) from None
     return digest.hexdigest()
 
 
@@ -203,9 +231,19 @@ def _canonical(value: Any, job: str, path: str) -> bytes:
     if value is None or isinstance(value, bool | int | str | bytes):
         return f"{type(value).__name__}:{value!r};".encode()
     if isinstance(value, float):
-        return f"float:{value.hex()};".encode()
-    if isinstance(value, dt.datetime | dt.date | dt.time | dt.timedelta | decimal.Decimal):
-        return f"{type(value).__name__}:{value!s};".encode()
+        return f"float:{(value + 0.0).hex()};".encode()  # -0.0 == 0.0
+    if isinstance(value, dt.datetime) and value.utcoffset() is not None:
+        # One instant, whatever its zone or class (pendulum's DateTime too).
+        return f"datetime:{value.astimezone(dt.UTC).replace(tzinfo=None).isoformat()}Z;".encode()
+    if isinstance(value, decimal.Decimal):
+        return f"Decimal:{value.normalize()};".encode()  # Decimal("1.0") == Decimal("1")
+    # By kind, not class: pendulum's Date equals a date.
+    if isinstance(value, dt.datetime):
+        return f"naive datetime:{value.isoformat()};".encode()
+    if isinstance(value, dt.date | dt.time):
+        return f"{_kind(value)}:{value.isoformat()};".encode()
+    if isinstance(value, dt.timedelta):
+        return f"timedelta:{value.days},{value.seconds},{value.microseconds};".encode()
     if isinstance(value, uuid.UUID):
         return f"uuid:{value};".encode()
     if isinstance(value, enum.Enum):
@@ -234,6 +272,10 @@ def _canonical(value: Any, job: str, path: str) -> bytes:
         "Decimal, UUID, enums, dataclasses and lists, tuples, sets and dicts of them); "
         "pass unique=callable returning the key"
     )
+
+
+def _kind(value: dt.date | dt.time) -> str:
+    return "date" if isinstance(value, dt.date) else "time"
 
 
 def _qualified(kind: type) -> str:

@@ -28,6 +28,7 @@ from .broker import Broker
 from .context import current_broker
 from .execution import attempt
 from .jobs import JobDefinition
+from .limits import queue_is_limited, register_limits
 from .models import Job, Status
 from .outcomes import Outcome, as_columns
 from .sql import QUERIES
@@ -134,6 +135,10 @@ def _call_text(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     return f"({', '.join(parts)})"
 
 
+_DRAIN_DEADLINE = 10.0
+"""Seconds the declaration of a queue's limits may take before a drain."""
+
+
 async def drain(
     broker: Broker | None = None, queue: str = "default", *, limit: int = 100
 ) -> dict[str, int]:
@@ -153,20 +158,19 @@ async def drain(
     b = _broker(broker)
     worker_id = f"koyojobs.testing.drain:{os.getpid()}"
     counts: Counter[str] = Counter()
+    # A queue with limited jobs claims as its workers do, within the limits.
+    claim = QUERIES["finish_and_claim"]
+    if queue_is_limited(queue):
+        await register_limits(b.database, queue, _DRAIN_DEADLINE)
+        claim = QUERIES["finish_and_claim_limited"]
     with ThreadPoolExecutor(1, thread_name_prefix="koyojobs-drain") as executor:
         outcomes: list[Outcome] = []
         while True:
-            rows = await b.pool.fetch(
-                QUERIES["finish_and_claim"],
-                queue,
-                limit,
-                3600.0,
-                worker_id,
-                *as_columns(outcomes),
-            )
+            rows = await b.pool.fetch(claim, queue, limit, 3600.0, worker_id, *as_columns(outcomes))
             # A retry written by this very statement was not claimable in it
             # (one snapshot): look once more before calling the queue drained.
-            retried = any(o[2].status is Status.READY for o in outcomes)
+            # Not for a snooze: a job that always snoozes would never let go.
+            retried = any(o[2].status is Status.READY and not o[2].snoozed for o in outcomes)
             if not rows and not retried:
                 return dict(counts)
             outcomes = []

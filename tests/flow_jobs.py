@@ -127,3 +127,16 @@ snoozer_counts: dict[int, int] = {}
 )
 async def periodic_limited() -> None:
     """A periodic job with a limit: each tick's job carries it."""
+
+
+@define_job(queue=QUEUE, name="flow.always_snoozes")
+async def always_snoozes() -> None:
+    """Never done: snoozes at once, every time."""
+    snooze(0)
+
+
+@define_job(queue=QUEUE, name="flow.rated_logged", rate_limit=(3, 1.0))
+async def rated_logged(path: str, n: int) -> int:
+    """At most 3 starts in any second, across processes; each start logged."""
+    await _logged(path, "rated", 0)
+    return n

@@ -159,7 +159,8 @@ WITH
     UPDATE koyojobs_jobs AS j
        SET status = 'running',
            attempts = j.attempts + 1,
-           started_at = now(),
+           -- The wall clock, as the rate windows: after the keys' locks.
+           started_at = clock_timestamp(),
            lease_expires_at = now() + make_interval(secs => $3),
            worker_id = $4
      WHERE j.id = ANY (ARRAY(SELECT id FROM picked))
@@ -167,8 +168,8 @@ WITH
               j.scheduled_at, j.trace_context, j.limit_key
 ), started AS (
     SELECT c.limit_key, d.rate_count, d.rate_seconds,
-           koyojobs_window(array_fill(now(), ARRAY[count(*)::integer]), d.rate_count,
-                           d.rate_seconds) AS starts
+           koyojobs_window(array_fill(clock_timestamp(), ARRAY[count(*)::integer]),
+                           d.rate_count, d.rate_seconds) AS starts
       FROM claimed AS c
       JOIN koyojobs_limited_jobs AS d ON d.name = c.name AND d.rate_count IS NOT NULL
      WHERE c.limit_key IS NOT NULL
@@ -218,7 +219,9 @@ SELECT CASE WHEN NOT EXISTS (SELECT FROM koyojobs_queues WHERE queue = $1) THEN
 
 -- name: register_limits
 -- A worker declares the limits of the jobs it runs ($1..$4); the jobs it runs
--- without limits ($5) lose theirs.
+-- without limits ($5) lose theirs. The rate windows of a job whose rate
+-- limit changed are measured again by the new one (when a full window frees
+-- its key depends on it), and go with the limit.
 WITH declared AS (
     INSERT INTO koyojobs_limited_jobs AS d (name, concurrency, rate_count, rate_seconds)
     SELECT * FROM unnest($1::text[], $2::integer[], $3::integer[], $4::float8[])
@@ -229,6 +232,21 @@ WITH declared AS (
            declared_at = now()
      WHERE (d.concurrency, d.rate_count, d.rate_seconds)
            IS DISTINCT FROM (excluded.concurrency, excluded.rate_count, excluded.rate_seconds)
+    RETURNING d.name, d.rate_count, d.rate_seconds
+), remeasured AS (
+    UPDATE koyojobs_rate_windows AS w
+       SET starts = koyojobs_window(w.starts, d.rate_count, d.rate_seconds),
+           blocked_until = koyojobs_window_blocks_until(
+               koyojobs_window(w.starts, d.rate_count, d.rate_seconds),
+               d.rate_count, d.rate_seconds),
+           rate_count = d.rate_count,
+           rate_seconds = d.rate_seconds
+      FROM declared AS d
+     WHERE d.rate_count IS NOT NULL AND split_part(w.limit_key, chr(31), 1) = d.name
+), unrated AS (
+    DELETE FROM koyojobs_rate_windows AS w
+     WHERE split_part(w.limit_key, chr(31), 1)
+           IN (SELECT name FROM declared WHERE rate_count IS NULL UNION ALL SELECT unnest($5::text[]))
 )
 DELETE FROM koyojobs_limited_jobs WHERE name = ANY ($5::text[]);
 

@@ -3,14 +3,18 @@ concurrency and rate limits, pause and resume, snooze, why a job waits."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from koyojobs import Broker, JobDefinitionError, Status, define_job
+from koyojobs.outcomes import as_columns
+from koyojobs.sql import QUERIES
 from tests import flow_jobs
-from tests.conftest import wait_for_status
+from tests.conftest import insert_raw_job, wait_for_status
 from tests.faults.conftest import until
 from tests.integration.conftest import StartWorker
 
@@ -86,8 +90,8 @@ async def test_enqueue_many_leaves_one_job_per_key_and_returns_the_ids_in_order(
     )
     assert [r["id"] for r in rows] == sorted({ids[0], ids[2], again[1]})
     # The first call of a key is the one kept: its note is "a", not "c".
-    job = await broker.get_job(ids[0])
-    assert job is not None and job.status is Status.READY
+    args = await broker.pool.fetchval("SELECT args FROM koyojobs_jobs WHERE id = $1", ids[0])
+    assert broker.serializer.load_arguments(args, "flow.unique_by_user") == ((1, "a"), {})
 
 
 async def test_unique_true_keys_dataclasses_and_sets_by_value(broker: Broker) -> None:
@@ -122,6 +126,14 @@ async def test_bad_unique_keys_are_errors_at_the_call_site_naming_the_job(
         TypeError, match=r"job 'flow.test.unkeyable': unique=True cannot key argument 'handler'"
     ):
         unkeyable(object())
+
+    @define_job(name="flow.test.nul_key", unique=lambda x: f"a\x00{x}")
+    async def nul_key(x: int) -> None: ...
+
+    with pytest.raises(ValueError, match=r"job 'flow.test.nul_key'.*cannot store"):
+        nul_key(1)
+    with pytest.raises(JobDefinitionError, match=r"cannot have chr\(31\) in its name"):
+        define_job(name="flow.test\x1fsep", concurrency=1)(lambda: None)
     assert await broker.pool.fetchval("SELECT count(*) FROM koyojobs_jobs") == 0
 
 
@@ -135,6 +147,12 @@ async def test_bad_unique_keys_are_errors_at_the_call_site_naming_the_job(
         ({"rate_limit": 5}, "rate_limit=5 is invalid"),
         ({"limit_key": lambda: "k"}, "limit_key= needs a limit to key"),
         ({"unique": "yes"}, "unique='yes' is invalid"),
+        ({"concurrency": 2**31}, "concurrency=2147483648 is invalid"),
+        ({"rate_limit": (2**31, 1)}, r"rate_limit=\(2147483648, 1\) is invalid"),
+        (
+            {"unique": True, "every": timedelta(seconds=5)},
+            "unique= does not apply to a periodic job",
+        ),
     ],
 )
 def test_bad_flow_control_options_are_one_line_errors_naming_the_job(
@@ -156,6 +174,86 @@ async def test_an_operator_retry_does_not_break_uniqueness(
     assert await broker.unique_holder(first) == second
     assert await broker.cancel(second)
     assert await broker.retry_job(first)
+
+
+async def test_a_retry_racing_an_enqueue_of_its_key_says_no_instead_of_raising(
+    broker: Broker,
+) -> None:
+    first = await flow_jobs.unique(2)
+    await broker.pool.execute("UPDATE koyojobs_jobs SET status = 'failed' WHERE id = $1", first)
+    async with broker.pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        second = await broker.enqueue(flow_jobs.unique(2), connection=conn)
+        # The retry sees no holder in its snapshot; the index waits for this
+        # transaction, then refuses.
+        retried = asyncio.create_task(broker.retry_job(first))
+        await until(lambda: _waits_on_a_lock(broker), what="the retry waiting on the enqueue's key")
+        await tx.commit()
+    assert await retried is False
+    assert await broker.unique_holder(first) == second
+
+
+async def _waits_on_a_lock(broker: Broker) -> bool:
+    waiting: int = await broker.pool.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        " AND query LIKE '%unique_key = j.unique_key%'"
+    )
+    return waiting > 0
+
+
+async def test_a_lowered_rate_limit_holds_its_key_back_and_nothing_behind_it(
+    broker: Broker,
+) -> None:
+    declare = QUERIES["register_limits"]
+    await broker.pool.execute(declare, ["flow.test.rated"], [None], [5], [60.0], [])
+    await broker.pool.execute(
+        "INSERT INTO koyojobs_rate_windows (limit_key, starts, rate_count, rate_seconds)"
+        " VALUES ('flow.test.rated', ARRAY[now() - interval '1 second',"
+        " now() - interval '1 second'], 5, 60)"
+    )
+    # A deploy lowers the limit to 2 a minute: the window is full now.
+    await broker.pool.execute(declare, ["flow.test.rated"], [None], [2], [60.0], [])
+    blocked = await broker.pool.fetchval("SELECT blocked_until > now() FROM koyojobs_rate_windows")
+    assert blocked
+    held = await insert_raw_job(broker, "flow.test.rated", b"x", 3)
+    free = await insert_raw_job(broker, "flow.free", b"x", 3)
+    await broker.pool.execute(
+        "UPDATE koyojobs_jobs SET queue = 'lowered',"
+        " limit_key = CASE WHEN id = $1 THEN 'flow.test.rated' END",
+        held,
+    )
+    rows = await broker.pool.fetch(
+        QUERIES["finish_and_claim_limited"], "lowered", 4, 30.0, "w", *as_columns([])
+    )
+    assert [r["id"] for r in rows] == [free]
+    # Nothing due but the held-back job: the worker sleeps until the window frees.
+    due = await broker.pool.fetchval(QUERIES["next_due_limited"], "lowered")
+    assert due > 50
+    # The limit removed: its windows go with it.
+    await broker.pool.execute(declare, [], [], [], [], ["flow.test.rated"])
+    assert await broker.pool.fetchval("SELECT count(*) FROM koyojobs_rate_windows") == 0
+
+
+async def test_drain_of_a_limited_queue_lets_a_job_that_always_snoozes_go(
+    broker: Broker, tmp_path: Path
+) -> None:
+    from koyojobs.testing import drain
+
+    log = tmp_path / "runs.log"
+    await broker.enqueue_many([flow_jobs.limited(str(log), 0) for _ in range(5)])
+    await flow_jobs.always_snoozes()
+    counts = await asyncio.wait_for(drain(broker, queue=flow_jobs.QUEUE), 30)
+    # Its snoozes are due at once, and a round that writes other outcomes
+    # may run it again; the drain ends all the same.
+    assert counts["done"] == 5 and 1 <= counts["ready"] <= 3, counts
+    job = (await broker.list_jobs(status="ready"))[0]
+    assert (job.name, job.attempts, job.snoozes) == ("flow.always_snoozes", 0, counts["ready"])
+    # It declared the queue's limits, as a worker does, to claim within them.
+    declared = await broker.pool.fetchval(
+        "SELECT concurrency FROM koyojobs_limited_jobs WHERE name = 'flow.limited'"
+    )
+    assert declared == 3
 
 
 # -- concurrency ---------------------------------------------------------------

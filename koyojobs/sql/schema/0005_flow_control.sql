@@ -57,15 +57,17 @@ CREATE TABLE koyojobs_queues (
     paused_at timestamptz NOT NULL DEFAULT now()
 );
 
--- The starts of a rate window that still count at now(): the latest
--- p_count, none older than p_seconds.
+-- The starts of a rate window that still count now: the latest p_count,
+-- none older than p_seconds. On the wall clock (clock_timestamp), as the
+-- starts are: a claim that waited for a key's lock starts when it got it,
+-- not when its transaction began.
 CREATE FUNCTION koyojobs_window(p_starts timestamptz[], p_count integer, p_seconds float8)
 RETURNS timestamptz[]
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql VOLATILE AS $$
     SELECT coalesce(array_agg(s ORDER BY s), '{}')
       FROM (SELECT s
               FROM unnest(p_starts) AS s
-             WHERE s > now() - make_interval(secs => p_seconds)
+             WHERE s > clock_timestamp() - make_interval(secs => p_seconds)
              ORDER BY s DESC
              LIMIT p_count) AS latest
 $$;
