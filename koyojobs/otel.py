@@ -140,9 +140,14 @@ class _Observer:
             ) as span:
 
                 def finished(decision: Decision) -> None:
-                    outcome = _OUTCOMES.get(decision.status, decision.status.value)
+                    outcome = (
+                        "snoozed"
+                        if decision.snoozed
+                        else _OUTCOMES.get(decision.status, decision.status.value)
+                    )
                     span.set_attribute("koyojobs.outcome", outcome)
-                    if decision.status is not Status.DONE:
+                    # A snooze is the job's own choice, not an error.
+                    if decision.status is not Status.DONE and not decision.snoozed:
                         span.set_status(StatusCode.ERROR, decision.error)
                         if decision.error:
                             span.add_event(

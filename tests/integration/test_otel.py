@@ -157,3 +157,17 @@ def test_importing_koyojobs_does_not_import_opentelemetry() -> None:
         "assert not loaded, loaded\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+async def test_a_snooze_is_its_own_outcome_not_an_error(
+    broker: Broker, start_worker: StartWorker, telemetry: Telemetry
+) -> None:
+    from tests import flow_jobs
+
+    job_id = await flow_jobs.snoozer(1)
+    await start_worker(queue=flow_jobs.QUEUE)
+    await broker.wait(job_id, timeout=10)
+    processes = [s for s in telemetry.finished() if s.kind is SpanKind.CONSUMER]
+    outcomes = [(p.attributes or {})["koyojobs.outcome"] for p in processes]
+    assert outcomes == ["snoozed", "done"]
+    assert all(p.status.status_code is not StatusCode.ERROR for p in processes)
