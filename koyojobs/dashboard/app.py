@@ -260,7 +260,7 @@ class Dashboard:
         shown = self.show_payloads or self.broker.serializer.signs
         fields = []
         for column, value in row.items():
-            if column in ("args", "result", "last_traceback", "last_error"):
+            if column in ("args", "result", "last_traceback", "last_error", "waiting"):
                 continue
             fields.append((column, value))
         return await self._render(

@@ -433,14 +433,9 @@ SELECT coalesce(c.queue, p.queue) AS queue,
   FULL JOIN koyojobs_queues AS p ON p.queue = c.queue
  ORDER BY 1;
 
--- name: list_jobs
--- The newest jobs, optionally of one status and one queue. For a job that is
--- due but not running, "waiting" says what holds it back, if anything does
--- beyond a free worker: its queue paused, its key at its concurrency limit,
--- or its key's rate window full.
-SELECT j.id, j.name, j.queue, j.priority, j.status, j.attempts, j.max_attempts,
-       j.scheduled_at, j.created_at, j.started_at, j.finished_at, j.last_error,
-       j.last_traceback, j.result, j.snoozes,
+-- name: job_waiting
+-- Why the job j, due but not running, waits, if anything but a free worker
+-- holds it back: a column of list_jobs and dashboard_job.
        CASE WHEN j.status = 'ready' AND j.scheduled_at <= now() THEN
            CASE WHEN EXISTS (SELECT FROM koyojobs_queues AS q WHERE q.queue = j.queue)
                 THEN 'queue paused'
@@ -468,6 +463,16 @@ SELECT j.id, j.name, j.queue, j.priority, j.status, j.attempts, j.max_attempts,
                        WHERE d.name = j.name)
            END
        END AS waiting
+
+-- name: list_jobs
+-- The newest jobs, optionally of one status and one queue. For a job that is
+-- due but not running, "waiting" says what holds it back, if anything does
+-- beyond a free worker: its queue paused, its key at its concurrency limit,
+-- or its key's rate window full.
+SELECT j.id, j.name, j.queue, j.priority, j.status, j.attempts, j.max_attempts,
+       j.scheduled_at, j.created_at, j.started_at, j.finished_at, j.last_error,
+       j.last_traceback, j.result, j.snoozes,
+-- include: job_waiting
   FROM koyojobs_jobs AS j
  WHERE ($1::text IS NULL OR j.status = $1) AND ($2::text IS NULL OR j.queue = $2)
  ORDER BY j.id DESC
@@ -722,8 +727,12 @@ SELECT q.queue,
  ORDER BY q.queue;
 
 -- name: dashboard_job
--- Every column of one job, for the dashboard's job page (new columns too).
-SELECT * FROM koyojobs_jobs WHERE id = $1;
+-- Every column of one job, for the dashboard's job page (new columns too),
+-- and why it waits (job_waiting).
+SELECT j.*,
+-- include: job_waiting
+  FROM koyojobs_jobs AS j
+ WHERE j.id = $1;
 
 -- name: dashboard_schedules
 -- Every periodic job the database knows, with the status of its last run.

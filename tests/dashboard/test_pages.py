@@ -232,3 +232,12 @@ async def test_without_the_indexes_of_0006_it_leaves_out_what_would_read_the_tab
     assert 'id="missing-indexes"' in page and "CREATE INDEX CONCURRENTLY" in page
     # A finished status is then matched within the scan budget, as a name is.
     assert [int(i) for i in re.findall(r'/jobs/(\d+)">', failed)] == [302, 301]
+
+
+async def test_a_waiting_jobs_page_says_what_holds_it_back(broker: Broker) -> None:
+    job_id = await broker.enqueue(jobs.echo("later"))
+    async with client(Dashboard(broker)) as c:
+        assert 'id="waiting"' not in (await c.get(f"/jobs/{job_id}")).text
+        await broker.pause(jobs.QUEUE)
+        page = (await c.get(f"/jobs/{job_id}")).text
+    assert '<p class="waiting" id="waiting">Waiting: queue paused</p>' in page
