@@ -36,8 +36,8 @@ __all__ = [
     "first_of_each_key",
     "ids_in_order",
     "keys_of",
+    "limited_jobs",
     "make_limits",
-    "queue_is_limited",
     "register_limits",
     "unique_columns",
 ]
@@ -331,9 +331,9 @@ def unique_columns(calls: Sequence[JobCall[Any]]) -> list[str | None]:
     return [c.unique_key for c in calls]
 
 
-def queue_is_limited(queue: str) -> bool:
-    """Whether a job this process defines for ``queue`` has a concurrency or rate limit."""
-    return any(d.queue == queue and d.limits and d.limits.limited for d in definitions())
+def limited_jobs(queue: str) -> list[str]:
+    """The names of the jobs this process defines for ``queue`` with a concurrency or rate limit."""
+    return [d.name for d in definitions() if d.queue == queue and d.limits and d.limits.limited]
 
 
 async def register_limits(database: Database, queue: str, deadline: float) -> None:

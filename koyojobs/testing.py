@@ -28,7 +28,7 @@ from .broker import Broker
 from .context import current_broker
 from .execution import attempt
 from .jobs import JobDefinition
-from .limits import queue_is_limited, register_limits
+from .limits import limited_jobs, register_limits
 from .models import Job, Status
 from .outcomes import Outcome, as_columns
 from .sql import QUERIES
@@ -160,7 +160,7 @@ async def drain(
     counts: Counter[str] = Counter()
     # A queue with limited jobs claims as its workers do, within the limits.
     claim = QUERIES["finish_and_claim"]
-    if queue_is_limited(queue):
+    if limited_jobs(queue):
         await register_limits(b.database, queue, _DRAIN_DEADLINE)
         claim = QUERIES["finish_and_claim_limited"]
     with ThreadPoolExecutor(1, thread_name_prefix="koyojobs-drain") as executor:

@@ -26,7 +26,7 @@ from .broker import Broker
 from .errors import describe
 from .execution import attempt, warn_if_unsigned
 from .lifecycle import Lifecycle, cancel_and_wait
-from .limits import queue_is_limited, register_limits
+from .limits import limited_jobs, register_limits
 from .maintenance import Vacuum
 from .models import Status
 from .outcomes import Decision, Outcome, as_columns, first_batch, unreadable, unstorable
@@ -155,6 +155,8 @@ class Worker(Lifecycle):
         self.limited = False
         """Whether a job of the queue has a limit: then claims go through the
         limited claim (see :mod:`koyojobs.limits`); set at start."""
+        self.limited_jobs: list[str] = []
+        """The names of the queue's jobs with a limit, as this process defines them."""
         self._executor: ThreadPoolExecutor | None = None
         self._ticker: Ticker | None = None
         self._pruner: Pruner | None = None
@@ -168,7 +170,8 @@ class Worker(Lifecycle):
         )
         try:
             # The limits this process knows, declared before its first claim.
-            self.limited = queue_is_limited(self.queue)
+            self.limited_jobs = limited_jobs(self.queue)
+            self.limited = bool(self.limited_jobs)
             await register_limits(self.broker.database, self.queue, self.deadline)
             # Subscribed before the claim loops: a LISTEN connection that cannot
             # open fails the start before any claim loop runs (one left running
@@ -495,8 +498,13 @@ class _Lane:
             conn.terminate()
 
     async def _until_due(self, timeout: float) -> float:
-        query = QUERIES["next_due_limited" if self.worker.limited else "next_due"]
-        due: float | None = (await self._fetch(query, self.queue))[0][0]
+        if self.worker.limited:
+            rows = await self._fetch(
+                QUERIES["next_due_limited"], self.queue, self.worker.limited_jobs
+            )
+        else:
+            rows = await self._fetch(QUERIES["next_due"], self.queue)
+        due: float | None = rows[0][0]
         if due is None:
             return timeout
         if due <= 0:

@@ -196,7 +196,7 @@ SELECT id, name, queue, priority, args, attempts, max_attempts, scheduled_at, tr
 -- name: next_due_limited
 -- next_due for a queue with limits: jobs held back by a full key do not count
 -- (they would wake the worker for nothing), but the moment a full rate
--- window frees does.
+-- window of one of its jobs ($2, their names) frees does.
 WITH held AS (
     SELECT r.limit_key
       FROM koyojobs_jobs AS r
@@ -213,7 +213,8 @@ SELECT CASE WHEN NOT EXISTS (SELECT FROM koyojobs_queues WHERE queue = $1) THEN
               FROM koyojobs_jobs
              WHERE queue = $1 AND status = 'ready'
                AND (limit_key IS NULL OR limit_key NOT IN (SELECT limit_key FROM held))),
-           (SELECT min(blocked_until) FROM koyojobs_rate_windows WHERE blocked_until > now())
+           (SELECT min(blocked_until) FROM koyojobs_rate_windows
+             WHERE blocked_until > now() AND split_part(limit_key, chr(31), 1) = ANY ($2::text[]))
        ) - now())::float8
        END;
 

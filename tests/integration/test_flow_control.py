@@ -228,7 +228,7 @@ async def test_a_lowered_rate_limit_holds_its_key_back_and_nothing_behind_it(
     )
     assert [r["id"] for r in rows] == [free]
     # Nothing due but the held-back job: the worker sleeps until the window frees.
-    due = await broker.pool.fetchval(QUERIES["next_due_limited"], "lowered")
+    due = await broker.pool.fetchval(QUERIES["next_due_limited"], "lowered", ["flow.test.rated"])
     assert due > 50
     # The limit removed: its windows go with it.
     await broker.pool.execute(declare, [], [], [], [], ["flow.test.rated"])

@@ -219,6 +219,30 @@ LANGUAGE sql IMMUTABLE AS $$
                 THEN p_window[1] + make_interval(secs => p_seconds) END
 $$;
 
+-- One insert of koyojobs_insert_unique: the unkeyed calls unless p_unkeyed_done,
+-- and the keyed ones (all, or those of p_missing), in input order.
+CREATE FUNCTION koyojobs_insert_round(
+    p_names text[], p_queues text[], p_priorities integer[], p_max_attempts integer[],
+    p_args bytea[], p_scheduled timestamptz[], p_limit_keys text[], p_unique_keys text[],
+    p_trace_context text, p_unkeyed_done boolean, p_missing text[])
+RETURNS TABLE (id bigint, unique_key text)
+LANGUAGE sql AS $$
+    INSERT INTO koyojobs_jobs AS j (name, queue, priority, max_attempts, args, scheduled_at,
+                                    limit_key, unique_key, trace_context)
+    SELECT u.name, u.queue, u.priority, u.max_attempts, u.args,
+           coalesce(u.scheduled_at, now()), u.limit_key, u.unique_key, p_trace_context
+      FROM unnest(p_names, p_queues, p_priorities, p_max_attempts, p_args, p_scheduled,
+                  p_limit_keys, p_unique_keys) WITH ORDINALITY
+           AS u(name, queue, priority, max_attempts, args, scheduled_at, limit_key,
+                unique_key, ord)
+     WHERE CASE WHEN u.unique_key IS NULL THEN NOT p_unkeyed_done
+                ELSE p_missing IS NULL OR u.unique_key = ANY (p_missing) END
+     ORDER BY u.ord
+    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND status IN ('ready', 'running')
+       DO NOTHING
+    RETURNING j.id, j.unique_key
+$$;
+
 -- Inserts jobs, some unique (p_unique_keys not NULL), in input order, and
 -- returns (id, unique_key) for each job inserted or found holding a key. A
 -- key held by a job another transaction committed after this statement began
@@ -240,44 +264,41 @@ DECLARE
     v_missing text[];  -- NULL: every key of the batch
     v_unkeyed_done boolean := false;
     v_round integer := 0;
+    v_keyed bigint := (SELECT count(k) FROM unnest(p_unique_keys) AS k);
 BEGIN
     LOOP
         v_round := v_round + 1;
-        BEGIN
-            WITH inserted AS (
-                INSERT INTO koyojobs_jobs AS j (name, queue, priority, max_attempts, args,
-                                                scheduled_at, limit_key, unique_key,
-                                                trace_context)
-                SELECT u.name, u.queue, u.priority, u.max_attempts, u.args,
-                       coalesce(u.scheduled_at, now()), u.limit_key, u.unique_key,
-                       p_trace_context
-                  FROM unnest(p_names, p_queues, p_priorities, p_max_attempts, p_args,
-                              p_scheduled, p_limit_keys, p_unique_keys) WITH ORDINALITY
-                       AS u(name, queue, priority, max_attempts, args, scheduled_at, limit_key,
-                            unique_key, ord)
-                 WHERE CASE WHEN u.unique_key IS NULL THEN NOT v_unkeyed_done
-                            ELSE v_missing IS NULL OR u.unique_key = ANY (v_missing) END
-                 ORDER BY u.ord
-                ON CONFLICT (unique_key)
-                   WHERE unique_key IS NOT NULL AND status IN ('ready', 'running')
-                   DO NOTHING
-                RETURNING j.id, j.unique_key
-            )
-            SELECT coalesce(array_agg(i.id), '{}'), coalesce(array_agg(i.unique_key), '{}')
+        IF v_keyed > 1 THEN
+            -- Two batches that insert some keys in other orders can deadlock:
+            -- the one PostgreSQL picks undoes this round (letting go of what
+            -- it held) and tries again. Not for a single key, which cannot:
+            -- a subtransaction per enqueue would cost a transaction that
+            -- enqueues many, one by one, more than 64 of them (and every
+            -- snapshot of the server while it runs).
+            BEGIN
+                SELECT coalesce(array_agg(r.id), '{}'), coalesce(array_agg(r.unique_key), '{}')
+                  INTO v_new_ids, v_new_keys
+                  FROM koyojobs_insert_round(p_names, p_queues, p_priorities, p_max_attempts,
+                                             p_args, p_scheduled, p_limit_keys, p_unique_keys,
+                                             p_trace_context, v_unkeyed_done, v_missing) AS r;
+            EXCEPTION WHEN deadlock_detected THEN
+                v_new_ids := NULL;
+            END;
+        ELSE
+            SELECT coalesce(array_agg(r.id), '{}'), coalesce(array_agg(r.unique_key), '{}')
               INTO v_new_ids, v_new_keys
-              FROM inserted AS i;
+              FROM koyojobs_insert_round(p_names, p_queues, p_priorities, p_max_attempts,
+                                         p_args, p_scheduled, p_limit_keys, p_unique_keys,
+                                         p_trace_context, v_unkeyed_done, v_missing) AS r;
+        END IF;
+        IF v_new_ids IS NOT NULL THEN
             v_ids := v_ids || v_new_ids;
             v_keys := v_keys || v_new_keys;
             v_unkeyed_done := true;
-        EXCEPTION WHEN deadlock_detected THEN
-            -- Another batch inserts some of these keys in another order: this
-            -- round is undone (releasing what it held) and tried again.
-            NULL;
-        END;
+        END IF;
         -- The keys no job inserted here holds: usually none, found by counting.
         IF v_unkeyed_done AND v_missing IS NULL
-           AND (SELECT count(k) FROM unnest(p_unique_keys) AS k)
-               = (SELECT count(k) FROM unnest(v_keys) AS k) THEN
+           AND v_keyed = (SELECT count(k) FROM unnest(v_keys) AS k) THEN
             EXIT;
         END IF;
         v_missing := ARRAY(SELECT k FROM unnest(p_unique_keys) AS k WHERE k IS NOT NULL
