@@ -54,6 +54,7 @@ class JobDefinition(Generic[P, R]):
         backoff: Backoff,
         schedule: Schedule | None = None,
         limits: Limits | None = None,
+        label: str | None = None,
     ) -> None:
         self.fn = fn
         self.name = name
@@ -64,6 +65,8 @@ class JobDefinition(Generic[P, R]):
         self.backoff = backoff
         self.schedule = schedule
         """When a periodic job's ticks fall (``None``: not periodic)."""
+        self.label = label
+        """A name for people (the dashboard shows it), or ``None``."""
         self.limits = limits
         """Its uniqueness and limits (``None``: none; see the "Flow control" page)."""
         self.is_async = inspect.iscoroutinefunction(fn)
@@ -304,6 +307,7 @@ def define_job(
     concurrency: int | None = None,
     rate_limit: tuple[int, float] | None = None,
     limit_key: KeyFunction | None = None,
+    label: str | None = None,
 ) -> Callable[[Callable[P, Any]], JobDefinition[P, Any]]: ...
 
 
@@ -325,6 +329,7 @@ def define_job(
     concurrency: int | None = None,
     rate_limit: tuple[int, float] | None = None,
     limit_key: KeyFunction | None = None,
+    label: str | None = None,
 ) -> Any:
     """Make a function into a job; works bare and with options.
 
@@ -348,6 +353,9 @@ def define_job(
     at once and ``rate_limit=(count, seconds)`` starts at most ``count`` in
     any window of ``seconds``, across every process; ``limit_key=callable``
     makes both limits hold per key instead.
+
+    ``label`` is a name for people, such as ``"Send the receipt"``: the
+    dashboard shows it beside the job's name.
 
     Example:
         >>> from koyojobs import define_job
@@ -381,6 +389,10 @@ def define_job(
                 "import it by name; pass name=... to define_job"
             )
         _check_options(job_name, queue, priority, max_attempts, timeout, backoff)
+        if label is not None and (not isinstance(label, str) or not label.strip()):
+            raise JobDefinitionError(
+                f"job {job_name!r}: label={label!r} is invalid: a non-empty string, or None"
+            )
         schedule = make_schedule(
             job_name,
             target,
@@ -411,6 +423,7 @@ def define_job(
             backoff=backoff or default_backoff,
             schedule=schedule,
             limits=limits,
+            label=label,
         )
         register(definition)
         return definition

@@ -20,7 +20,7 @@ from ..errors import PayloadError
 from ..models import Status
 from ..registry import lookup
 from . import csrf, data
-from .formatting import age, payload_repr, when
+from .formatting import age, label_of, payload_repr, when
 
 if TYPE_CHECKING:
     from ..broker import Broker
@@ -101,7 +101,7 @@ class Dashboard:
             trim_blocks=True,
             lstrip_blocks=True,
         )
-        self._templates.filters.update(when=when, age=age)
+        self._templates.filters.update(when=when, age=age, label=label_of)
         folder = resources.files(__package__).joinpath("static")
         self._assets = {name: folder.joinpath(name).read_bytes() for name in _ASSETS}
         self._app = Starlette(

@@ -1,4 +1,4 @@
-"""How the dashboard writes times, ages and payloads: the templates' filters."""
+"""How the dashboard writes times, ages, payloads and labels: the templates' filters."""
 
 from __future__ import annotations
 
@@ -6,13 +6,26 @@ import reprlib
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["age", "payload_repr", "when"]
+from ..registry import lookup
+
+__all__ = ["age", "label_of", "payload_repr", "when"]
 
 _REPR = reprlib.Repr()
 _REPR.maxstring = 2000
 _REPR.maxother = 2000
 _REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 50
 _REPR.maxlevel = 4
+
+
+def label_of(name: str | None) -> str | None:
+    """The ``label=`` of the job defined under ``name`` in this process, if any.
+
+    Example:
+        >>> label_of("no.such.job") is None
+        True
+    """
+    definition = None if name is None else lookup(name)
+    return None if definition is None else definition.label
 
 
 def when(moment: datetime | None) -> str:

@@ -23,7 +23,7 @@ async def hostile() -> None:
     raise ValueError("<script>document.title='pwned';alert('pwned')</script><b>bold</b>")
 
 
-@define_job(name="tests.dashboard.echo", queue=QUEUE, max_attempts=1)
+@define_job(name="tests.dashboard.echo", queue=QUEUE, max_attempts=1, label="Say it back")
 async def echo(value: object) -> object:
     return value
 

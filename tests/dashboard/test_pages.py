@@ -241,3 +241,27 @@ async def test_a_waiting_jobs_page_says_what_holds_it_back(broker: Broker) -> No
         await broker.pause(jobs.QUEUE)
         page = (await c.get(f"/jobs/{job_id}")).text
     assert '<p class="waiting" id="waiting">Waiting: queue paused</p>' in page
+
+
+async def test_a_jobs_label_shows_beside_its_name(broker: Broker) -> None:
+    job_id = await broker.enqueue(jobs.echo("hi"))
+    raw = await broker.pool.fetchval(
+        "INSERT INTO koyojobs_jobs (name, queue, args) VALUES ('elsewhere.job', 'x', '\\x00')"
+        " RETURNING id"
+    )
+    shown = '<span class="label">Say it back</span> <small>tests.dashboard.echo</small>'
+    async with client(Dashboard(broker)) as c:
+        assert shown in (await c.get(f"/jobs/{job_id}")).text
+        listing = (await c.get("/jobs")).text
+    assert shown in listing
+    # A job this process does not define shows its name alone.
+    assert re.search(
+        rf'href="[^"]*/jobs/{raw}">{raw}</a></td>\s*<td class="name">elsewhere.job</td>', listing
+    )
+
+
+def test_a_label_must_be_a_non_empty_string() -> None:
+    from koyojobs import JobDefinitionError, define_job
+
+    with pytest.raises(JobDefinitionError, match="label='' is invalid"):
+        define_job(name="tests.dashboard.unlabelled", label="")(lambda: None)
