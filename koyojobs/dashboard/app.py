@@ -18,6 +18,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from ..errors import PayloadError
 from ..models import Status
+from ..periodic import run_now
 from ..registry import lookup
 from . import csrf, data
 from .formatting import age, label_of, payload_repr, when
@@ -43,6 +44,10 @@ _SECURITY_HEADERS = [
     (b"referrer-policy", b"same-origin"),
     (b"x-frame-options", b"DENY"),
 ]
+# Job ids are PostgreSQL bigints: a bigger one names no job (and the driver
+# would refuse it).
+_MAX_ID = 2**63 - 1
+
 _NOTICES = {
     "retried": "The job will run again.",
     "not-retried": "The job was not retried: only finished jobs can be.",
@@ -51,6 +56,7 @@ _NOTICES = {
     "paused": "The queue is paused: its workers claim no more jobs.",
     "resumed": "The queue is resumed.",
     "enqueued": "The periodic job was enqueued to run now.",
+    "still-running": "Not enqueued: its previous run is still ready or running (skip_if_running).",
 }
 
 
@@ -148,12 +154,19 @@ class Dashboard:
         """The action's form if the request may act and carries our token; else a 403."""
         if not await self._may_act(request):
             return PlainTextResponse("forbidden: this dashboard is read-only for you", 403)
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind != "application/x-www-form-urlencoded":
+            return PlainTextResponse("forbidden: an action is a form post with its token", 403)
         declared = request.headers.get("content-length", "0")
         if not declared.isdigit() or int(declared) > _MAX_FORM:
             return PlainTextResponse("request too large", 413)
-        body = await request.body()
-        if len(body) > _MAX_FORM:  # sent chunked, past what it declared
-            return PlainTextResponse("request too large", 413)
+        # Read piece by piece: a body sent chunked declares no length, and must
+        # not be held whole before it is found too big.
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > _MAX_FORM:
+                return PlainTextResponse("request too large", 413)
         form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
         if not self._tokens.matches(request.cookies.get(csrf.COOKIE), form.get(csrf.FIELD)):
             return PlainTextResponse("forbidden: missing or wrong anti-forgery token", 403)
@@ -223,6 +236,8 @@ class Dashboard:
         try:
             status = None if status_text is None else Status(status_text)
             before = int(params["before"]) if params.get("before") else None
+            if before is not None and not 0 <= before <= _MAX_ID:
+                raise ValueError(before)
         except ValueError:
             return PlainTextResponse("bad filter: status or before", 400)
         queue = params.get("queue") or None
@@ -254,7 +269,7 @@ class Dashboard:
 
     async def _job(self, request: Request) -> StarletteResponse:
         job_id: int = request.path_params["job_id"]
-        row = await data.job_row(self.broker, job_id)
+        row = await data.job_row(self.broker, job_id) if job_id <= _MAX_ID else None
         if row is None:
             return await self._render(request, "missing.html", 404, what=f"job {job_id}")
         shown = self.show_payloads or self.broker.serializer.signs
@@ -310,7 +325,7 @@ class Dashboard:
         if isinstance(form, StarletteResponse):
             return form
         job_id: int = request.path_params["job_id"]
-        done = await self.broker.retry_job(job_id)
+        done = job_id <= _MAX_ID and await self.broker.retry_job(job_id)
         return _back(request, f"/jobs/{job_id}", "retried" if done else "not-retried")
 
     async def _cancel(self, request: Request) -> StarletteResponse:
@@ -318,7 +333,7 @@ class Dashboard:
         if isinstance(form, StarletteResponse):
             return form
         job_id: int = request.path_params["job_id"]
-        done = await self.broker.cancel(job_id)
+        done = job_id <= _MAX_ID and await self.broker.cancel(job_id)
         return _back(request, f"/jobs/{job_id}", "cancelled" if done else "not-cancelled")
 
     async def _pause(self, request: Request) -> StarletteResponse:
@@ -344,9 +359,9 @@ class Dashboard:
         definition = lookup(form.get("name", ""))
         if definition is None or definition.schedule is None:
             return PlainTextResponse("no periodic job of that name in this process", 404)
-        job_id = await self.broker.enqueue(definition())
-        if job_id is None:  # the synchronous mode ran it inline
-            return _back(request, "/periodic", "enqueued")
+        job_id = await run_now(self.broker, definition)
+        if job_id is None:
+            return _back(request, "/periodic", "still-running")
         return _back(request, f"/jobs/{job_id}", "enqueued")
 
 

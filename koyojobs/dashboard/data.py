@@ -171,18 +171,24 @@ async def job_page(
 ) -> JobPage:
     """The newest jobs below id ``before``, filtered; keyset-paged by id.
 
-    ``done``, and without 0006's indexes (``indexed=False``) every finished
-    status, are matched like a queue or a name: within the budget.
+    ``done``, ``ready`` and ``running``, and without 0006's indexes
+    (``indexed=False``) every finished status, are matched like a queue or a
+    name: within the budget.
 
     Example:
         >>> page = await job_page(broker, status=Status.FAILED, queue=None,  # doctest: +SKIP
         ...                       name=None, before=None)
     """
     scanned_status, matched_status = status, None
-    # Done jobs have no index of their own (the bulk of the table: one would
-    # slow every finish) and failed ones none without 0006's indexes: those
-    # statuses are matched within the budget, in primary key order.
-    if status is Status.DONE or (status is not None and status.finished and not indexed):
+    # Only failed and cancelled jobs have an index in id order (0006's). Done
+    # ones have none (the bulk of the table: one would slow every finish),
+    # and ready and running ones have theirs in other orders (the claim's, the
+    # leases'): walking the primary key for them, a few old ready jobs under
+    # a million newer finished ones would read the table. Those statuses are
+    # matched within the budget, in primary key order, as a queue or a name.
+    if status in (Status.DONE, Status.READY, Status.RUNNING) or (
+        status is not None and status.finished and not indexed
+    ):
         scanned_status, matched_status = None, status
     filtered = queue is not None or name is not None or matched_status is not None
     # Unfiltered by queue and name, the ids read are the page itself.

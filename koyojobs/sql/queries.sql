@@ -576,6 +576,28 @@ SELECT d.name,
   LEFT JOIN moved AS m ON m.name = d.name
   LEFT JOIN koyojobs_schedules AS s ON s.name = d.name;
 
+-- name: run_schedule_now
+-- A periodic job run now, outside its schedule (the dashboard's "Run now"),
+-- with a tick's columns ($1..$6). When asked to ($7, skip_if_running),
+-- nothing is enqueued while a run of the job is ready or running (the
+-- schedule's last one, or one run now before). The run enqueued becomes the
+-- one the next tick looks at; the tick itself stays: the schedule goes on.
+WITH busy AS (
+    SELECT $7::boolean AND EXISTS (
+               SELECT FROM koyojobs_jobs AS j
+                WHERE j.queue = $2 AND j.name = $1 AND j.status IN ('ready', 'running'))
+           AS busy
+), enqueued AS (
+    INSERT INTO koyojobs_jobs (name, queue, priority, max_attempts, args, limit_key)
+    SELECT $1, $2, $3, $4, $5, $6 FROM busy WHERE NOT busy.busy
+    RETURNING id
+), recorded AS (
+    UPDATE koyojobs_schedules AS s SET last_job_id = e.id
+      FROM enqueued AS e
+     WHERE s.name = $1
+)
+SELECT id FROM enqueued;
+
 -- name: database_now
 SELECT clock_timestamp();
 

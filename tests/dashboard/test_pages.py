@@ -198,6 +198,9 @@ async def test_payloads_are_hidden_unless_signed_or_asked_for(dsn: str) -> None:
 
 
 async def test_the_periodic_page_shows_ticks_and_runs_a_job_now(broker: Broker) -> None:
+    await broker.pool.execute(
+        "INSERT INTO koyojobs_schedules (name, last_tick) VALUES ('tests.dashboard.hourly', now())"
+    )
     async with client(Dashboard(broker, can_act=lambda request: True)) as c:
         page = await c.get("/periodic")
         assert "tests.dashboard.hourly" in page.text
@@ -209,6 +212,20 @@ async def test_the_periodic_page_shows_ticks_and_runs_a_job_now(broker: Broker) 
         job_id = int(response.headers["location"].split("/")[-1].split("?")[0])
         job = await broker.get_job(job_id)
         assert job is not None and job.name == "tests.dashboard.hourly"
+        # The run the next tick looks at, for skip_if_running.
+        last = await broker.pool.fetchval(
+            "SELECT last_job_id FROM koyojobs_schedules WHERE name = 'tests.dashboard.hourly'"
+        )
+        assert last == job_id
+        # Pressed again while that run is ready: skip_if_running holds, as for a tick.
+        again = await c.post(
+            "/periodic/run", data={FIELD: token_of(page.text), "name": "tests.dashboard.hourly"}
+        )
+        assert again.headers["location"].endswith("/periodic?notice=still-running")
+        runs = await broker.pool.fetchval(
+            "SELECT count(*) FROM koyojobs_jobs WHERE name = 'tests.dashboard.hourly'"
+        )
+        assert runs == 1
         unknown = await c.post(
             "/periodic/run", data={FIELD: token_of(page.text), "name": "tests.dashboard.echo"}
         )
@@ -265,3 +282,53 @@ def test_a_label_must_be_a_non_empty_string() -> None:
 
     with pytest.raises(JobDefinitionError, match="label='' is invalid"):
         define_job(name="tests.dashboard.unlabelled", label="")(lambda: None)
+
+
+async def test_an_acting_dashboard_refuses_tokens_it_did_not_sign_and_other_bodies(
+    broker: Broker,
+) -> None:
+    from koyojobs.dashboard.csrf import TokenMinter
+
+    job_id = await broker.enqueue(jobs.echo("x"))
+    await broker.pool.execute("UPDATE koyojobs_jobs SET status = 'failed' WHERE id = $1", job_id)
+    other = TokenMinter(b"another dashboard's key, 32 byte").mint()
+    async with client(Dashboard(broker, can_act=lambda request: True)) as c:
+        own = token_of((await c.get(f"/jobs/{job_id}")).text)
+        url = f"/jobs/{job_id}/retry"
+        for token in ("a.b", other, ""):
+            c.cookies.set(COOKIE, token)
+            refused = await c.post(url, data={FIELD: token})
+            assert refused.status_code == 403, token
+        c.cookies.set(COOKIE, own)
+        as_text = await c.post(
+            url, content=f"{FIELD}={own}", headers={"content-type": "text/plain"}
+        )
+        assert as_text.status_code == 403
+
+        sent = 0
+
+        async def body() -> AsyncIterator[bytes]:
+            # No length declared: the limit holds as the body comes, and the
+            # rest (8 MiB here) is never read.
+            nonlocal sent
+            yield f"{FIELD}={own}&pad=".encode()
+            for _ in range(1024):
+                sent += 1
+                yield b"x" * 8192
+
+        chunked = await c.post(
+            url, content=body(), headers={"content-type": "application/x-www-form-urlencoded"}
+        )
+        assert chunked.status_code == 413
+        assert sent < 4, sent
+        job = await broker.get_job(job_id)
+        assert job is not None and job.status is Status.FAILED
+        accepted = await c.post(url, data={FIELD: own})
+        assert accepted.status_code == 303
+
+
+async def test_ids_past_a_bigint_name_no_job(broker: Broker) -> None:
+    huge = 2**64
+    async with client(Dashboard(broker)) as c:
+        assert (await c.get(f"/jobs/{huge}")).status_code == 404
+        assert (await c.get(f"/jobs?before={huge}")).status_code == 400
