@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 COUNT_BOUND = 10_000
-"""Finished jobs are counted up to this many per queue and status ("10000+")."""
+"""Jobs are counted up to this many per queue and count ("10000+")."""
 PAGE_SIZE = 50
 """Jobs per page of the jobs page."""
 SCAN_BUDGET = 10_000
@@ -51,8 +51,9 @@ _NO_CURSOR = sys.maxsize  # above every id: the first page
 class QueueRow:
     """One queue on the queues page.
 
-    ``done``, ``failed`` and ``cancelled`` stop counting at
-    :data:`COUNT_BOUND`; ``*_last_hour`` count jobs finished in the last hour.
+    Every count but ``running`` stops at :data:`COUNT_BOUND` (a backlog of
+    millions is not counted on every refresh); ``*_last_hour`` count jobs
+    finished in the last hour.
 
     Example:
         >>> QueueRow("default", 1, 0, 0, None, 10, 0, 0, 10, 0, False).capped("done")
@@ -80,15 +81,15 @@ class QueueRow:
     def as_json(self) -> dict[str, Any]:
         """The live fields, as the page's script reads them."""
         return {
-            "ready": self.ready,
-            "scheduled": self.scheduled,
+            "ready": _bounded(self.ready),
+            "scheduled": _bounded(self.scheduled),
             "running": self.running,
             "oldest_wait": self.oldest_wait,
             "done": _bounded(self.done),
             "failed": _bounded(self.failed),
             "cancelled": _bounded(self.cancelled),
-            "done_last_hour": self.done_last_hour,
-            "failed_last_hour": self.failed_last_hour,
+            "done_last_hour": _bounded(self.done_last_hour),
+            "failed_last_hour": _bounded(self.failed_last_hour),
             "paused": self.paused,
         }
 
@@ -133,7 +134,9 @@ async def queue_rows(broker: Broker, *, indexed: bool = True) -> list[QueueRow]:
         if indexed:
             rows = await conn.fetch(QUERIES["dashboard_queues"], COUNT_BOUND, sorted(paused))
         else:
-            rows = await conn.fetch(QUERIES["dashboard_queues_unindexed"], sorted(paused))
+            rows = await conn.fetch(
+                QUERIES["dashboard_queues_unindexed"], COUNT_BOUND, sorted(paused)
+            )
     return [QueueRow(**dict(row), paused=row["queue"] in paused) for row in rows]
 
 

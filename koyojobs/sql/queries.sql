@@ -620,16 +620,38 @@ ready_queues(queue) AS (
 )
 
 -- name: dashboard_live_counts
--- Per queue q: its ready, scheduled and running jobs (in their partial
--- indexes) and its oldest wait; columns of dashboard_queues(_unindexed).
-       (SELECT count(*) FROM koyojobs_jobs
-         WHERE queue = q.queue AND status = 'ready' AND scheduled_at <= now()) AS ready,
-       (SELECT count(*) FROM koyojobs_jobs
-         WHERE queue = q.queue AND status = 'ready' AND scheduled_at > now()) AS scheduled,
+-- Per queue q: its ready, scheduled and running jobs, counted up to $1 in
+-- their partial indexes (a backlog of millions must not be counted on every
+-- refresh), and its oldest wait: the earliest due time among the first of
+-- each priority (the claim's index is ordered by priority, then due time), a
+-- probe per priority, not a read of the backlog. Columns of
+-- dashboard_queues(_unindexed), which both take the bound as $1.
+       (SELECT count(*) FROM (SELECT FROM koyojobs_jobs
+                               WHERE queue = q.queue AND status = 'ready'
+                                 AND scheduled_at <= now() LIMIT $1) AS b) AS ready,
+       (SELECT count(*) FROM (SELECT FROM koyojobs_jobs
+                               WHERE queue = q.queue AND status = 'ready'
+                                 AND scheduled_at > now() LIMIT $1) AS b) AS scheduled,
        (SELECT count(*) FROM koyojobs_jobs
          WHERE queue = q.queue AND status = 'running') AS running,
-       (SELECT extract(epoch FROM now() - min(scheduled_at))::float8 FROM koyojobs_jobs
-         WHERE queue = q.queue AND status = 'ready' AND scheduled_at <= now()) AS oldest_wait,
+       (SELECT extract(epoch FROM now() - min(o.due))::float8
+          FROM (WITH RECURSIVE priorities(p) AS (
+                    (SELECT priority FROM koyojobs_jobs
+                      WHERE queue = q.queue AND status = 'ready' ORDER BY priority LIMIT 1)
+                    UNION ALL
+                    SELECT (SELECT j.priority FROM koyojobs_jobs AS j
+                             WHERE j.queue = q.queue AND j.status = 'ready'
+                               AND j.priority > priorities.p
+                             ORDER BY j.priority LIMIT 1)
+                      FROM priorities
+                     WHERE priorities.p IS NOT NULL)
+                SELECT (SELECT j.scheduled_at FROM koyojobs_jobs AS j
+                         WHERE j.queue = q.queue AND j.status = 'ready'
+                           AND j.priority = priorities.p
+                         ORDER BY j.scheduled_at LIMIT 1) AS due
+                  FROM priorities
+                 WHERE priorities.p IS NOT NULL) AS o
+         WHERE o.due <= now()) AS oldest_wait,
 
 -- name: dashboard_queues
 -- The dashboard's queues page, one row per queue, at a bounded cost however
@@ -668,12 +690,14 @@ SELECT q.queue,
        (SELECT count(*) FROM (SELECT 1 FROM koyojobs_jobs
                                WHERE queue = q.queue AND status = 'cancelled' LIMIT $1) AS b)
            AS cancelled,
-       (SELECT count(*) FROM koyojobs_jobs
-         WHERE queue = q.queue AND status = 'done'
-           AND finished_at > now() - interval '1 hour') AS done_last_hour,
-       (SELECT count(*) FROM koyojobs_jobs
-         WHERE queue = q.queue AND status = 'failed'
-           AND finished_at > now() - interval '1 hour') AS failed_last_hour
+       (SELECT count(*) FROM (SELECT FROM koyojobs_jobs
+                               WHERE queue = q.queue AND status = 'done'
+                                 AND finished_at > now() - interval '1 hour' LIMIT $1) AS b)
+           AS done_last_hour,
+       (SELECT count(*) FROM (SELECT FROM koyojobs_jobs
+                               WHERE queue = q.queue AND status = 'failed'
+                                 AND finished_at > now() - interval '1 hour' LIMIT $1) AS b)
+           AS failed_last_hour
   FROM queues AS q
  ORDER BY q.queue;
 
@@ -732,7 +756,7 @@ SELECT count(*) = 2
 
 -- name: dashboard_queues_unindexed
 -- dashboard_queues without the index of finished rows by queue: ready and
--- running jobs only (their own indexes), and paused queues ($1).
+-- running jobs only (their own indexes, counted up to $1), and paused queues ($2).
 WITH RECURSIVE
 -- include: dashboard_ready_queues
 , queues AS (
@@ -740,7 +764,7 @@ WITH RECURSIVE
     UNION
     SELECT queue FROM koyojobs_jobs WHERE status = 'running'
     UNION
-    SELECT unnest($1::text[])
+    SELECT unnest($2::text[])
 )
 SELECT q.queue,
 -- include: dashboard_live_counts

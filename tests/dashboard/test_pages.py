@@ -124,14 +124,22 @@ async def test_the_queues_page_counts_and_bounds_finished_jobs(broker: Broker) -
     await insert_finished(broker, 10_050, "done")
     await insert_finished(broker, 3, "failed")
     await broker.enqueue(jobs.echo(3))
+    # A backlog: counted up to the bound; its oldest wait found by priority.
+    await broker.pool.execute(
+        "INSERT INTO koyojobs_jobs (name, queue, priority, args, scheduled_at)"
+        " SELECT 'bulk.waiting', 'backlog', g % 3, '\\x00', now() - g * interval '1 second'"
+        " FROM generate_series(1, 10010) AS g"
+    )
     async with client(Dashboard(broker)) as c:
         live = (await c.get("/api/queues")).json()["queues"]
         page = (await c.get("/")).text
     assert live["bulk"]["done"] == "10000+"
     assert live["bulk"]["failed"] == "3"
-    assert live["bulk"]["done_last_hour"] == 3599  # 1 to 3599 seconds ago
-    assert live["dashboard"]["ready"] == 1
+    assert live["bulk"]["done_last_hour"] == "3599"  # 1 to 3599 seconds ago
+    assert live["dashboard"]["ready"] == "1"
     assert live["dashboard"]["oldest_wait"] is not None
+    assert live["backlog"]["ready"] == "10000+"
+    assert 10010 <= live["backlog"]["oldest_wait"] < 10100
     assert "10000+" in page
 
 
@@ -245,7 +253,7 @@ async def test_without_the_indexes_of_0006_it_leaves_out_what_would_read_the_tab
         page = (await c.get("/")).text
         failed = (await c.get("/jobs?status=failed")).text
     assert "bulk" not in live  # known only from its finished jobs
-    assert live["dashboard"]["ready"] == 1 and live["dashboard"]["done"] == "-"
+    assert live["dashboard"]["ready"] == "1" and live["dashboard"]["done"] == "-"
     assert 'id="missing-indexes"' in page and "CREATE INDEX CONCURRENTLY" in page
     # A finished status is then matched within the scan budget, as a name is.
     assert [int(i) for i in re.findall(r'/jobs/(\d+)">', failed)] == [302, 301]
