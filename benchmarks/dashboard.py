@@ -4,6 +4,7 @@
     python3 benchmarks/dashboard.py --dsn postgresql://postgres@127.0.0.1:5432/kj_dash
     python3 benchmarks/dashboard.py --keep --without-indexes   # the same, then without 0006's
     python3 benchmarks/dashboard.py --write-cost 3   # what 0006's indexes cost a drain
+    python3 benchmarks/dashboard.py --keep --backlog 1000000   # and a paused queue's backlog
 
 Fills the database (dropping its jobs first unless --keep) with --jobs finished
 jobs in one INSERT ... SELECT generate_series: 97% done, 2% failed (with a
@@ -60,6 +61,12 @@ SELECT 'app.jobs.task_' || (g % 20), (ARRAY['default', 'emails', 'reports', 'web
        '\\x8004'::bytea,
        CASE WHEN g % 5 = 0 THEN now() + interval '1 hour' ELSE now() - g * interval '10 ms' END
   FROM generate_series(1, 10000) AS g
+"""
+BACKLOG = """
+INSERT INTO koyojobs_jobs (name, queue, priority, args, scheduled_at)
+SELECT 'app.jobs.task_' || (g % 20), 'backlog', (g % 3) * 25, '\\x8004'::bytea,
+       now() - g * interval '1 ms'
+  FROM generate_series(1, $1) AS g
 """
 RUNNING = """
 INSERT INTO koyojobs_jobs (name, queue, args, status, attempts, started_at, lease_expires_at,
@@ -192,6 +199,13 @@ async def main() -> None:
         help="also time the pages without 0006's indexes (dropped, then built again)",
     )
     parser.add_argument("--write-cost", type=int, metavar="PAIRS", default=0)
+    parser.add_argument(
+        "--backlog",
+        type=int,
+        default=0,
+        metavar="JOBS",
+        help="add this many ready jobs to a paused queue (an incident's backlog) first",
+    )
     parser.add_argument("--admin-dsn", default="postgresql://postgres@127.0.0.1:5432/postgres")
     options = parser.parse_args()
     if options.write_cost:
@@ -200,6 +214,10 @@ async def main() -> None:
     async with Broker(options.dsn) as broker:
         if not options.keep:
             await fill(broker, options.jobs)
+        if options.backlog:
+            await broker.pool.execute(BACKLOG, options.backlog, timeout=600)
+            await broker.pause("backlog")
+            await broker.pool.execute("VACUUM ANALYZE koyojobs_jobs", timeout=600)
         rows = await broker.pool.fetchval("SELECT count(*) FROM koyojobs_jobs")
         version = await broker.pool.fetchval("SHOW server_version")
         print(f"PostgreSQL {version}, {rows:,} jobs in the table")
