@@ -620,38 +620,33 @@ ready_queues(queue) AS (
 )
 
 -- name: dashboard_live_counts
--- Per queue q: its ready, scheduled and running jobs, counted up to $1 in
--- their partial indexes (a backlog of millions must not be counted on every
--- refresh), and its oldest wait: the earliest due time among the first of
--- each priority (the claim's index is ordered by priority, then due time), a
--- probe per priority, not a read of the backlog. Columns of
+-- Per queue q: its due and its scheduled (ready, due later) jobs, counted up
+-- to $1, and its oldest wait, each per priority in the claim's index (see
+-- koyojobs_ready_priorities: a backlog of millions is not read on every
+-- refresh); and its running jobs, in their own index. Columns of
 -- dashboard_queues(_unindexed), which both take the bound as $1.
-       (SELECT count(*) FROM (SELECT FROM koyojobs_jobs
-                               WHERE queue = q.queue AND status = 'ready'
-                                 AND scheduled_at <= now() LIMIT $1) AS b) AS ready,
-       (SELECT count(*) FROM (SELECT FROM koyojobs_jobs
-                               WHERE queue = q.queue AND status = 'ready'
-                                 AND scheduled_at > now() LIMIT $1) AS b) AS scheduled,
+       (SELECT count(*)
+          FROM (SELECT FROM koyojobs_ready_priorities(q.queue) AS p,
+                       LATERAL (SELECT FROM koyojobs_jobs AS j
+                                 WHERE j.queue = q.queue AND j.status = 'ready'
+                                   AND j.priority = p AND j.scheduled_at <= now()
+                                 LIMIT $1) AS x
+                 LIMIT $1) AS b) AS ready,
+       (SELECT count(*)
+          FROM (SELECT FROM koyojobs_ready_priorities(q.queue) AS p,
+                       LATERAL (SELECT FROM koyojobs_jobs AS j
+                                 WHERE j.queue = q.queue AND j.status = 'ready'
+                                   AND j.priority = p AND j.scheduled_at > now()
+                                 LIMIT $1) AS x
+                 LIMIT $1) AS b) AS scheduled,
        (SELECT count(*) FROM koyojobs_jobs
          WHERE queue = q.queue AND status = 'running') AS running,
-       (SELECT extract(epoch FROM now() - min(o.due))::float8
-          FROM (WITH RECURSIVE priorities(p) AS (
-                    (SELECT priority FROM koyojobs_jobs
-                      WHERE queue = q.queue AND status = 'ready' ORDER BY priority LIMIT 1)
-                    UNION ALL
-                    SELECT (SELECT j.priority FROM koyojobs_jobs AS j
-                             WHERE j.queue = q.queue AND j.status = 'ready'
-                               AND j.priority > priorities.p
-                             ORDER BY j.priority LIMIT 1)
-                      FROM priorities
-                     WHERE priorities.p IS NOT NULL)
-                SELECT (SELECT j.scheduled_at FROM koyojobs_jobs AS j
-                         WHERE j.queue = q.queue AND j.status = 'ready'
-                           AND j.priority = priorities.p
-                         ORDER BY j.scheduled_at LIMIT 1) AS due
-                  FROM priorities
-                 WHERE priorities.p IS NOT NULL) AS o
-         WHERE o.due <= now()) AS oldest_wait,
+       (SELECT extract(epoch FROM now() - min(d.due))::float8
+          FROM koyojobs_ready_priorities(q.queue) AS p,
+               LATERAL (SELECT j.scheduled_at AS due FROM koyojobs_jobs AS j
+                         WHERE j.queue = q.queue AND j.status = 'ready' AND j.priority = p
+                         ORDER BY j.scheduled_at LIMIT 1) AS d
+         WHERE d.due <= now()) AS oldest_wait,
 
 -- name: dashboard_queues
 -- The dashboard's queues page, one row per queue, at a bounded cost however

@@ -33,3 +33,23 @@ BEGIN
     END IF;
 END
 $$;
+
+-- The priorities among a queue's ready jobs, found by skipping through the
+-- claim's index (ordered by queue, priority, due time): a probe per priority,
+-- however many jobs wait. The dashboard counts and dates a backlog per
+-- priority, each a range of that index, so a million future jobs are not read
+-- to count the due ones (nor the other way round).
+CREATE FUNCTION koyojobs_ready_priorities(p_queue text) RETURNS SETOF integer
+LANGUAGE sql STABLE AS $$
+    WITH RECURSIVE priorities(p) AS (
+        (SELECT priority FROM koyojobs_jobs
+          WHERE queue = p_queue AND status = 'ready' ORDER BY priority LIMIT 1)
+        UNION ALL
+        SELECT (SELECT j.priority FROM koyojobs_jobs AS j
+                 WHERE j.queue = p_queue AND j.status = 'ready' AND j.priority > priorities.p
+                 ORDER BY j.priority LIMIT 1)
+          FROM priorities
+         WHERE priorities.p IS NOT NULL
+    )
+    SELECT p FROM priorities WHERE p IS NOT NULL
+$$;
