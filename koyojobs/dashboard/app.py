@@ -321,20 +321,20 @@ class Dashboard:
     # -- actions ------------------------------------------------------------------------
 
     async def _retry(self, request: Request) -> StarletteResponse:
-        form = await self._guard(request)
-        if isinstance(form, StarletteResponse):
-            return form
-        job_id: int = request.path_params["job_id"]
-        done = job_id <= _MAX_ID and await self.broker.retry_job(job_id)
-        return _back(request, f"/jobs/{job_id}", "retried" if done else "not-retried")
+        return await self._on_job(request, self.broker.retry_job, "retried")
 
     async def _cancel(self, request: Request) -> StarletteResponse:
+        return await self._on_job(request, self.broker.cancel, "cancelled")
+
+    async def _on_job(
+        self, request: Request, act: Callable[[int], Awaitable[bool]], notice: str
+    ) -> StarletteResponse:
         form = await self._guard(request)
         if isinstance(form, StarletteResponse):
             return form
         job_id: int = request.path_params["job_id"]
-        done = job_id <= _MAX_ID and await self.broker.cancel(job_id)
-        return _back(request, f"/jobs/{job_id}", "cancelled" if done else "not-cancelled")
+        done = job_id <= _MAX_ID and await act(job_id)
+        return _back(request, f"/jobs/{job_id}", notice if done else f"not-{notice}")
 
     async def _pause(self, request: Request) -> StarletteResponse:
         return await self._flow(request, "pause", "paused")

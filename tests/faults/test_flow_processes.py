@@ -72,19 +72,7 @@ async def test_limits_hold_across_two_worker_processes_by_the_jobs_own_log(
     calls += [flow_jobs.per_tenant(str(log), f"t{n % 2}", 0.15) for n in range(16)]
     ids = await broker.enqueue_many(calls)
     assert ids is not None
-    workers = [
-        await WorkerProcess(
-            dsn, module="tests.flow_jobs", queue=flow_jobs.QUEUE, concurrency=6
-        ).start()
-        for _ in range(2)
-    ]
-    try:
-        for job_id in ids:
-            await wait_for_status(broker, job_id, Status.DONE, timeout=60)
-    finally:
-        for worker in workers:
-            worker.signal(signal.SIGTERM)
-            await worker.wait(15)
+    workers = await _two_workers_run(broker, dsn, ids, concurrency=6)
     events = read_log(log)
     assert {pid for _, _, _, pid, _ in events} == {w.pid for w in workers}
     most = most_at_once(events)
@@ -151,8 +139,22 @@ async def test_a_rate_limit_holds_across_two_worker_processes_by_the_jobs_own_lo
     log = tmp_path / "runs.log"
     ids = await broker.enqueue_many([flow_jobs.rated_logged(str(log), n) for n in range(12)])
     assert ids is not None
+    await _two_workers_run(broker, dsn, ids)
+    starts = [t for event, _, _, _, t in read_log(log) if event == "start"]
+    assert len(starts) == 12
+    # 3 a second: any 4 starts in a row span a second, less what a job's start
+    # line may lag its claim (0.5 s, ample). Without the limit, or with one
+    # per process, 4 starts fall within a few milliseconds.
+    spans = [starts[i + 3] - starts[i] for i in range(len(starts) - 3)]
+    assert min(spans) >= 0.5, spans
+
+
+async def _two_workers_run(
+    broker: Broker, dsn: str, ids: list[int], **options: object
+) -> list[WorkerProcess]:
+    """Two ``koyojobs worker`` processes of the flow queue run the jobs ``ids``, then stop."""
     workers = [
-        await WorkerProcess(dsn, module="tests.flow_jobs", queue=flow_jobs.QUEUE).start()
+        await WorkerProcess(dsn, module="tests.flow_jobs", queue=flow_jobs.QUEUE, **options).start()
         for _ in range(2)
     ]
     try:
@@ -162,10 +164,4 @@ async def test_a_rate_limit_holds_across_two_worker_processes_by_the_jobs_own_lo
         for worker in workers:
             worker.signal(signal.SIGTERM)
             await worker.wait(15)
-    starts = [t for event, _, _, _, t in read_log(log) if event == "start"]
-    assert len(starts) == 12
-    # 3 a second: any 4 starts in a row span a second, less what a job's start
-    # line may lag its claim (0.5 s, ample). Without the limit, or with one
-    # per process, 4 starts fall within a few milliseconds.
-    spans = [starts[i + 3] - starts[i] for i in range(len(starts) - 3)]
-    assert min(spans) >= 0.5, spans
+    return workers

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from koyojobs import Broker, Worker
-from tests import jobs
+from tests import flow_jobs, jobs
 
 StartWorker = Callable[..., Awaitable[Worker]]
 
@@ -16,6 +16,8 @@ def _reset_observations() -> None:
     jobs.runs.clear()
     jobs.gates.clear()
     jobs.concurrency.update(now=0, max=0)
+    # Keyed by job id, which every test's fresh database numbers from 1.
+    flow_jobs.snoozer_counts.clear()
 
 
 @pytest.fixture

@@ -39,7 +39,7 @@ $$;
 -- however many jobs wait. The dashboard counts and dates a backlog per
 -- priority, each a range of that index, so a million future jobs are not read
 -- to count the due ones (nor the other way round).
-CREATE FUNCTION koyojobs_ready_priorities(p_queue text) RETURNS SETOF integer
+CREATE OR REPLACE FUNCTION koyojobs_ready_priorities(p_queue text) RETURNS SETOF integer
 LANGUAGE sql STABLE AS $$
     WITH RECURSIVE priorities(p) AS (
         (SELECT priority FROM koyojobs_jobs
