@@ -1,6 +1,7 @@
 """Flow control: unique jobs and concurrency and rate limits.
 
-A unique job's row carries ``unique_key`` (its name and key), and a unique
+A unique job's row carries ``unique_key`` (a digest of its name and key, a
+UUID), and a unique
 index over the rows that are ready or running lets the database, not a check
 before the insert, keep one job per key. A limited job's row carries
 ``limit_key`` (its name, and the key ``limit_key=`` gives); the workers of its
@@ -153,10 +154,11 @@ def keys_of(
         return None, None
     unique: str | None = None
     if limits.unique is True:
-        unique = definition.name + _SEPARATOR + _argument_key(definition, args, kwargs)
+        unique = _argument_key(definition, args, kwargs)
     elif callable(limits.unique):
-        key = _called(definition, "unique", limits.unique, args, kwargs)
-        unique = definition.name + _SEPARATOR + key
+        unique = _stored_key(
+            definition.name, _called(definition, "unique", limits.unique, args, kwargs)
+        )
     limit: str | None = None
     if limits.limited:
         limit = definition.name
@@ -192,6 +194,28 @@ def _called(
     return key
 
 
+def _digest(name: str) -> hashlib.blake2b:
+    # 16 bytes of BLAKE2b, a UUID in the table: fixed and short, since the
+    # unique index is maintained on every insert of a unique job (a collision
+    # among 2**64 keys is still as good as impossible).
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"{name}{_SEPARATOR}".encode())
+    return digest
+
+
+def _stored_key(name: str, key: str) -> str:
+    """The ``unique_key`` column's value for the key ``key`` of job ``name`` (32 hex digits).
+
+    Example:
+        >>> one = _stored_key("send", "user-1")
+        >>> one == _stored_key("send", "user-1") != _stored_key("send", "user-2")
+        True
+    """
+    digest = _digest(name)
+    digest.update(key.encode())
+    return digest.hexdigest()
+
+
 def _unencodable(text: str) -> bool:
     try:
         text.encode()
@@ -203,7 +227,8 @@ def _unencodable(text: str) -> bool:
 def _argument_key(
     definition: JobDefinition[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> str:
-    """A digest of the arguments, equal for equal arguments however they were passed."""
+    """The stored key of a ``unique=True`` call: a digest of the job's name and its
+    arguments, equal for equal arguments however they were passed."""
     parameters = definition.signature.parameters
     arguments: Iterable[tuple[str, Any]]
     if not kwargs and len(args) == len(parameters) and definition.positional_only_simple:
@@ -212,9 +237,7 @@ def _argument_key(
         bound = definition.signature.bind(*args, **kwargs)
         bound.apply_defaults()
         arguments = bound.arguments.items()
-    # 16 bytes of BLAKE2b: shorter keys make a smaller, faster index, and a
-    # collision among 2**64 keys is still as good as impossible.
-    digest = hashlib.blake2b(digest_size=16)
+    digest = _digest(definition.name)
     try:
         for parameter, value in arguments:
             digest.update(_canonical(value, definition.name, parameter))
@@ -289,9 +312,11 @@ def ids_in_order(calls: Sequence[JobCall[Any]], rows: Sequence[Any]) -> list[int
     were inserted in order, so their ids ascend with them.
 
     Example:
+        >>> import uuid
+        >>> key = uuid.uuid4()
         >>> class Call:
         ...     def __init__(self, key): self.unique_key = key
-        >>> ids_in_order([Call("a"), Call(None), Call("a")], [(7, "a"), (8, None)])
+        >>> ids_in_order([Call(key.hex), Call(None), Call(key.hex)], [(7, key), (8, None)])
         [7, 8, 7]
     """
     by_key: dict[str, int] = {}
@@ -300,7 +325,7 @@ def ids_in_order(calls: Sequence[JobCall[Any]], rows: Sequence[Any]) -> list[int
         if key is None:
             plain.append(job_id)
         else:
-            by_key[key] = job_id
+            by_key[key.hex] = job_id  # a UUID from the driver
     plain.sort()
     unkeyed = iter(plain)
     return [by_key[c.unique_key] if c.unique_key is not None else next(unkeyed) for c in calls]

@@ -61,7 +61,7 @@ RETURNING id;
 -- the trace context (NULL without OpenTelemetry).
 SELECT id, unique_key
   FROM koyojobs_insert_unique($1::text[], $2::text[], $3::integer[], $4::integer[], $5::bytea[],
-                              $6::timestamptz[], $7::text[], $8::text[], $9::text);
+                              $6::timestamptz[], $7::text[], $8::uuid[], $9::text);
 
 -- name: finished_outcomes
 -- The outcomes of finished attempts, written: the first CTE of finish_and_claim
