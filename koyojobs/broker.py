@@ -20,9 +20,9 @@ from .database import Database
 from .errors import PayloadError
 from .execution import run_inline
 from .hooks import Middleware, check_middleware
-from .jobs import JobCall, insert_columns
+from .jobs import JobCall, insert_columns, insert_unique_columns
 from .lifecycle import Lifecycle
-from .limits import first_of_each_key, ids_in_order, unique_columns
+from .limits import ids_in_order
 from .listener import FINISHED_CHANNEL, Listener
 from .models import Job, QueueStatus, Status
 from .retention import BATCH, Retention, resolve_retention
@@ -266,8 +266,7 @@ class Broker(Lifecycle):
         return ids
 
     async def _insert_unique(self, target: Executor, calls: list[JobCall[Any]]) -> list[int]:
-        sent = first_of_each_key(calls)
-        columns = [*insert_columns(sent, self.serializer), unique_columns(sent)]
+        columns = insert_unique_columns(calls, self.serializer)
         observer = instrumentation.observer
         if observer is None:
             rows = await target.fetch(QUERIES["insert_jobs_unique"], *columns, None)

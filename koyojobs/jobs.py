@@ -12,13 +12,20 @@ from .context import current_broker, execute_jobs_synchronously
 from .errors import JobDefinitionError
 from .execution import run_inline
 from .hooks import Hook, check_hook
-from .limits import KeyFunction, Limits, keys_of, make_limits
+from .limits import KeyFunction, Limits, first_of_each_key, keys_of, make_limits
 from .outcomes import Backoff, default_backoff
 from .periodic import Schedule, make_schedule
 from .registry import register
 from .serializer import Serializer, dump_arguments
 
-__all__ = ["JobCall", "JobDefinition", "define_job", "insert_columns", "schedule_at"]
+__all__ = [
+    "JobCall",
+    "JobDefinition",
+    "define_job",
+    "insert_columns",
+    "insert_unique_columns",
+    "schedule_at",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -228,6 +235,17 @@ def insert_columns(calls: Sequence[JobCall[Any]], serializer: Serializer) -> lis
         [c.scheduled_at for c in calls],
         [c.limit_key for c in calls],
     ]
+
+
+def insert_unique_columns(calls: Sequence[JobCall[Any]], serializer: Serializer) -> list[list[Any]]:
+    """The parameters of ``insert_jobs_unique`` but its trace context ($1..$8).
+
+    Those of :func:`insert_columns` and the unique keys, for each key's first
+    call only: the ids of the others are their first's (see
+    :func:`koyojobs.limits.ids_in_order`).
+    """
+    sent = first_of_each_key(calls)
+    return [*insert_columns(sent, serializer), [c.unique_key for c in sent]]
 
 
 def schedule_at(when: datetime, call: JobCall[R]) -> JobCall[R]:

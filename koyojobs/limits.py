@@ -1,13 +1,13 @@
 """Flow control: unique jobs and concurrency and rate limits.
 
 A unique job's row carries ``unique_key`` (a digest of its name and key, a
-UUID), and a unique
-index over the rows that are ready or running lets the database, not a check
-before the insert, keep one job per key. A limited job's row carries
-``limit_key`` (its name, and the key ``limit_key=`` gives); the workers of its
-queue declare the limits in ``koyojobs_limited_jobs`` and claim through
-``koyojobs_claim_limited``, which holds each key's lock while it counts. A
-queue without limited jobs keeps its one-statement claim.
+UUID), and a unique index over the rows that are ready or running lets the
+database, not a check before the insert, keep one job per key. A limited
+job's row carries ``limit_key`` (its name, and the key ``limit_key=`` gives);
+the workers of its queue declare the limits in ``koyojobs_limited_jobs`` and
+claim with ``finish_and_claim_limited``, whose ``koyojobs_limited_take``
+holds each key's lock while it counts. A queue without limited jobs keeps its
+one-statement claim.
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ __all__ = [
     "limited_jobs",
     "make_limits",
     "register_limits",
-    "unique_columns",
 ]
 
 KeyFunction = Callable[..., str]
@@ -349,11 +348,6 @@ def first_of_each_key(calls: Sequence[JobCall[Any]]) -> list[JobCall[Any]]:
             if key is not None:
                 seen.add(key)
     return first
-
-
-def unique_columns(calls: Sequence[JobCall[Any]]) -> list[str | None]:
-    """The ``unique_key`` column of ``insert_jobs_unique`` ($8)."""
-    return [c.unique_key for c in calls]
 
 
 def limited_jobs(queue: str) -> list[str]:

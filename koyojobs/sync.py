@@ -36,8 +36,8 @@ from typing import Any
 from .context import execute_jobs_synchronously
 from .database import _redacted, _take_statement_cache_size
 from .execution import run_inline_blocking
-from .jobs import JobCall, insert_columns
-from .limits import first_of_each_key, ids_in_order, unique_columns
+from .jobs import JobCall, insert_columns, insert_unique_columns
+from .limits import ids_in_order
 from .serializer import Secret, Serializer
 from .sql import QUERIES, pyformat
 
@@ -141,8 +141,7 @@ def _enqueue(
     if not calls:
         return []
     if any(call.unique_key is not None for call in calls):
-        sent = first_of_each_key(calls)
-        unique = (*insert_columns(sent, serializer), unique_columns(sent), None)
+        unique = (*insert_unique_columns(calls, serializer), None)
         return ids_in_order(calls, _fetch(kind, connection, _INSERT_JOBS_UNIQUE, unique))
     if len(calls) == 1:
         row = calls[0].insert_values(serializer)

@@ -152,11 +152,8 @@ class Worker(Lifecycle):
         ]
         for lane in self._lanes:
             lane.siblings = [other for other in self._lanes if other is not lane]
-        self.limited = False
-        """Whether a job of the queue has a limit: then claims go through the
-        limited claim (see :mod:`koyojobs.limits`); set at start."""
         self.limited_jobs: list[str] = []
-        """The names of the queue's jobs with a limit, as this process defines them."""
+        """The names of the queue's jobs with a limit, as this process defines them (at start)."""
         self._executor: ThreadPoolExecutor | None = None
         self._ticker: Ticker | None = None
         self._pruner: Pruner | None = None
@@ -171,7 +168,6 @@ class Worker(Lifecycle):
         try:
             # The limits this process knows, declared before its first claim.
             self.limited_jobs = limited_jobs(self.queue)
-            self.limited = bool(self.limited_jobs)
             await register_limits(self.broker.database, self.queue, self.deadline)
             # Subscribed before the claim loops: a LISTEN connection that cannot
             # open fails the start before any claim loop runs (one left running
@@ -211,6 +207,12 @@ class Worker(Lifecycle):
         # Threads cannot be stopped; their results are dropped.
         executor.shutdown(wait=False, cancel_futures=True)
         log.info("worker stopped", extra={"queue": self.queue, "released": sum(released)})
+
+    @property
+    def limited(self) -> bool:
+        """Whether a job of the queue has a limit: then claims go through the
+        limited claim (see :mod:`koyojobs.limits`)."""
+        return bool(self.limited_jobs)
 
     def wake(self) -> None:
         """Look at the table now (called by the broker on NOTIFY).
@@ -382,7 +384,7 @@ class _Lane:
         # outcome the database refuses must not hold back the others.
         take = 1 if self._one_at_a_time else first_batch(self._decisions, _MAX_BATCH_BYTES)
         batch, self._decisions = self._decisions[:take], self._decisions[take:]
-        # A queue with limited jobs claims through koyojobs_claim_limited.
+        # A queue with limited jobs claims through koyojobs_limited_take.
         query = QUERIES["finish_and_claim_limited" if self.worker.limited else "finish_and_claim"]
         sent = time.monotonic()
         try:

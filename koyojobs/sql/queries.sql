@@ -197,22 +197,13 @@ SELECT id, name, queue, priority, args, attempts, max_attempts, scheduled_at, tr
 -- next_due for a queue with limits: jobs held back by a full key do not count
 -- (they would wake the worker for nothing), but the moment a full rate
 -- window of one of its jobs ($2, their names) frees does.
-WITH held AS (
-    SELECT r.limit_key
-      FROM koyojobs_jobs AS r
-      JOIN koyojobs_limited_jobs AS d ON d.name = r.name
-     WHERE r.limit_key IS NOT NULL AND r.status = 'running' AND d.concurrency IS NOT NULL
-     GROUP BY r.limit_key, d.concurrency
-    HAVING count(*) >= d.concurrency
-    UNION ALL
-    SELECT limit_key FROM koyojobs_rate_windows WHERE blocked_until > now()
-)
 SELECT CASE WHEN NOT EXISTS (SELECT FROM koyojobs_queues WHERE queue = $1) THEN
        extract(epoch FROM least(
            (SELECT min(scheduled_at)
               FROM koyojobs_jobs
              WHERE queue = $1 AND status = 'ready'
-               AND (limit_key IS NULL OR limit_key NOT IN (SELECT limit_key FROM held))),
+               AND (limit_key IS NULL
+                    OR limit_key NOT IN (SELECT k FROM koyojobs_full_keys() AS k))),
            (SELECT min(blocked_until) FROM koyojobs_rate_windows
              WHERE blocked_until > now() AND split_part(limit_key, chr(31), 1) = ANY ($2::text[]))
        ) - now())::float8

@@ -72,6 +72,22 @@ LANGUAGE sql VOLATILE AS $$
              LIMIT p_count) AS latest
 $$;
 
+-- The limit keys at a limit now, by the caller's snapshot: running as many
+-- jobs as their concurrency allows, or with a full rate window. The limited
+-- claim passes over their jobs, and so does the worker's look for the next
+-- due job (next_due_limited).
+CREATE FUNCTION koyojobs_full_keys() RETURNS SETOF text
+LANGUAGE sql STABLE AS $$
+    SELECT r.limit_key
+      FROM koyojobs_jobs AS r
+      JOIN koyojobs_limited_jobs AS d ON d.name = r.name
+     WHERE r.limit_key IS NOT NULL AND r.status = 'running' AND d.concurrency IS NOT NULL
+     GROUP BY r.limit_key, d.concurrency
+    HAVING count(*) >= d.concurrency
+    UNION ALL
+    SELECT w.limit_key FROM koyojobs_rate_windows AS w WHERE w.blocked_until > now()
+$$;
+
 -- Which due jobs of a queue with limited jobs the calling claim may take: up
 -- to p_limit ids, limited or not, in the queue's order, none past its key's
 -- limits. It takes the keys' locks (held until the claim's transaction ends)
@@ -102,16 +118,7 @@ BEGIN
     -- their jobs are passed over, so a backlog held back by its limit never
     -- stands in front of other jobs. (One statement: each has a fixed cost.)
     SELECT EXISTS (SELECT FROM koyojobs_queues WHERE queue = p_queue),
-           ARRAY(SELECT r.limit_key
-                   FROM koyojobs_jobs AS r
-                   JOIN koyojobs_limited_jobs AS d ON d.name = r.name
-                  WHERE r.limit_key IS NOT NULL AND r.status = 'running'
-                    AND d.concurrency IS NOT NULL
-                  GROUP BY r.limit_key, d.concurrency
-                 HAVING count(*) >= d.concurrency
-                 UNION ALL
-                 SELECT w.limit_key FROM koyojobs_rate_windows AS w
-                  WHERE w.blocked_until > now())
+           ARRAY(SELECT k FROM koyojobs_full_keys() AS k)
       INTO v_paused, v_full;
     IF v_paused THEN
         RETURN '{}';
