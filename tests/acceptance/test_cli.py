@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from koyojobs import Broker, Database, Status, System, Worker
+from koyojobs.testing import _free_port
 from tests import jobs
 from tests.acceptance import cli_jobs
 from tests.conftest import Server, wait_for_status
@@ -402,13 +402,6 @@ async def test_a_third_signal_stops_the_worker_at_once(dsn: str, broker: Broker)
 
 
 # -- one-line errors ----------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def _with(dsn: str, **parts: str) -> str:

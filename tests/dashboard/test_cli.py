@@ -14,19 +14,15 @@ from pathlib import Path
 
 import httpx
 
+from koyojobs.testing import _free_port
+from tests.acceptance.test_cli import koyojobs
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextmanager
 def dashboard(dsn: str, *options: str) -> Iterator[str]:
-    port = free_port()
+    port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("KOYOJOBS_")}
     process = subprocess.Popen(
         [
@@ -77,16 +73,7 @@ def test_read_only_unless_allowed(database: str) -> None:
 
 
 def test_without_a_database_it_says_so_in_one_line() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KOYOJOBS_")}
-    result = subprocess.run(
-        [sys.executable, "-m", "koyojobs", "dashboard"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = koyojobs("dashboard")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
         "Error: no database given: pass --dsn or set KOYOJOBS_DSN"
@@ -98,16 +85,7 @@ def test_a_port_taken_is_one_line_and_exit_status_1(database: str) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("KOYOJOBS_")}
-        result = subprocess.run(
-            [sys.executable, "-m", "koyojobs", "dashboard", "--dsn", database, "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = koyojobs("dashboard", "--dsn", database, "--port", str(port))
     assert result.returncode == 1
     assert result.stderr.startswith(f"Error: cannot listen on 127.0.0.1:{port}: "), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
