@@ -32,7 +32,6 @@ __all__ = [
     "indexed",
     "job_page",
     "job_row",
-    "paused_queues",
     "queue_rows",
     "schedule_rows",
     "table_size",
@@ -114,11 +113,6 @@ async def indexed(broker: Broker) -> bool:
     return present
 
 
-async def paused_queues(broker: Broker) -> frozenset[str]:
-    """The queues paused now (:meth:`koyojobs.Broker.pause`)."""
-    return frozenset(await broker.paused_queues())
-
-
 async def queue_rows(broker: Broker, *, indexed: bool = True) -> list[QueueRow]:
     """Every queue that has jobs or is paused, with its counts.
 
@@ -129,15 +123,10 @@ async def queue_rows(broker: Broker, *, indexed: bool = True) -> list[QueueRow]:
         >>> [row.queue for row in await queue_rows(broker)]  # doctest: +SKIP
         ['default', 'emails']
     """
-    paused = await paused_queues(broker)
+    query = QUERIES["dashboard_queues" if indexed else "dashboard_queues_unindexed"]
     async with _reading(broker) as conn:
-        if indexed:
-            rows = await conn.fetch(QUERIES["dashboard_queues"], COUNT_BOUND, sorted(paused))
-        else:
-            rows = await conn.fetch(
-                QUERIES["dashboard_queues_unindexed"], COUNT_BOUND, sorted(paused)
-            )
-    return [QueueRow(**dict(row), paused=row["queue"] in paused) for row in rows]
+        rows = await conn.fetch(query, COUNT_BOUND)
+    return [QueueRow(**dict(row)) for row in rows]
 
 
 async def table_size(broker: Broker) -> int:

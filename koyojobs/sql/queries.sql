@@ -614,8 +614,9 @@ ready_queues(queue) AS (
 -- Per queue q: its due and its scheduled (ready, due later) jobs, counted up
 -- to $1, and its oldest wait, each per priority in the claim's index (see
 -- koyojobs_ready_priorities: a backlog of millions is not read on every
--- refresh); and its running jobs, in their own index. Columns of
--- dashboard_queues(_unindexed), which both take the bound as $1.
+-- refresh); its running jobs, in their own index; and whether it is paused.
+-- Columns of dashboard_queues(_unindexed), which both take the bound as $1.
+       EXISTS (SELECT FROM koyojobs_queues AS p WHERE p.queue = q.queue) AS paused,
        (SELECT count(*)
           FROM (SELECT FROM koyojobs_ready_priorities(q.queue) AS p,
                        LATERAL (SELECT FROM koyojobs_jobs AS j
@@ -645,8 +646,8 @@ ready_queues(queue) AS (
 -- through indexes (a probe per queue, not a scan of the rows); ready and
 -- running jobs are counted in their partial indexes; finished ones are
 -- counted up to $1 (the page shows "$1+") and over the last hour, in the
--- index of finished rows by queue (0006_dashboard). $2: queues to show even
--- without jobs (the paused ones).
+-- index of finished rows by queue (0006_dashboard). A paused queue shows
+-- even without jobs.
 WITH RECURSIVE finished_queues(queue) AS (
     (SELECT queue FROM koyojobs_jobs
       WHERE status IN ('done', 'failed', 'cancelled') ORDER BY queue LIMIT 1)
@@ -665,7 +666,7 @@ WITH RECURSIVE finished_queues(queue) AS (
     UNION
     SELECT queue FROM koyojobs_jobs WHERE status = 'running'
     UNION
-    SELECT unnest($2::text[])
+    SELECT queue FROM koyojobs_queues
 )
 SELECT q.queue,
 -- include: dashboard_live_counts
@@ -742,7 +743,7 @@ SELECT count(*) = 2
 
 -- name: dashboard_queues_unindexed
 -- dashboard_queues without the index of finished rows by queue: ready and
--- running jobs only (their own indexes, counted up to $1), and paused queues ($2).
+-- running jobs only (their own indexes, counted up to $1), and paused queues.
 WITH RECURSIVE
 -- include: dashboard_ready_queues
 , queues AS (
@@ -750,7 +751,7 @@ WITH RECURSIVE
     UNION
     SELECT queue FROM koyojobs_jobs WHERE status = 'running'
     UNION
-    SELECT unnest($2::text[])
+    SELECT queue FROM koyojobs_queues
 )
 SELECT q.queue,
 -- include: dashboard_live_counts

@@ -340,3 +340,10 @@ async def test_ids_past_a_bigint_name_no_job(broker: Broker) -> None:
     async with client(Dashboard(broker)) as c:
         assert (await c.get(f"/jobs/{huge}")).status_code == 404
         assert (await c.get(f"/jobs?before={huge}")).status_code == 400
+
+
+async def test_a_paused_queue_shows_even_without_jobs(broker: Broker) -> None:
+    await broker.pause("quiet")
+    async with client(Dashboard(broker)) as c:
+        live = (await c.get("/api/queues")).json()["queues"]
+    assert live["quiet"]["paused"] is True and live["quiet"]["ready"] == "0"
