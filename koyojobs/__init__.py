@@ -11,7 +11,6 @@ from .broker import Broker
 from .context import (
     current_broker,
     current_job,
-    execute_jobs_synchronously,
     retry,
     set_current_broker,
     snooze,
@@ -28,6 +27,7 @@ from .hooks import CallNext, JobOutcome, Middleware
 from .jobs import JobCall, JobDefinition, define_job, schedule_at
 from .models import Job, QueueStatus, RunningJob, Status
 from .outcomes import default_backoff
+from .synchronous import execute_jobs_synchronously
 from .system import System
 from .worker import Worker
 

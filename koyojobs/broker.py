@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -14,17 +14,15 @@ import pendulum
 from asyncpg.pool import PoolConnectionProxy
 from pendulum import DateTime
 
-from . import instrumentation
-from .context import execute_jobs_synchronously
+from . import instrumentation, synchronous
 from .database import Database
 from .errors import PayloadError
-from .execution import run_inline
 from .hooks import Middleware, check_middleware
-from .jobs import JobCall, insert_columns, insert_unique_columns
+from .inserts import ids_from, insert_for
+from .jobs import JobCall
 from .lifecycle import Lifecycle
-from .limits import ids_in_order
 from .listener import FINISHED_CHANNEL, Listener
-from .models import Job, QueueStatus, Status
+from .models import Job, QueueStatus, ScheduleState, Status
 from .retention import BATCH, Retention, resolve_retention
 from .schema import migrate
 from .serializer import Secret, Serializer
@@ -204,39 +202,25 @@ class Broker(Lifecycle):
 
     # -- enqueue --------------------------------------------------------------
 
-    async def enqueue(
-        self, call: JobCall[Any], *, connection: Connection | None = None
-    ) -> int | None:
+    async def enqueue(self, call: JobCall[Any], *, connection: Connection | None = None) -> int:
         """Insert one job; with ``connection``, inside the caller's transaction.
 
-        Returns the new id (``None`` in the synchronous mode, where the job
-        has run, on ``connection`` if given: see ``koyojobs.inline``). Workers
-        wake when the inserting transaction commits. An enqueue that raises
-        because the connection broke may still have committed.
+        Returns the new id. Workers wake when the inserting transaction
+        commits. An enqueue that raises because the connection broke may
+        still have committed. In the synchronous mode the job runs now, on
+        ``connection`` if given (see :mod:`koyojobs.synchronous`), and the id
+        is the inline run's.
 
         Example:
             >>> async with broker.pool.acquire() as conn, conn.transaction():  # doctest: +SKIP
             ...     await conn.execute("INSERT INTO orders ...")
             ...     await broker.enqueue(send_receipt(order_id), connection=conn)
         """
-        if await self._ran_inline([call], "a job call", connection):
-            return None
-        target: Executor = connection if connection is not None else self.pool
-        if call.unique_key is not None:
-            return (await self._insert_unique(target, [call]))[0]
-        columns = call.insert_values(self.serializer)
-        observer = instrumentation.observer
-        if observer is None:
-            job_id: int = await target.fetchval(QUERIES["insert_job"], *columns)
-            return job_id
-        with observer.enqueue([call]) as (trace_context, inserted):
-            job_id = await target.fetchval(QUERIES["insert_job_traced"], *columns, trace_context)
-            inserted([job_id])
-        return job_id
+        return (await self._enqueue([call], "a job call", connection))[0]
 
     async def enqueue_many(
         self, calls: Iterable[JobCall[Any]], *, connection: Connection | None = None
-    ) -> list[int] | None:
+    ) -> list[int]:
         """Insert many jobs in one statement and one round trip; returns their ids in order.
 
         A unique call whose key a ready or running job holds (or an earlier
@@ -245,63 +229,34 @@ class Broker(Lifecycle):
         Example:
             >>> ids = await broker.enqueue_many(say_hello(n) for n in names)  # doctest: +SKIP
         """
-        calls = list(calls)
-        if await self._ran_inline(calls, "job calls", connection):
-            return None
-        if not calls:
-            return []
-        target: Executor = connection if connection is not None else self.pool
-        if any(call.unique_key is not None for call in calls):
-            return await self._insert_unique(target, calls)
-        columns = insert_columns(calls, self.serializer)
-        observer = instrumentation.observer
-        if observer is None:
-            rows = await target.fetch(QUERIES["insert_jobs"], *columns)
-            # Identity values are drawn in insertion order, which follows the input.
-            return sorted(row[0] for row in rows)
-        with observer.enqueue(calls) as (trace_context, inserted):
-            rows = await target.fetch(QUERIES["insert_jobs_traced"], *columns, trace_context)
-            ids = sorted(row[0] for row in rows)
-            inserted(ids)
-        return ids
+        return await self._enqueue(list(calls), "job calls", connection)
 
-    async def _insert_unique(self, target: Executor, calls: list[JobCall[Any]]) -> list[int]:
-        columns = insert_unique_columns(calls, self.serializer)
-        observer = instrumentation.observer
-        if observer is None:
-            rows = await target.fetch(QUERIES["insert_jobs_unique"], *columns, None)
-            return ids_in_order(calls, rows)
-        with observer.enqueue(calls) as (trace_context, inserted):
-            rows = await target.fetch(QUERIES["insert_jobs_unique"], *columns, trace_context)
-            ids = ids_in_order(calls, rows)
-            inserted(ids)
-        return ids
-
-    async def _ran_inline(
-        self, calls: list[JobCall[Any]], wanted: str, connection: Connection | None = None
-    ) -> bool:
-        """Check and take the calls; in the synchronous mode, run them now and say so."""
+    async def _enqueue(
+        self, calls: list[JobCall[Any]], wanted: str, connection: Connection | None
+    ) -> list[int]:
         for call in calls:
             if not isinstance(call, JobCall):
                 raise TypeError(f"enqueue needs {wanted} such as my_job(1, 2), got {call!r}")
             call.consume()
-        if not execute_jobs_synchronously.enabled():
-            return False
-        if connection is None:
-            for call in calls:
-                await run_inline(call, self)
-            return True
-        from .inline import on_connection  # it builds on Broker
+        if synchronous.enabled():
+            return await synchronous.run_calls(calls, self, connection)
+        if not calls:
+            return []
+        target: Executor = connection if connection is not None else self.pool
+        observer = instrumentation.observer
+        if observer is None:
+            return await self._insert(target, calls, None)
+        with observer.enqueue(calls) as (trace_context, inserted):
+            ids = await self._insert(target, calls, trace_context)
+            inserted(ids)
+        return ids
 
-        bound = on_connection(self, connection)
-        for call in calls:
-            if connection.is_in_transaction():
-                # A savepoint: a job that fails leaves the caller's transaction usable.
-                async with connection.transaction():
-                    await run_inline(call, bound)
-            else:
-                await run_inline(call, bound)
-        return True
+    async def _insert(
+        self, target: Executor, calls: list[JobCall[Any]], trace_context: str | None
+    ) -> list[int]:
+        insert = insert_for(calls, self.serializer, trace_context)
+        rows = await target.fetch(QUERIES[insert.query], *insert.parameters)
+        return ids_from(insert, calls, rows)
 
     # -- inspect and control ----------------------------------------------------
 
@@ -368,6 +323,16 @@ class Broker(Lifecycle):
             return False
         await self.pool.execute(QUERIES["notify_queue"], row["queue"])
         return True
+
+    async def job_status(self, job_id: int) -> Status | None:
+        """The status of job ``job_id`` alone (``None``: no such job); no payload is read.
+
+        Example:
+            >>> await broker.job_status(job_id)  # doctest: +SKIP
+            <Status.FAILED: 'failed'>
+        """
+        found: str | None = await self.pool.fetchval(QUERIES["job_status"], job_id)
+        return None if found is None else Status(found)
 
     async def unique_holder(self, job_id: int) -> int | None:
         """The id of another ready or running job that holds job ``job_id``'s unique key.
@@ -456,6 +421,41 @@ class Broker(Lifecycle):
         rows = await self.pool.fetch(QUERIES["count_prunable"], float(older_than))
         counts = {Status(row["status"]): int(row["jobs"]) for row in rows}
         return {s: counts.get(s, 0) for s in (Status.DONE, Status.FAILED, Status.CANCELLED)}
+
+    async def apply_migrations(self) -> list[int]:
+        """Create or upgrade the schema now; returns the versions applied.
+
+        What :meth:`start` does unless ``migrate=False``: for a broker that
+        must not migrate on its own (``koyojobs migrate`` uses it).
+
+        Example:
+            >>> await broker.apply_migrations()  # doctest: +SKIP
+            [7]
+        """
+        return await migrate(self.pool)
+
+    async def database_now(self) -> DateTime:
+        """The database's clock, which decides when jobs and ticks are due.
+
+        Example:
+            >>> (await broker.database_now()).year  # doctest: +SKIP
+            2026
+        """
+        now: datetime = await self.pool.fetchval(QUERIES["database_now"])
+        return pendulum.instance(now)
+
+    async def schedule_states(self, names: Sequence[str]) -> dict[str, ScheduleState]:
+        """What the database knows of the ticks of the periodic jobs ``names``, by name.
+
+        A periodic job no worker has ticked yet is missing from the answer.
+
+        Example:
+            >>> states = await broker.schedule_states(["app.nightly"])  # doctest: +SKIP
+            >>> states["app.nightly"].last_tick  # doctest: +SKIP
+            DateTime(2026, 12, 5, 3, 0, 0, tzinfo=Timezone('UTC'))
+        """
+        rows = await self.pool.fetch(QUERIES["schedules"], list(names))
+        return {row["name"]: ScheduleState(**dict(row)) for row in rows}
 
     async def queue_status(self) -> list[QueueStatus]:
         """Per queue: job counts by status, and the age of the oldest due job.

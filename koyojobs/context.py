@@ -2,7 +2,9 @@
 
 The running job and the broker it came from live in context variables, set by
 the worker around each run (and copied into the thread of a plain ``def``
-job). The default broker and the synchronous mode are process-wide switches.
+job); the default broker is a process-wide switch. ``retry()`` and
+``snooze()`` end a running job. (The synchronous mode's switch is in
+:mod:`koyojobs.synchronous`.)
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ __all__ = [
     "SnoozeJob",
     "current_broker",
     "current_job",
-    "execute_jobs_synchronously",
     "retry",
     "running",
     "set_current_broker",
@@ -159,49 +160,3 @@ def current_broker() -> Broker | None:
         True
     """
     return _job_broker.get() or _default_broker
-
-
-class _SynchronousMode:
-    """Run jobs inline, in the caller's task, with no database.
-
-    Use it as a context manager in tests, or switch it for a REPL session
-    with ``enable()`` / ``disable()``. Arguments still round-trip through the
-    serializer; a job's exception reaches the caller; ``retry()`` runs the job
-    again at once, up to ``max_attempts``.
-
-    Example:
-        >>> from koyojobs import define_job, execute_jobs_synchronously
-        >>> @define_job(name="doc.add")
-        ... def add(a: int, b: int) -> int:
-        ...     return a + b
-        >>> with execute_jobs_synchronously():
-        ...     execute_jobs_synchronously.enabled()
-        True
-    """
-
-    def __init__(self) -> None:
-        self._enabled = False
-
-    def enabled(self) -> bool:
-        """Whether job calls run inline now."""
-        return self._enabled
-
-    def enable(self) -> None:
-        """Run job calls inline from now on."""
-        self._enabled = True
-
-    def disable(self) -> None:
-        """Enqueue job calls again."""
-        self._enabled = False
-
-    @contextlib.contextmanager
-    def __call__(self) -> Iterator[None]:
-        previous = self._enabled
-        self._enabled = True
-        try:
-            yield
-        finally:
-            self._enabled = previous
-
-
-execute_jobs_synchronously = _SynchronousMode()

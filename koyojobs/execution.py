@@ -1,7 +1,8 @@
 """Running one attempt of a job and turning what happened into a Decision.
 
 The worker calls :func:`attempt` for each claimed row; the synchronous mode
-calls :func:`run_inline`. Both go through :func:`call` and ``outcomes``.
+(:mod:`koyojobs.synchronous`) calls :func:`call` for each inline attempt. Both
+decide through ``outcomes``.
 """
 
 from __future__ import annotations
@@ -11,15 +12,13 @@ import contextvars
 import dataclasses
 import functools
 import logging
-from collections.abc import Iterator
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
-import pendulum
 from asyncpg import Record
 
 from . import instrumentation
-from .context import RetryJob, SnoozeJob, running
+from .context import running
 from .errors import PayloadError, SerializationError, describe
 from .hooks import JobOutcome, run_hooks, through
 from .models import RunningJob, Status
@@ -29,14 +28,12 @@ from .serializer import Serializer
 
 if TYPE_CHECKING:
     from .broker import Broker
-    from .jobs import JobCall, JobDefinition
+    from .jobs import JobDefinition
 
 __all__ = [
     "UnknownJobError",
     "attempt",
     "call",
-    "run_inline",
-    "run_inline_blocking",
     "warn_if_unsigned",
 ]
 
@@ -224,121 +221,6 @@ def _failed(exc: BaseException, job: RunningJob, definition: JobDefinition[Any, 
     return after_failure(
         exc, attempt=job.attempt, max_attempts=job.max_attempts, backoff=definition.backoff
     )
-
-
-class _Inline:
-    """One job call run in the synchronous mode: its arguments, attempts and checks."""
-
-    def __init__(self, job_call: JobCall[Any], serializer: Serializer) -> None:
-        self.definition = definition = job_call.definition
-        self.serializer = serializer
-        name = definition.name
-        self.args, self.kwargs = serializer.load_arguments(
-            serializer.sign_arguments(job_call.payload, name), name
-        )
-        self._scheduled_at = pendulum.now("UTC")
-
-    def attempts(self) -> Iterator[RunningJob]:
-        d = self.definition
-        for number in range(1, d.max_attempts + 1):
-            yield RunningJob(0, d.name, d.queue, number, d.max_attempts, self._scheduled_at)
-
-    def retried(self, exc: RetryJob, job: RunningJob) -> None:
-        """Return to run again; raise when ``retry()`` or ``snooze()`` came on the last attempt.
-
-        A snooze counts as an attempt here: in this mode the job runs again
-        at once, and a job that always snoozes must not loop forever.
-        """
-        if job.attempt >= job.max_attempts or (
-            _failed(exc, job, self.definition).status is not Status.READY
-        ):
-            called = "snooze()" if isinstance(exc, SnoozeJob) else "retry()"
-            raise RuntimeError(
-                f"job {self.definition.name!r} called {called} on its last attempt "
-                f"({job.attempt} of {job.max_attempts})"
-            ) from None
-
-    async def failed(self, job: RunningJob, exc: BaseException) -> None:
-        """The ``on_failure`` hooks: the inline run raises, with no attempt left."""
-        if self.definition.failure_hooks:
-            outcome = JobOutcome(job, self.args, self.kwargs, error=exc)
-            await run_hooks(self.definition.failure_hooks, outcome, None, "on_failure")
-
-    async def succeeded(self, job: RunningJob, value: Any) -> None:
-        """The ``on_success`` hooks."""
-        if self.definition.success_hooks:
-            outcome = JobOutcome(job, self.args, self.kwargs, result=value)
-            await run_hooks(self.definition.success_hooks, outcome, None, "on_success")
-
-    def check(self, value: Any) -> None:
-        name = self.definition.name
-        try:
-            self.serializer.load_result(self.serializer.dump_result(value, name), name)
-        except Exception as exc:
-            raise SerializationError(
-                f"result of job {name!r} cannot be serialized: {describe(exc)}"
-            ) from exc
-
-
-async def run_inline(job_call: JobCall[Any], broker: Broker | None) -> None:
-    """The synchronous mode: run ``job_call`` now, in this task.
-
-    The arguments and the result still round-trip through the serializer, a
-    raised exception reaches the caller, and ``retry()`` runs the job again at
-    once until ``max_attempts`` is spent.
-    """
-    inline = _Inline(job_call, broker.serializer if broker is not None else Serializer())
-    definition = inline.definition
-    for job in inline.attempts():
-        try:
-            try:
-                value = await call(definition, inline.args, inline.kwargs, job, broker, None)
-            except RetryJob as exc:
-                inline.retried(exc, job)
-                continue
-            inline.check(value)
-        except Exception as exc:
-            with running(job, broker):
-                await inline.failed(job, exc)
-            raise
-        with running(job, broker):
-            await inline.succeeded(job, value)
-        return
-
-
-def run_inline_blocking(job_call: JobCall[Any]) -> None:
-    """:func:`run_inline` for synchronous code, where no event loop runs.
-
-    A plain ``def`` job runs right here, in the caller's thread and outside
-    any event loop, as the caller's own code would (Django's ORM refuses to
-    run inside one); an ``async def`` job in an event loop of its own. Its
-    hooks run after it, as in :func:`run_inline`.
-    """
-    inline = _Inline(job_call, Serializer())
-    definition = inline.definition
-    for job in inline.attempts():
-        try:
-            try:
-                if definition.is_async:
-                    value = asyncio.run(
-                        call(definition, inline.args, inline.kwargs, job, None, None)
-                    )
-                else:
-                    with running(job, None):
-                        value = definition.fn(*inline.args, **inline.kwargs)
-            except RetryJob as exc:
-                inline.retried(exc, job)
-                continue
-            inline.check(value)
-        except Exception as exc:
-            if definition.failure_hooks:
-                with running(job, None):
-                    asyncio.run(inline.failed(job, exc))
-            raise
-        if definition.success_hooks:
-            with running(job, None):
-                asyncio.run(inline.succeeded(job, value))
-        return
 
 
 _warned_unsigned = False

@@ -4,26 +4,24 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from collections.abc import Awaitable, Callable, Generator, Sequence
+from collections.abc import Awaitable, Callable, Generator
 from datetime import datetime, timedelta
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
-from .context import current_broker, execute_jobs_synchronously
+from . import synchronous
+from .context import current_broker
 from .errors import JobDefinitionError
-from .execution import run_inline
 from .hooks import Hook, check_hook
-from .limits import KeyFunction, Limits, first_of_each_key, keys_of, make_limits
+from .limits import KeyFunction, Limits, keys_of, make_limits
 from .outcomes import Backoff, default_backoff
 from .periodic import Schedule, make_schedule
 from .registry import register
-from .serializer import Serializer, dump_arguments
+from .serializer import dump_arguments
 
 __all__ = [
     "JobCall",
     "JobDefinition",
     "define_job",
-    "insert_columns",
-    "insert_unique_columns",
     "schedule_at",
 ]
 
@@ -138,9 +136,9 @@ class JobDefinition(Generic[P, R]):
 class JobCall(Generic[R]):
     """One call of a job, not yet enqueued: await it to enqueue.
 
-    Awaiting returns the new job's id, or ``None`` in the synchronous mode
-    (where the job has already run). A job call dropped without being awaited
-    warns with a ``RuntimeWarning``.
+    Awaiting returns the new job's id (in the synchronous mode, where the job
+    has already run, the inline run's: see :mod:`koyojobs.synchronous`). A job
+    call dropped without being awaited warns with a ``RuntimeWarning``.
 
     Example:
         >>> job_id = await say_hello("Bogdan")  # doctest: +SKIP
@@ -169,43 +167,24 @@ class JobCall(Generic[R]):
         """The job's name and limit key, for a job with a limit."""
         self._consumed = False
 
-    def insert_values(self, serializer: Serializer) -> tuple[Any, ...]:
-        """The parameters of the ``insert_job`` query for this call, its arguments signed.
-
-        The async broker, the synchronous :mod:`koyojobs.sync` and many-job
-        inserts (column by column) all take them from here.
-        """
-        definition = self.definition
-        return (
-            definition.name,
-            definition.queue,
-            definition.priority,
-            definition.max_attempts,
-            serializer.sign_arguments(self.payload, definition.name),
-            self.scheduled_at,
-            self.limit_key,
-        )
-
     def consume(self) -> None:
         """Mark the call as handed to a broker, so it does not warn when dropped."""
         self._consumed = True
 
-    def __await__(self) -> Generator[Any, None, int | None]:
+    def __await__(self) -> Generator[Any, None, int]:
         return self._enqueue().__await__()
 
-    async def _enqueue(self) -> int | None:
-        if execute_jobs_synchronously.enabled():
-            self.consume()
-            await run_inline(self, current_broker())
-            return None
+    async def _enqueue(self) -> int:
         broker = current_broker()
-        if broker is None:
-            self.consume()
-            raise RuntimeError(
-                f"no broker to enqueue {self!r} on: call koyojobs.set_current_broker(broker) "
-                "after starting one, or use koyojobs.execute_jobs_synchronously() in tests"
-            )
-        return await broker.enqueue(self)
+        if broker is not None:
+            return await broker.enqueue(self)
+        self.consume()
+        if synchronous.enabled():
+            return await synchronous.run_inline(self, None)
+        raise RuntimeError(
+            f"no broker to enqueue {self!r} on: call koyojobs.set_current_broker(broker) "
+            "after starting one, or use koyojobs.execute_jobs_synchronously() in tests"
+        )
 
     def __del__(self) -> None:
         if not getattr(self, "_consumed", True):
@@ -217,35 +196,6 @@ class JobCall(Generic[R]):
 
     def __repr__(self) -> str:
         return f"{self.definition.name}(...)"
-
-
-def insert_columns(calls: Sequence[JobCall[Any]], serializer: Serializer) -> list[list[Any]]:
-    """The parameters of the ``insert_jobs`` query: one array per column, calls in order.
-
-    The columns of :meth:`JobCall.insert_values`, built column by column: a
-    bulk insert of 20,000 calls spends half the time of transposing rows.
-    """
-    sign = serializer.sign_arguments
-    return [
-        [c.definition.name for c in calls],
-        [c.definition.queue for c in calls],
-        [c.definition.priority for c in calls],
-        [c.definition.max_attempts for c in calls],
-        [sign(c.payload, c.definition.name) for c in calls],
-        [c.scheduled_at for c in calls],
-        [c.limit_key for c in calls],
-    ]
-
-
-def insert_unique_columns(calls: Sequence[JobCall[Any]], serializer: Serializer) -> list[list[Any]]:
-    """The parameters of ``insert_jobs_unique`` but its trace context ($1..$8).
-
-    Those of :func:`insert_columns` and the unique keys, for each key's first
-    call only: the ids of the others are their first's (see
-    :func:`koyojobs.limits.ids_in_order`).
-    """
-    sent = first_of_each_key(calls)
-    return [*insert_columns(sent, serializer), [c.unique_key for c in sent]]
 
 
 def schedule_at(when: datetime, call: JobCall[R]) -> JobCall[R]:

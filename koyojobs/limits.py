@@ -19,7 +19,7 @@ import enum
 import hashlib
 import math
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -29,13 +29,11 @@ from .sql import QUERIES
 
 if TYPE_CHECKING:
     from .database import Database
-    from .jobs import JobCall, JobDefinition
+    from .jobs import JobDefinition
 
 __all__ = [
     "KeyFunction",
     "Limits",
-    "first_of_each_key",
-    "ids_in_order",
     "keys_of",
     "limited_jobs",
     "make_limits",
@@ -302,52 +300,6 @@ def _kind(value: dt.date | dt.time) -> str:
 
 def _qualified(kind: type) -> str:
     return f"{kind.__module__}.{kind.__qualname__}"
-
-
-def ids_in_order(calls: Sequence[JobCall[Any]], rows: Sequence[Any]) -> list[int]:
-    """The ids ``insert_jobs_unique`` gave ``calls``, in the calls' order.
-
-    A unique call gets the id of its key's job, inserted or found; the others
-    were inserted in order, so their ids ascend with them.
-
-    Example:
-        >>> import uuid
-        >>> key = uuid.uuid4()
-        >>> class Call:
-        ...     def __init__(self, key): self.unique_key = key
-        >>> ids_in_order([Call(key.hex), Call(None), Call(key.hex)], [(7, key), (8, None)])
-        [7, 8, 7]
-    """
-    by_key: dict[str, int] = {}
-    plain: list[int] = []
-    for job_id, key in rows:
-        if key is None:
-            plain.append(job_id)
-        else:
-            by_key[key.hex] = job_id  # a UUID from the driver
-    plain.sort()
-    unkeyed = iter(plain)
-    return [by_key[c.unique_key] if c.unique_key is not None else next(unkeyed) for c in calls]
-
-
-def first_of_each_key(calls: Sequence[JobCall[Any]]) -> list[JobCall[Any]]:
-    """``calls`` without those whose unique key an earlier call has: what to insert.
-
-    Example:
-        >>> class Call:
-        ...     def __init__(self, key): self.unique_key = key
-        >>> [c.unique_key for c in first_of_each_key([Call("a"), Call(None), Call("a")])]
-        ['a', None]
-    """
-    seen: set[str] = set()
-    first = []
-    for call in calls:
-        key = call.unique_key
-        if key is None or key not in seen:
-            first.append(call)
-            if key is not None:
-                seen.add(key)
-    return first
 
 
 def limited_jobs(queue: str) -> list[str]:

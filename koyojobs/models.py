@@ -150,3 +150,21 @@ class QueueStatus:
     """How long the oldest due job has waited, if any is due."""
     paused: bool = False
     """Whether the queue is paused (:meth:`koyojobs.Broker.pause`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleState:
+    """What the database knows of a periodic job's ticks (``Broker.schedule_states``).
+
+    Example:
+        >>> ScheduleState("app.nightly", None, None, False, None).last_tick is None
+        True
+    """
+
+    name: str
+    last_tick: datetime | None
+    """The latest tick handled, enqueued or skipped."""
+    last_enqueued_tick: datetime | None
+    last_skipped: bool
+    """Whether the latest tick was skipped because the previous run was still going."""
+    last_job_id: int | None

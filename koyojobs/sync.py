@@ -33,19 +33,18 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from .context import execute_jobs_synchronously
+from . import synchronous
 from .database import _redacted, _take_statement_cache_size
-from .execution import run_inline_blocking
-from .jobs import JobCall, insert_columns, insert_unique_columns
-from .limits import ids_in_order
+from .inserts import ids_from, insert_for
+from .jobs import JobCall
 from .serializer import Secret, Serializer
 from .sql import QUERIES, pyformat
 
 __all__ = ["configure", "enqueue", "enqueue_many"]
 
-_INSERT_JOB = pyformat(QUERIES["insert_job"])
-_INSERT_JOBS = pyformat(QUERIES["insert_jobs"])
-_INSERT_JOBS_UNIQUE = pyformat(QUERIES["insert_jobs_unique"])
+_STATEMENTS = {
+    name: pyformat(QUERIES[name]) for name in ("insert_job", "insert_jobs", "insert_jobs_unique")
+}
 
 _CONNECT_TIMEOUT = 10
 """Seconds to connect, unless the DSN or ``PGCONNECT_TIMEOUT`` says otherwise."""
@@ -87,7 +86,7 @@ def configure(*, dsn: str | None = None, secret: Secret | Sequence[Secret] | Non
         conn.close()
 
 
-def enqueue(call: JobCall[Any], connection: Any = None) -> int | None:
+def enqueue(call: JobCall[Any], connection: Any = None) -> int:
     """Insert one job from synchronous code; returns its id.
 
     With ``connection`` (a psycopg 3 connection, or a Django connection to
@@ -95,18 +94,17 @@ def enqueue(call: JobCall[Any], connection: Any = None) -> int | None:
     that connection's transaction, in one round trip, and exists only if it
     commits. Without, on a connection of koyojobs' own to ``KOYOJOBS_DSN``,
     committed at once. In the synchronous mode (``execute_jobs_synchronously``)
-    the job runs now instead, and ``None`` is returned. From async code,
+    the job runs now instead, and the inline run's id is returned. From async code,
     ``await my_job(...)`` instead: called in a running event loop, this raises.
 
     Example:
         >>> from koyojobs.sync import enqueue
         >>> job_id = enqueue(say_hello("Bogdan"))  # doctest: +SKIP
     """
-    ids = _enqueue([call], connection, "enqueue", "a job call")
-    return None if ids is None else ids[0]
+    return _enqueue([call], connection, "enqueue", "a job call")[0]
 
 
-def enqueue_many(calls: Iterable[JobCall[Any]], connection: Any = None) -> list[int] | None:
+def enqueue_many(calls: Iterable[JobCall[Any]], connection: Any = None) -> list[int]:
     """Insert many jobs in one statement and one round trip; returns their ids in order.
 
     ``connection`` as for :func:`enqueue`.
@@ -118,9 +116,7 @@ def enqueue_many(calls: Iterable[JobCall[Any]], connection: Any = None) -> list[
     return _enqueue(list(calls), connection, "enqueue_many", "job calls")
 
 
-def _enqueue(
-    calls: list[JobCall[Any]], connection: Any, function: str, wanted: str
-) -> list[int] | None:
+def _enqueue(calls: list[JobCall[Any]], connection: Any, function: str, wanted: str) -> list[int]:
     for call in calls:
         if not isinstance(call, JobCall):
             raise TypeError(
@@ -133,22 +129,13 @@ def _enqueue(
             "await the job call instead (await my_job(...))"
         )
     kind = _kind_of(connection) if connection is not None else "own"
-    if execute_jobs_synchronously.enabled():
-        for call in calls:
-            run_inline_blocking(call)
-        return None
-    serializer = Serializer.from_options(_settings.secret)
+    if synchronous.enabled():
+        return [synchronous.run_inline_blocking(call) for call in calls]
     if not calls:
         return []
-    if any(call.unique_key is not None for call in calls):
-        unique = (*insert_unique_columns(calls, serializer), None)
-        return ids_in_order(calls, _fetch(kind, connection, _INSERT_JOBS_UNIQUE, unique))
-    if len(calls) == 1:
-        row = calls[0].insert_values(serializer)
-        return [_fetch(kind, connection, _INSERT_JOB, row)[0][0]]
-    columns = tuple(insert_columns(calls, serializer))
-    # Identity values are drawn in insertion order, which follows the input.
-    return sorted(row[0] for row in _fetch(kind, connection, _INSERT_JOBS, columns))
+    insert = insert_for(calls, Serializer.from_options(_settings.secret))
+    rows = _fetch(kind, connection, _STATEMENTS[insert.query], insert.parameters)
+    return ids_from(insert, calls, rows)
 
 
 def _in_event_loop() -> bool:

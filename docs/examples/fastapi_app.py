@@ -71,8 +71,8 @@ class SignupIn(BaseModel):
 class SignupOut(BaseModel):
     id: int
     email: str
-    welcome_job_id: int | None
-    """None when jobs run inline (the synchronous mode): the welcome went out already."""
+    welcome_job_id: int
+    """Negative when jobs run inline (the synchronous mode): the welcome went out already."""
 
 
 class JobOut(BaseModel):

@@ -23,13 +23,13 @@ def create_app() -> Flask:
     dsn = os.environ["KOYOJOBS_DSN"]
 
     @app.post("/newsletter")
-    def subscribe() -> tuple[dict[str, int | None], int]:
+    def subscribe() -> tuple[dict[str, int], int]:
         # On koyojobs' own connection (to KOYOJOBS_DSN), committed at once.
         job_id = enqueue(send_welcome(request.form["email"]))
         return {"welcome_job_id": job_id}, 202
 
     @app.post("/signups")
-    def signup() -> tuple[dict[str, int | None], int]:
+    def signup() -> tuple[dict[str, int], int]:
         email = request.form["email"]
         # On the app's own psycopg connection, in its transaction: the signup
         # and its job commit together, or neither does.

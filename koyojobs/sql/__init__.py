@@ -1,6 +1,7 @@
 """The SQL koyojobs sends: named queries and numbered schema migrations.
 
-Statements live in ``queries.sql`` as blocks headed ``-- name: NAME`` and in
+Statements live in ``queries/*.sql`` (one file per concern: ``enqueue``,
+``claim``, ``leases``...) as blocks headed ``-- name: NAME``, and in
 ``schema/NNNN_name.sql``; they are read once, at import, so the rest of the
 package asks for a statement by name and never builds SQL. A line
 ``-- include: NAME`` in a block stands for the text of the block NAME (a part
@@ -39,20 +40,33 @@ class Migration:
 
 
 def _load_queries() -> dict[str, str]:
-    text = resources.files(__package__).joinpath("queries.sql").read_text("utf-8")
-    parts = _NAME.split(text)
-    # parts: [preamble, name1, body1, name2, body2, ...]
+    folder = resources.files(__package__).joinpath("queries")
+    files = sorted((e for e in folder.iterdir() if e.name.endswith(".sql")), key=lambda e: e.name)
     queries: dict[str, str] = {}
-    for name, body in zip(parts[1::2], parts[2::2], strict=True):
-        if name in queries:
-            raise RuntimeError(f"queries.sql names {name!r} twice")
-        lines = body.strip().splitlines()
-        while lines and lines[0].startswith("--"):
-            lines.pop(0)  # a block's leading comment is for readers of the file
-        queries[name] = "\n".join(lines)
-    for name, body in queries.items():
-        queries[name] = _INCLUDE.sub(lambda m: queries[m[1]], body)
-    return queries
+    where: dict[str, str] = {}
+    for entry in files:
+        # parts: [preamble, name1, body1, name2, body2, ...]
+        parts = _NAME.split(entry.read_text("utf-8"))
+        for name, body in zip(parts[1::2], parts[2::2], strict=True):
+            _add_block(queries, where, name, body, entry.name)
+    return {name: _included(queries, name) for name in queries}
+
+
+def _included(queries: dict[str, str], name: str) -> str:
+    # Included blocks may include others in turn.
+    return _INCLUDE.sub(lambda m: _included(queries, m[1]), queries[name])
+
+
+def _add_block(
+    queries: dict[str, str], where: dict[str, str], name: str, body: str, file: str
+) -> None:
+    if name in queries:
+        raise RuntimeError(f"queries/{file} names {name!r}, as queries/{where[name]} does")
+    where[name] = file
+    lines = body.strip().splitlines()
+    while lines and lines[0].startswith("--"):
+        lines.pop(0)  # a block's leading comment is for readers of the file
+    queries[name] = "\n".join(lines)
 
 
 def _load_migrations() -> tuple[Migration, ...]:

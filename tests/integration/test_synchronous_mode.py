@@ -65,11 +65,11 @@ async def test_the_job_sees_the_callers_transaction_and_commits_or_rolls_back_wi
     with execute_jobs_synchronously():
         async with broker.pool.acquire() as conn, conn.transaction():
             await conn.execute("INSERT INTO users (id) VALUES (1)")
-            assert await broker.enqueue(welcome(1), connection=conn) is None
+            assert await broker.enqueue(welcome(1), connection=conn) < 0  # no row
         with pytest.raises(RuntimeError, match="roll back"):
             async with broker.pool.acquire() as conn, conn.transaction():
                 await conn.execute("INSERT INTO users (id) VALUES (2)")
-                assert await broker.enqueue_many([welcome(2)], connection=conn) is None
+                assert len(await broker.enqueue_many([welcome(2)], connection=conn)) == 1
                 raise RuntimeError("roll back")
     assert await _welcomed(broker) == [(1, True, 1)]
     assert await broker.pool.fetchval("SELECT count(*) FROM koyojobs_jobs") == 0

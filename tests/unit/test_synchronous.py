@@ -58,18 +58,33 @@ async def returns_generator() -> object:
     return (i for i in range(3))
 
 
+@define_job(name="sync.which_id")
+async def which_id() -> None:
+    job = current_job()
+    assert job is not None
+    seen.append(job.id)
+
+
 @pytest.fixture(autouse=True)
 def _clear() -> None:
     seen.clear()
 
 
-async def test_runs_now_in_this_task_and_returns_none() -> None:
+async def test_runs_now_in_this_task_and_returns_an_id_no_stored_job_has() -> None:
     with execute_jobs_synchronously():
         assert execute_jobs_synchronously.enabled()
-        assert await record({"k": 1}) is None
-        assert await plain(3) is None
+        first = await record({"k": 1})
+        second = await plain(3)
+    # Negative (identity columns start at 1), and one per run.
+    assert first < 0 and second < first
     assert not execute_jobs_synchronously.enabled()
     assert seen == [({"k": 1}, "sync.record", 1), ("plain", 3, True)]
+
+
+async def test_the_id_returned_is_the_runs_own() -> None:
+    with execute_jobs_synchronously():
+        job_id = await which_id()
+    assert seen == [job_id]
 
 
 async def test_arguments_round_trip_through_the_serializer() -> None:
@@ -102,8 +117,9 @@ async def test_schedule_at_runs_now() -> None:
 async def test_broker_enqueue_runs_inline_without_a_database() -> None:
     broker = Broker("postgresql://nowhere.invalid/none")
     with execute_jobs_synchronously():
-        assert await broker.enqueue(record(1)) is None
-        assert await broker.enqueue_many([record(2), plain(3)]) is None
+        one = await broker.enqueue(record(1))
+        many = await broker.enqueue_many([record(2), plain(3)])
+    assert one < 0 and len(many) == 2 and all(i < one for i in many)
     assert [s[0] for s in seen] == [1, 2, "plain"]
 
 

@@ -1,0 +1,57 @@
+-- Leases: renewal, putting jobs back at a graceful stop, and the rescue of lapsed leases.
+-- Blocks start with "-- name: NAME"; Python asks for them by that name.
+
+-- name: renew_leases
+-- Returns the jobs this worker still holds; a job missing from the answer was
+-- cancelled or rescued, and its run must stop.
+UPDATE koyojobs_jobs
+   SET lease_expires_at = now() + make_interval(secs => $3)
+ WHERE id = ANY($1::bigint[]) AND worker_id = $2 AND status = 'running'
+RETURNING id;
+
+-- name: release_jobs
+-- Graceful stop: unfinished runs go back to ready and do not count as attempts.
+UPDATE koyojobs_jobs
+   SET status = 'ready',
+       attempts = attempts - 1,
+       lease_expires_at = NULL,
+       worker_id = NULL
+ WHERE id = ANY($1::bigint[]) AND worker_id = $2 AND status = 'running'
+RETURNING id, queue;
+
+-- name: release_unbegun
+-- A claim whose lease lapsed before its run began: back to ready, and the run
+-- that never was does not count as an attempt. Only while this very claim
+-- ($2 the attempt, $3 the claimer) still holds the job: it may have been
+-- rescued, or claimed again since.
+UPDATE koyojobs_jobs
+   SET status = 'ready',
+       attempts = attempts - 1,
+       lease_expires_at = NULL,
+       worker_id = NULL
+ WHERE id = $1 AND attempts = $2 AND worker_id = $3 AND status = 'running'
+RETURNING queue;
+
+-- name: rescue_lapsed
+-- Puts back the jobs whose worker stopped renewing its lease. The lost run
+-- counted as an attempt when it was claimed, so a job that kills its worker
+-- every time ends failed instead of looping.
+WITH lapsed AS (
+    SELECT id
+      FROM koyojobs_jobs
+     WHERE status = 'running' AND lease_expires_at < now()
+       FOR UPDATE SKIP LOCKED
+), rescued AS (
+    UPDATE koyojobs_jobs AS j
+       SET status = CASE WHEN j.attempts >= j.max_attempts THEN 'failed' ELSE 'ready' END,
+           finished_at = CASE WHEN j.attempts >= j.max_attempts THEN now() END,
+           last_error = 'lease lapsed',
+           last_traceback = NULL,
+           lease_expires_at = NULL,
+           worker_id = NULL
+      FROM lapsed
+     WHERE j.id = lapsed.id
+    RETURNING j.id, j.queue, j.status,
+              CASE WHEN j.status = 'failed' THEN pg_notify('koyojobs_finished', '') END
+)
+SELECT id, queue, status FROM rescued;
