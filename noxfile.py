@@ -22,8 +22,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on the package."""
-    session.install("-e", ".[lint,django,dashboard]")  # mypy reads psycopg, django-stubs, starlette
+    """mypy --strict on the package, the tests and the docs' examples."""
+    # mypy reads psycopg, django-stubs, starlette, and what the tests and examples import.
+    session.install("-e", ".[test,lint,django,dashboard]")
     session.run("mypy")
 
 

@@ -15,6 +15,7 @@ from asyncpg.pool import PoolConnectionProxy
 from pendulum import DateTime
 
 from . import instrumentation, synchronous
+from ._validate import is_count, is_seconds
 from .database import Database
 from .errors import PayloadError
 from .hooks import Middleware, check_middleware
@@ -383,7 +384,7 @@ class Broker(Lifecycle):
             >>> await broker.prune(older_than=7 * 24 * 3600)  # doctest: +SKIP
             1204
         """
-        if not isinstance(older_than, int | float) or older_than < 0:
+        if not is_seconds(older_than, zero=True):
             raise ValueError(f"prune() older_than must be seconds >= 0, got {older_than!r}")
         status = await self.pool.execute(QUERIES["prune_jobs"], float(older_than))
         return int(status.split()[-1])
@@ -399,7 +400,7 @@ class Broker(Lifecycle):
             >>> while await broker.prune_expired(1000) == 1000:  # doctest: +SKIP
             ...     pass
         """
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        if not is_count(limit):
             raise ValueError(f"prune_expired() limit must be an int >= 1, got {limit!r}")
         ages = [self.retention[s] for s in (Status.DONE, Status.FAILED, Status.CANCELLED)]
         seconds = [None if age is None else age.total_seconds() for age in ages]
@@ -416,7 +417,7 @@ class Broker(Lifecycle):
             >>> await broker.prunable(older_than=7 * 24 * 3600)  # doctest: +SKIP
             {<Status.DONE: 'done'>: 1200, <Status.FAILED: 'failed'>: 4, ...}
         """
-        if not isinstance(older_than, int | float) or older_than < 0:
+        if not is_seconds(older_than, zero=True):
             raise ValueError(f"prunable() older_than must be seconds >= 0, got {older_than!r}")
         rows = await self.pool.fetch(QUERIES["count_prunable"], float(older_than))
         counts = {Status(row["status"]): int(row["jobs"]) for row in rows}

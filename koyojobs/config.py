@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._validate import is_count
 from .serializer import Secret
 
 __all__ = ["ConfigError", "Deployment", "load_deployment"]
@@ -46,8 +47,7 @@ class Deployment:
     """What ``[tool.koyojobs]`` declares (empty when there is no such section).
 
     Example:
-        >>> d = load_deployment(Path("pyproject.toml"))  # doctest: +SKIP
-        >>> d.queues
+        >>> Deployment(modules=("shop.jobs",), queues={"default": 8, "long": 2}).queues
         {'default': 8, 'long': 2}
     """
 
@@ -145,7 +145,7 @@ def _name(value: Any) -> bool:
 
 
 def _count(value: Any, least: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+    return is_count(value, least)
 
 
 def _optional_count(section: dict[str, Any], key: str, least: int, where: str) -> int | None:

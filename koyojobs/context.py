@@ -14,6 +14,7 @@ import contextvars
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, NoReturn
 
+from ._validate import is_seconds
 from .models import RunningJob
 
 if TYPE_CHECKING:
@@ -101,11 +102,7 @@ def snooze(seconds: float) -> NoReturn:
     """
     if _job.get() is None:
         raise RuntimeError("snooze() was called outside a running job")
-    if (
-        isinstance(seconds, bool)
-        or not isinstance(seconds, int | float)
-        or not 0 <= seconds <= _LONGEST_SNOOZE
-    ):
+    if not is_seconds(seconds, zero=True, most=_LONGEST_SNOOZE):
         raise ValueError(f"snooze() needs 0 to {_LONGEST_SNOOZE:.0f} seconds, got {seconds!r}")
     raise SnoozeJob(float(seconds))
 

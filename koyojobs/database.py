@@ -9,6 +9,7 @@ from urllib.parse import unquote_plus
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from ._validate import is_count
 from .lifecycle import Lifecycle
 from .sql import QUERIES
 
@@ -86,11 +87,7 @@ class Database(Lifecycle):
     ) -> None:
         if not isinstance(dsn, str) or not dsn:
             raise ValueError(f"Database needs a DSN string, got {dsn!r}")
-        if statement_cache_size is not None and (
-            isinstance(statement_cache_size, bool)
-            or not isinstance(statement_cache_size, int)
-            or statement_cache_size < 0
-        ):
+        if statement_cache_size is not None and (not is_count(statement_cache_size, least=0)):
             raise ValueError(
                 f"Database statement_cache_size must be an int >= 0, got {statement_cache_size!r}"
             )

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
+import asyncpg
+
 __all__ = [
     "JobDefinitionError",
     "KoyojobsError",
@@ -9,6 +14,8 @@ __all__ = [
     "SerializationError",
     "WiringError",
     "describe",
+    "is_connection_trouble",
+    "log_trouble",
 ]
 
 _MAX_DESCRIPTION = 1000
@@ -86,3 +93,35 @@ def describe(exc: BaseException) -> str:
     if len(text) > _MAX_DESCRIPTION:
         text = text[: _MAX_DESCRIPTION - 3] + "..."
     return text
+
+
+def is_connection_trouble(exc: BaseException) -> bool:
+    """Whether ``exc`` is a known, passing loss of the database: a dropped, refused or
+    timed-out connection, a server restarting or shutting down.
+
+    Example:
+        >>> is_connection_trouble(ConnectionRefusedError()), is_connection_trouble(ValueError())
+        (True, False)
+    """
+    return isinstance(
+        exc,
+        OSError
+        | TimeoutError
+        | asyncpg.InterfaceError
+        | asyncpg.InternalClientError
+        | asyncpg.PostgresConnectionError
+        | asyncpg.OperatorInterventionError,
+    )
+
+
+def log_trouble(log: logging.Logger, message: str, exc: BaseException, **extra: Any) -> None:
+    """Log ``message`` at WARNING: one line with the cause for connection trouble
+    (the operator needs the cause, not asyncpg's internals), a traceback for anything else.
+
+    Example:
+        >>> log_trouble(logging.getLogger("doc"), "claim failed", TimeoutError("no answer"))
+    """
+    if is_connection_trouble(exc):
+        log.warning(message, extra={**extra, "cause": describe(exc)})
+    else:
+        log.warning(message, exc_info=exc, extra=extra)

@@ -44,9 +44,12 @@ def insert_for(
         >>> @define_job(name="doc.inserts.ping")
         ... def ping(n: int) -> int:
         ...     return n
-        >>> insert = insert_for([ping(1), ping(2)], Serializer())
+        >>> calls = [ping(1), ping(2)]
+        >>> insert = insert_for(calls, Serializer())
         >>> insert.query, insert.parameters[0]
         ('insert_jobs', ['doc.inserts.ping', 'doc.inserts.ping'])
+        >>> for call in calls:  # handed over: no "never awaited" warning
+        ...     call.consume()
     """
     if any(call.unique_key is not None for call in calls):
         sent = first_of_each_key(calls)

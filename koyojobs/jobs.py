@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from . import synchronous
+from ._validate import INT_LIMIT, is_count, is_seconds
 from .context import current_broker
 from .errors import JobDefinitionError
 from .hooks import Hook, check_hook
@@ -242,13 +243,11 @@ def _check_options(
 
     if not isinstance(queue, str) or not queue or len(queue) > _MAX_QUEUE_LENGTH:
         raise bad("queue", queue, f"a non-empty string of at most {_MAX_QUEUE_LENGTH} characters")
-    if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority < 2**31:
+    if not is_count(priority, least=0, below=INT_LIMIT):
         raise bad("priority", priority, "an int >= 0 (0 runs first)")
-    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+    if not is_count(max_attempts, below=INT_LIMIT):
         raise bad("max_attempts", max_attempts, "an int >= 1")
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
-    ):
+    if timeout is not None and not is_seconds(timeout):
         raise bad("timeout", timeout, "seconds > 0, or None for no timeout")
     if backoff is not None and not callable(backoff):
         raise bad("backoff", backoff, "a callable attempt -> seconds")

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from .errors import describe
+from .errors import describe, log_trouble
 from .execution import attempt
-from .leases import TIMER_SLACK, Leases, Run, stop_run
+from .leases import TIMER_SLACK, Leases, Run, TrackedExecutor, exit_for_lost_lease, stop_run
 from .lifecycle import cancel_and_wait
 from .maintenance import Vacuum
 from .models import Status
@@ -63,7 +63,13 @@ class Lane:
         )
         self.siblings: list[Lane] = []
         self._runs: dict[int, Run] = {}
-        self.leases = Leases(worker.lease, self._runs, self._fetch, lane_id)
+        self.leases = Leases(
+            worker.lease,
+            self._runs,
+            self._fetch,
+            lane_id,
+            on_lost_thread=exit_for_lost_lease if worker.exit_on_lost_lease else None,
+        )
         self._decisions: list[Outcome] = []
         self._one_at_a_time = 0
         """Rounds left that write one outcome each, to find one the database refuses."""
@@ -105,11 +111,15 @@ class Lane:
         if runs:
             remaining = max(0.0, grace_ends - time.monotonic())
             await asyncio.wait([r.task for r in runs], timeout=remaining)
-        unfinished = list(self._runs)
+        unfinished = dict(self._runs)
         for run in self._runs.values():
             run.cancelled = True
             run.task.cancel()
         await asyncio.gather(*(r.task for r in runs), return_exceptions=True)
+        # An async run is stopped now; a thread is not, and may run until the
+        # process ends: its job is put back due only a lease from now, so that
+        # no other worker starts it while it may still run here.
+        threaded = [job_id for job_id, run in unfinished.items() if run.thread_alive()]
         await self.leases.stop()
         if self._vacuum_task is not None:
             # What a cut-short VACUUM cleaned stays clean.
@@ -118,7 +128,7 @@ class Lane:
         await self._write_remaining()
         self._drop_connection()
         if unfinished:
-            await self._release(unfinished)
+            await self._release(list(unfinished), threaded)
         self._tasks = []
         return len(unfinished)
 
@@ -162,18 +172,22 @@ class Lane:
                     log.warning(
                         "claiming again", extra={"queue": self.queue, "failed_rounds": failures}
                     )
+                    self.worker.recovered()
                 failures = 0
-            except Exception:
+            except Exception as exc:
                 failures += 1
                 timeout = min(_MAX_ERROR_DELAY, 0.05 * 2**failures, self.worker.poll_interval)
                 # Once when it starts, then once a minute while it lasts: an
                 # outage must show in the log without flooding it.
                 if failures == 1 or time.monotonic() >= warn_again:
                     warn_again = time.monotonic() + _REPEAT_WARNING_EVERY
-                    log.warning(
+                    log_trouble(
+                        log,
                         "claim failed; retrying",
-                        exc_info=True,
-                        extra={"queue": self.queue, "retry_in": timeout, "failed_rounds": failures},
+                        exc,
+                        queue=self.queue,
+                        retry_in=timeout,
+                        failed_rounds=failures,
                     )
             if self.stopping:
                 break
@@ -293,7 +307,12 @@ class Lane:
                 raise TimeoutError(
                     f"the database did not answer within {self.worker.deadline:g}s; reconnecting"
                 ) from None
-            except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError):
+            except (
+                OSError,
+                asyncpg.InterfaceError,
+                asyncpg.InternalClientError,  # a connection left mid-operation by a cut
+                asyncpg.PostgresConnectionError,
+            ):
                 self._drop_connection()
                 raise
 
@@ -351,7 +370,8 @@ class Lane:
             else:
                 this.begun = True
                 started = time.monotonic()
-                decision = await attempt(row, self.broker.serializer, self.broker, self._executor)
+                executor = TrackedExecutor(self._executor, this)
+                decision = await attempt(row, self.broker.serializer, self.broker, executor)
         except asyncio.CancelledError:
             # Stopped by stop() (released afterwards) or because the job is no
             # longer ours (cancelled or rescued): nothing to record.
@@ -422,11 +442,21 @@ class Lane:
             extra={"jobs": len(self._decisions)},
         )
 
-    async def _release(self, job_ids: list[int]) -> None:
+    async def _release(self, job_ids: list[int], threaded: list[int]) -> None:
+        if threaded:
+            log.warning(
+                "def jobs still running past the grace: put back to run a lease from now",
+                extra={"jobs": threaded, "delay": f"{self.worker.lease:g}s"},
+            )
         try:
             database = self.broker.database
             rows = await database.fetch_within(
-                self.worker.deadline, QUERIES["release_jobs"], job_ids, self.id
+                self.worker.deadline,
+                QUERIES["release_jobs"],
+                job_ids,
+                self.id,
+                threaded,
+                self.worker.lease,
             )
             for queue in {row["queue"] for row in rows}:
                 await database.fetch_within(self.worker.deadline, QUERIES["notify_queue"], queue)

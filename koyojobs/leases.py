@@ -12,18 +12,30 @@ worker died is :mod:`koyojobs.rescue`.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
+import os
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import asyncpg
 
+from .errors import log_trouble
 from .lifecycle import cancel_and_wait
 from .sql import QUERIES
 
-__all__ = ["TIMER_SLACK", "Leases", "Run", "stop_run"]
+__all__ = [
+    "EXIT_LOST_LEASE",
+    "TIMER_SLACK",
+    "Leases",
+    "Run",
+    "TrackedExecutor",
+    "exit_for_lost_lease",
+    "stop_run",
+]
 
 log = logging.getLogger("koyojobs.worker")
 
@@ -31,6 +43,27 @@ TIMER_SLACK = 0.01
 """asyncio may fire a timer a hair early: lease checks allow for it."""
 
 Fetch = Callable[..., Awaitable[list[asyncpg.Record]]]
+
+EXIT_LOST_LEASE = 75
+"""The exit status of a worker process that ended itself to keep a lapsing lease
+from letting a job run twice at once (``EX_TEMPFAIL``: a supervisor restarts it)."""
+
+
+def exit_for_lost_lease(job_id: int) -> NoReturn:
+    """End the process now: a ``def`` job's thread cannot be stopped otherwise.
+
+    Its lease could not be renewed (the database is unreachable) and is about
+    to lapse, after which another worker may run the job again. Exiting kills
+    the thread first; the job runs again, once, elsewhere, as after a crash.
+    """
+    log.critical(
+        "cannot renew the lease of a running def job, whose thread cannot be stopped: "
+        "exiting before the lease lapses, so that the job never runs twice at once",
+        extra={"job_id": job_id},
+    )
+    logging.shutdown()
+    sys.stderr.flush()
+    os._exit(EXIT_LOST_LEASE)
 
 
 @dataclass(eq=False)
@@ -44,6 +77,27 @@ class Run:
     """Set when the worker stops the run itself: its outcome is not recorded."""
     begun: bool = field(default=False)
     """Set when the job itself starts; until then, stop the run with :func:`stop_run`."""
+    threads: list[concurrent.futures.Future[Any]] = field(default_factory=list)
+    """What the run handed to the worker's thread pool (a ``def`` job, ``def`` hooks)."""
+
+    def thread_alive(self) -> bool:
+        """Whether a thread of this run may still be running: it cannot be stopped."""
+        return any(not future.done() for future in self.threads)
+
+
+class TrackedExecutor(concurrent.futures.Executor):
+    """The worker's thread pool, noting in ``run`` each piece of work handed to it."""
+
+    def __init__(self, executor: concurrent.futures.Executor, run: Run) -> None:
+        self._executor = executor
+        self._run = run
+
+    def submit(
+        self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> concurrent.futures.Future[Any]:
+        future = self._executor.submit(fn, *args, **kwargs)
+        self._run.threads.append(future)
+        return future
 
 
 def stop_run(run: Run) -> None:
@@ -63,10 +117,21 @@ class Leases:
     ``runs`` is the loop's own map of running jobs (read, never changed here
     but for stopping runs); ``fetch`` runs a statement on the loop's
     connection; ``owner`` is the ``worker_id`` the loop claims as.
+    ``on_lost_thread(job_id)`` is called when the lease of a run whose thread
+    still runs is about to lapse: stopping the run cannot stop the thread, so
+    only ending the process keeps the job from running twice at once.
     """
 
-    def __init__(self, lease: float, runs: dict[int, Run], fetch: Fetch, owner: str) -> None:
+    def __init__(
+        self,
+        lease: float,
+        runs: dict[int, Run],
+        fetch: Fetch,
+        owner: str,
+        on_lost_thread: Callable[[int], None] | None = None,
+    ) -> None:
         self.lease = lease
+        self._on_lost_thread = on_lost_thread
         self.held: dict[int, int] = {}
         """Job id -> attempt, claimed and not yet written back: their leases are renewed."""
         self._runs = runs
@@ -115,6 +180,8 @@ class Leases:
             if run.lease_deadline <= now and not run.task.done() and not run.cancelled:
                 log.warning("lease not renewed in time; stopping the job", extra={"job_id": job_id})
                 stop_run(run)
+                if run.thread_alive() and self._on_lost_thread is not None:
+                    self._on_lost_thread(job_id)
         pending = [r.lease_deadline for r in self._runs.values() if not r.cancelled]
         if pending:
             self.check_at(min(pending))
@@ -135,8 +202,8 @@ class Leases:
         held: set[Any] | None
         try:
             rows = await self._fetch(QUERIES["renew_leases"], ids, self._owner, self.lease)
-        except Exception:
-            log.warning("lease renewal failed", exc_info=True, extra={"queue": queue})
+        except Exception as exc:
+            log_trouble(log, "lease renewal failed", exc, queue=queue)
             held = None
         else:
             held = {row["id"] for row in rows}

@@ -17,12 +17,12 @@ import datetime as dt
 import decimal
 import enum
 import hashlib
-import math
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ._validate import INT_LIMIT, is_count, is_seconds
 from .errors import JobDefinitionError
 from .registry import definitions
 from .sql import QUERIES
@@ -46,7 +46,6 @@ KeyFunction = Callable[..., str]
 # puts in a job name, so that ("a", "b:c") and ("a:b", "c") stay apart.
 _SEPARATOR = "\x1f"
 # The columns that hold limits are PostgreSQL integers.
-_INT_LIMIT = 2**31
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,11 +93,7 @@ def make_limits(
 
     if not isinstance(unique, bool) and not callable(unique):
         raise bad("unique", unique, "True, or a callable taking the job's arguments -> str")
-    if concurrency is not None and (
-        isinstance(concurrency, bool)
-        or not isinstance(concurrency, int)
-        or not 1 <= concurrency < _INT_LIMIT
-    ):
+    if concurrency is not None and not is_count(concurrency, below=INT_LIMIT):
         raise bad("concurrency", concurrency, "an int >= 1")
     rate: tuple[int, float] | None = None
     if rate_limit is not None:
@@ -106,14 +101,7 @@ def make_limits(
         if not isinstance(rate_limit, tuple) or len(rate_limit) != 2:
             raise bad("rate_limit", rate_limit, rule)
         count, seconds = rate_limit
-        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count < _INT_LIMIT:
-            raise bad("rate_limit", rate_limit, rule)
-        if (
-            isinstance(seconds, bool)
-            or not isinstance(seconds, int | float)
-            or not math.isfinite(seconds)
-            or seconds <= 0
-        ):
+        if not is_count(count, below=INT_LIMIT) or not is_seconds(seconds):
             raise bad("rate_limit", rate_limit, rule)
         rate = (count, float(seconds))
     if limit_key is not None:

@@ -187,6 +187,7 @@ def uninstrument() -> None:
     """Turn spans and metrics off again; enqueues store no trace context from now on.
 
     Example:
-        >>> koyojobs.otel.uninstrument()
+        >>> from koyojobs.otel import uninstrument
+        >>> uninstrument()
     """
     instrumentation.observer = None

@@ -14,6 +14,7 @@ look new, and the table holds one row per periodic job.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import math
@@ -26,7 +27,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
-from .errors import JobDefinitionError
+from .errors import JobDefinitionError, log_trouble
 from .lifecycle import cancel_and_wait
 from .registry import definitions
 from .sql import QUERIES
@@ -50,6 +51,8 @@ _ALIASES = {
 }
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _LONGEST_SLEEP = 60.0
+_RETRY_AFTER_FAILURE = 1.0
+"""Seconds between tries while the database is out of reach: ticks resume soon after."""
 _EARLIEST_RETRY = 0.01
 _JUST_AFTER = timedelta(microseconds=1)
 
@@ -205,9 +208,14 @@ class Ticker:
         self._done: dict[str, datetime] = {}
         """Per job, the last tick the database has (whoever enqueued it)."""
         self._task: asyncio.Task[None] | None = None
+        self._woken = asyncio.Event()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name=f"koyojobs-ticker-{self.queue}")
+
+    def wake(self) -> None:
+        """Look now (the database is back after an outage): ticks that fell in it are due."""
+        self._woken.set()
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -224,19 +232,29 @@ class Ticker:
     async def _loop(self) -> None:
         failures = 0
         while True:
+            self._woken.clear()
             try:
                 wait = await self._round()
-                failures = 0
-            except Exception:
-                failures += 1
-                wait = min(_LONGEST_SLEEP, 0.1 * 2**failures)
-                if failures == 1:
+                if failures:
                     log.warning(
-                        "enqueuing periodic jobs failed; retrying",
-                        exc_info=True,
-                        extra={"queue": self.queue},
+                        "enqueuing periodic jobs again",
+                        extra={"queue": self.queue, "failed_rounds": failures},
                     )
-            await asyncio.sleep(wait)  # until the next tick: a clock, not a condition
+                failures = 0
+            except Exception as exc:
+                failures += 1
+                # Short, so that ticks resume soon after an outage; the claim
+                # loops wake the ticker as soon as they reach the database.
+                wait = min(_RETRY_AFTER_FAILURE, 0.1 * 2**failures)
+                if failures == 1:
+                    log_trouble(
+                        log, "enqueuing periodic jobs failed; retrying", exc, queue=self.queue
+                    )
+            # Until the next tick (a clock), or until the claim loops say the
+            # database is back.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._woken.wait()
 
     async def _round(self) -> float:
         jobs = periodic_jobs(self.queue)

@@ -17,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -345,9 +346,18 @@ class TemporaryPostgres:
             *extra,
         )
 
-    def restart(self, mode: str = "fast") -> None:
-        """Restart the server (``fast`` or ``immediate``), dropping every connection."""
-        self._pg_ctl("restart", "-m", mode)
+    def restart(self, mode: str = "fast", down_for: float = 0.0) -> None:
+        """Restart the server (``fast`` or ``immediate``), dropping every connection.
+
+        With ``down_for``, the server stays stopped that many seconds first: an
+        outage, for tests of what happens while the database is out of reach.
+        """
+        if not down_for:
+            self._pg_ctl("restart", "-m", mode)
+            return
+        self._pg_ctl("stop", "-m", mode)
+        time.sleep(down_for)  # the outage itself: nothing to wait for
+        self._pg_ctl("start")
 
     def stop(self) -> None:
         """Stop the server and delete its files."""

@@ -20,6 +20,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING
 
+from ._validate import is_count, is_seconds
 from .lifecycle import cancel_and_wait
 from .models import Job, Status
 from .sql import QUERIES
@@ -82,11 +83,11 @@ class Waiters:
 
     async def wait(self, job_id: int, timeout: float | None, recheck: float) -> Job:
         """See :meth:`Broker.wait`."""
-        if isinstance(job_id, bool) or not isinstance(job_id, int):
+        if not is_count(job_id, least=-(2**63)):
             raise TypeError(f"wait() needs a job id (int), got {job_id!r}")
-        if timeout is not None and (not isinstance(timeout, int | float) or timeout < 0):
+        if timeout is not None and not is_seconds(timeout, zero=True):
             raise ValueError(f"wait() timeout must be seconds >= 0 or None, got {timeout!r}")
-        if not isinstance(recheck, int | float) or recheck <= 0:
+        if not is_seconds(recheck):
             raise ValueError(f"wait() recheck must be seconds > 0, got {recheck!r}")
         job = await self._broker.get_job(job_id)
         if job is None:

@@ -15,6 +15,7 @@ import socket
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+from ._validate import is_count, is_seconds
 from .broker import Broker
 from .execution import warn_if_unsigned
 from .lane import Lane
@@ -44,6 +45,15 @@ class Worker(Lifecycle):
     stay fast through a long drain (``None``: leave it to autovacuum; see
     the Operations page).
 
+    A plain ``def`` job runs in a thread, which nothing can stop. So that it
+    never runs twice at once: one still running when the grace ends is put
+    back due only ``lease`` seconds later (``koyojobs worker`` exits at once
+    after its stop, taking the thread with it); and with
+    ``exit_on_lost_lease=True`` (what ``koyojobs worker`` does) a worker that
+    cannot renew the lease of such a job, because the database is out of
+    reach, ends its process before the lease lapses (exit status 75). See the
+    Reliability page.
+
     The worker also enqueues the ticks of the periodic jobs of its queue
     that this process has imported (see :mod:`koyojobs.periodic`).
 
@@ -67,23 +77,20 @@ class Worker(Lifecycle):
         poll_interval: float = 5.0,
         shutdown_grace: float = 10.0,
         vacuum_threshold: int | None = 50_000,
+        exit_on_lost_lease: bool = False,
     ) -> None:
         if not isinstance(broker, Broker):
             raise TypeError(f"Worker needs a Broker, got {broker!r}")
         if not isinstance(queue, str) or not queue:
             raise ValueError(f"Worker queue must be a non-empty string, got {queue!r}")
-        if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
+        if not is_count(pool_size):
             raise ValueError(f"Worker pool_size must be an int >= 1, got {pool_size!r}")
         for option, value in (("lease", lease), ("poll_interval", poll_interval)):
-            if not isinstance(value, int | float) or value <= 0:
+            if not is_seconds(value):
                 raise ValueError(f"Worker {option} must be seconds > 0, got {value!r}")
-        if not isinstance(shutdown_grace, int | float) or shutdown_grace < 0:
+        if not is_seconds(shutdown_grace, zero=True):
             raise ValueError(f"Worker shutdown_grace must be seconds >= 0, got {shutdown_grace!r}")
-        if vacuum_threshold is not None and (
-            isinstance(vacuum_threshold, bool)
-            or not isinstance(vacuum_threshold, int)
-            or vacuum_threshold < 1
-        ):
+        if vacuum_threshold is not None and not is_count(vacuum_threshold):
             raise ValueError(
                 f"Worker vacuum_threshold must be an int >= 1 or None, got {vacuum_threshold!r}"
             )
@@ -94,6 +101,7 @@ class Worker(Lifecycle):
         self.poll_interval = float(poll_interval)
         self.shutdown_grace = float(shutdown_grace)
         self.vacuum_threshold = vacuum_threshold
+        self.exit_on_lost_lease = exit_on_lost_lease
         # A bound on every round trip to the database: well inside the lease,
         # so a hung renewal is noticed before the lease lapses, but not so
         # tight that a busy server trips it.
@@ -172,6 +180,12 @@ class Worker(Lifecycle):
         """Whether a job of the queue has a limit: then claims go through the
         limited claim (see :mod:`koyojobs.limits`)."""
         return bool(self.limited_jobs)
+
+    def recovered(self) -> None:
+        """The database answers again after an outage (a claim loop says so):
+        the periodic ticks of the outage are enqueued now, not after their own backoff."""
+        if self._ticker is not None:
+            self._ticker.wake()
 
     def wake(self) -> None:
         """Look at the table now (called by the broker on NOTIFY).

@@ -25,5 +25,6 @@ async def main(dsn: str) -> None:
         job_id = await add(2, 3)
         while (job := await broker.get_job(job_id)) and job.status is not Status.DONE:
             await asyncio.sleep(0.01)
+        assert job is not None
         print(job.result)  # 5
         set_current_broker(None)

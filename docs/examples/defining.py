@@ -42,5 +42,6 @@ async def main(dsn: str) -> None:
         async with Worker(broker, queue="images", pool_size=4):
             while (job := await broker.get_job(job_id)) and job.status is not Status.DONE:
                 await asyncio.sleep(0.01)
+        assert job is not None
         print(job.result)  # cat.png@640
         set_current_broker(None)

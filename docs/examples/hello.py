@@ -27,6 +27,7 @@ async def main(dsn: str) -> None:
         print(f"enqueued job {job_id}")
         while (job := await broker.get_job(job_id)) and job.status is not Status.DONE:
             await asyncio.sleep(0.001)  # polling the result, as a caller would
+        assert job is not None
         elapsed = (time.perf_counter() - enqueued) * 1000
         # The worker polls only every 60 s: finishing in milliseconds means NOTIFY woke it.
         print(

@@ -17,7 +17,10 @@ from koyojobs import (
 )
 
 # The job's database session: set by the middleware, read by the job.
-session: contextvars.ContextVar[asyncpg.Connection] = contextvars.ContextVar("session")
+# (A pool's connection: the middleware acquires it from the broker's pool.)
+session: contextvars.ContextVar[asyncpg.pool.PoolConnectionProxy] = contextvars.ContextVar(
+    "session"
+)
 
 
 async def database_session(job: RunningJob, call_next: CallNext) -> Any:

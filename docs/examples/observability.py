@@ -3,7 +3,7 @@
 from collections.abc import Sequence
 
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -57,7 +57,7 @@ def print_trace(finished: Sequence[ReadableSpan]) -> None:
 
     def show(span: ReadableSpan, depth: int) -> None:
         attributes = span.attributes or {}
-        shown = " ".join(f"{k}={attributes[k]}" for k in _SHOWN if k in attributes)
+        shown = " ".join(f"{k}={attributes[k]!s}" for k in _SHOWN if k in attributes)
         print(f"{'  ' * depth}{span.name} [{span.kind.name}] {shown}".rstrip())
         assert span.context is not None
         for child in by_parent.get(span.context.span_id, []):
@@ -74,7 +74,10 @@ def print_metrics() -> None:
         for scope in resource.scope_metrics:
             for metric in scope.metrics:
                 for point in metric.data.data_points:
-                    labels = ", ".join(f"{k}={v}" for k, v in sorted(point.attributes.items()))
-                    value = getattr(point, "value", None)
-                    shown = f"= {value}" if value is not None else f"count {point.count}"
+                    attributes = sorted((point.attributes or {}).items())
+                    labels = ", ".join(f"{k}={v!s}" for k, v in attributes)
+                    if isinstance(point, NumberDataPoint):  # a counter's or a gauge's value
+                        shown = f"= {point.value}"
+                    else:  # a histogram's
+                        shown = f"count {point.count}"
                     print(f"{metric.name}{{{labels}}} {shown}")

@@ -178,6 +178,8 @@ def worker(
                         poll_interval=poll_interval,
                         shutdown_grace=shutdown_grace,
                         vacuum_threshold=vacuum_threshold or None,
+                        # This process exits after its stop: it may end itself too.
+                        exit_on_lost_lease=True,
                     )
                     for q in queues
                 ]

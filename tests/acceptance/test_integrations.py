@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -162,16 +162,23 @@ async def test_svcs_container_gives_the_broker_and_pings_the_components(dsn: str
 # -- dependency-injector --------------------------------------------------------
 
 
+async def _resources(started_or_stopped: Awaitable[None] | None) -> None:
+    # init_resources() and shutdown_resources() return an awaitable when the
+    # resources are async, as these are.
+    assert started_or_stopped is not None
+    await started_or_stopped
+
+
 async def test_dependency_injector_resources_start_the_components_and_a_job_runs(
     dsn: str,
 ) -> None:
     container = di_container.Container()
     container.config.from_dict({"dsn": dsn, "worker": WORKER_OPTIONS})
-    await container.init_resources()
+    await _resources(container.init_resources())
     try:
-        db = await container.database()
-        broker = await container.broker()
-        worker = await container.worker()
+        db = await container.database.async_()
+        broker = await container.broker.async_()
+        worker = await container.worker.async_()
         assert db.started and broker.database is db and worker.broker is broker
         assert worker.queue == "default"
         assert worker.poll_interval == WORKER_OPTIONS["poll_interval"]
@@ -182,7 +189,7 @@ async def test_dependency_injector_resources_start_the_components_and_a_job_runs
         assert job.status is Status.DONE, job.last_error
         assert job.result == "cat.png resized to 128px"
     finally:
-        await container.shutdown_resources()
+        await _resources(container.shutdown_resources())
 
     # Stopped in reverse: the worker, the broker, then the pool.
     assert not any(p.initialized for p in (container.worker, container.broker, container.database))
@@ -194,5 +201,5 @@ async def test_dependency_injector_resources_start_the_components_and_a_job_runs
 async def test_dependency_injector_needs_a_dsn() -> None:
     container = di_container.Container()
     with pytest.raises(Exception, match="dsn"):
-        await container.init_resources()
+        await _resources(container.init_resources())
     assert not container.database.initialized

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from typing import TYPE_CHECKING
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "djproject.settings")
 
@@ -16,7 +17,6 @@ django.setup()
 
 from django.contrib.auth.models import User  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
-from django.http import HttpResponse  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 
@@ -24,6 +24,10 @@ from docs.examples.django_shop.jobs import send_receipt  # noqa: E402
 from docs.examples.django_shop.models import Order  # noqa: E402
 from koyojobs import execute_jobs_synchronously  # noqa: E402
 from koyojobs.sync import enqueue_many  # noqa: E402
+
+if TYPE_CHECKING:
+    # What the test client answers, as django-stubs types it (content, json()...).
+    from django.test.client import _MonkeyPatchedWSGIResponse as TestResponse
 
 
 def checkout() -> dict[str, object]:
@@ -67,10 +71,10 @@ def admin() -> dict[str, object]:
     client.force_login(User.objects.get(username="root"))
     job_queries: list[str] = []
 
-    def get(url: str) -> HttpResponse:
+    def get(url: str) -> TestResponse:
         # Per request: Django empties the query log as each request starts.
         with CaptureQueriesContext(connection) as queries:
-            response: HttpResponse = client.get(url)
+            response = client.get(url)
         job_queries.extend(q["sql"] for q in queries if "koyojobs_jobs" in q["sql"])
         return response
 

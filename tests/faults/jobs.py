@@ -10,6 +10,7 @@ workers, the ``runs`` list below.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import time
@@ -244,3 +245,44 @@ async def hooked_succeeded(outcome: JobOutcome) -> None:
     if armed:
         _append(log, f"stalled {pid}\n")
         await asyncio.Event().wait()
+
+
+@define_job(name="faults.lifelog", max_attempts=3)
+def lifelog(path: str, seconds: float) -> str:
+    """A plain def that logs its life to ``path``: ``start``, ``alive`` every 20 ms, ``end``.
+
+    Each line carries the process, the attempt and the wall clock, so a test can
+    tell from the job's own log whether two runs ever overlapped."""
+    job = _job()
+
+    def line(what: str) -> None:
+        _append(path, f"{what} {os.getpid()} {job.attempt} {time.time():.6f}\n")
+
+    line("start")
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        line("alive")
+        time.sleep(0.02)
+    line("end")
+    return "lived"
+
+
+def life_spans(path: str) -> list[tuple[int, float, float]]:
+    """Per run (one per process and attempt) of :func:`lifelog`: pid, first and last
+    sign of life, in the order the runs began."""
+    spans: dict[tuple[int, int], list[float]] = {}
+    with open(path) as lines:
+        for line in lines:
+            _, pid, attempt, moment = line.split()
+            spans.setdefault((int(pid), int(attempt)), []).append(float(moment))
+    runs = [(pid, min(times), max(times)) for (pid, _), times in spans.items()]
+    return sorted(runs, key=lambda run: run[1])
+
+
+def overlaps(spans: list[tuple[int, float, float]]) -> list[str]:
+    """The pairs of consecutive runs in which the later began before the earlier's last sign."""
+    return [
+        f"run in {b[0]} began {a[2] - b[1]:.3f}s before run in {a[0]} last showed life"
+        for a, b in itertools.pairwise(spans)
+        if b[1] <= a[2]
+    ]

@@ -9,7 +9,7 @@ import itertools
 import logging
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 
 import asyncpg
 import pytest
@@ -22,7 +22,7 @@ from tests.faults.conftest import until
 
 
 @pytest.fixture
-def listener_log(caplog: pytest.LogCaptureFixture) -> AsyncIterator[pytest.LogCaptureFixture]:
+def listener_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
     # Attached to the listener's logger itself, so the records arrive even if
     # something (the CLI's logging setup) stopped "koyojobs" from propagating.
     logger = logging.getLogger("koyojobs.listener")

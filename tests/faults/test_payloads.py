@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from koyojobs import Broker, PayloadError, Status, Worker, execution, set_current_broker
+from koyojobs import Broker, Job, PayloadError, Status, Worker, execution, set_current_broker
 from koyojobs.serializer import Serializer
 from tests.conftest import insert_raw_job, wait_for_status
 from tests.faults import jobs
@@ -71,6 +71,7 @@ async def test_bad_payloads_fail_their_job_clearly_and_the_worker_goes_on(
     unserializable = await jobs.unserializable_result()
     assert unserializable is not None
 
+    job: Job | None
     for job_id in (corrupt, garbage, vanished, exits):
         # Unreadable: failed at once, whatever attempts remain.
         job = await wait_for_status(broker, job_id, Status.FAILED, Status.DONE)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import signal
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from koyojobs import Broker
+from koyojobs.testing import TemporaryPostgres
 from tests import periodic_jobs
 from tests.faults.conftest import WorkerProcess, until
 
@@ -54,3 +56,48 @@ async def test_three_processes_enqueue_every_tick_once_and_run_it_once(
     # The run saw its tick as scheduled_at.
     by_id = {row["id"]: row["scheduled_at"] for row in jobs}
     assert all(by_id[row["job_id"]] == row["tick"] for row in runs)
+
+
+@pytest.mark.timeout(120)
+async def test_ticks_resume_as_soon_as_the_database_is_back_from_an_outage() -> None:
+    # A cluster of its own, stopped for longer than the ticker's old backoff
+    # (0.1 * 2**n s) would have waited: ticks came back up to 11 s late.
+    pg = TemporaryPostgres()
+    await asyncio.to_thread(pg.start)
+    worker = WorkerProcess(pg.dsn, module="tests.periodic_jobs", queue="periodic-1s")
+    try:
+        async with Broker(pg.dsn) as broker:
+            await broker.pool.execute(periodic_jobs.RUNS_TABLE)
+        await worker.start()
+        async with Broker(pg.dsn, migrate=False) as broker:
+            await until(
+                lambda: broker.pool.fetchval("SELECT count(*) >= 2 FROM koyojobs_jobs"),
+                timeout=20,
+                what="two ticks enqueued",
+            )
+        await asyncio.to_thread(pg.restart, "fast", 14.0)
+        back = datetime.now(UTC)
+        async with Broker(pg.dsn, migrate=False) as broker:
+            first_after: datetime = await until(
+                lambda: broker.pool.fetchval(
+                    "SELECT min(created_at) FROM koyojobs_jobs WHERE created_at > $1", back
+                ),
+                timeout=30,
+                what="a tick enqueued after the outage",
+            )
+            # The tick that fell in the outage, and the ones since, once each.
+            ticks = await broker.pool.fetch(
+                "SELECT scheduled_at FROM koyojobs_jobs ORDER BY scheduled_at"
+            )
+        worker.signal(signal.SIGTERM)
+        assert await worker.wait(20) == 0, worker.output()
+    finally:
+        await worker.kill()
+        await asyncio.to_thread(pg.stop)
+    late = (first_after - back).total_seconds()
+    assert late < 3.0, (
+        f"the first tick after the outage came {late:.1f}s after it\n{worker.output()}"
+    )
+    moments = [row["scheduled_at"] for row in ticks]
+    assert len(moments) == len(set(moments)), "a tick was enqueued twice"
+    assert worker.output().count("enqueuing periodic jobs again") == 1, worker.output()

@@ -281,11 +281,11 @@ async def test_a_job_finishing_just_as_its_lease_lapses_never_runs_after_it_is_d
     starts: dict[tuple[int, int], list[float]] = defaultdict(list)
     ends: dict[tuple[int, int], float] = {}
     for line in log.read_text().splitlines():
-        kind, job_id, attempt, _pid, at = line.split()
+        kind, logged_job, logged_attempt, _pid, at = line.split()
         if kind == "start":
-            starts[int(job_id), int(attempt)].append(float(at))
+            starts[int(logged_job), int(logged_attempt)].append(float(at))
         else:
-            ends[int(job_id), int(attempt)] = float(at)
+            ends[int(logged_job), int(logged_attempt)] = float(at)
     rescued = 0
     for job_id in ids:
         job = await broker.get_job(job_id)

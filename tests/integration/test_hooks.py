@@ -271,7 +271,7 @@ def test_middleware_must_be_async_functions(dsn: str, middleware: Any) -> None:
 
 def test_a_hook_must_be_callable() -> None:
     with pytest.raises(TypeError, match=r"job 'tests\.hooks\.plain': on_failure needs a function"):
-        plain.on_failure("alert")  # type: ignore[arg-type]
+        plain.on_failure("alert")  # type: ignore[type-var]
 
 
 async def test_hooks_and_middleware_in_testing_drain(broker_with: Any) -> None:

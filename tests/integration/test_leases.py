@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import asyncpg
+from datetime import datetime
 
 from koyojobs import Broker, Database, Status, Worker
+from koyojobs.outcomes import as_columns, succeeded
+from koyojobs.sql import QUERIES
 from tests import jobs
 from tests.conftest import wait_for_status
 from tests.integration.conftest import StartWorker
@@ -61,13 +63,18 @@ async def test_a_running_job_keeps_its_lease_past_the_lease_length(
     assert done.attempts == 1
 
 
-async def _lease(broker: Broker, job_id: int) -> asyncpg.Record:
-    return await broker.pool.fetchval(
+async def _lease(broker: Broker, job_id: int) -> datetime:
+    lease: datetime = await broker.pool.fetchval(
         "SELECT lease_expires_at FROM koyojobs_jobs WHERE id = $1", job_id
     )
+    return lease
 
 
-async def test_a_late_outcome_does_not_overwrite_a_rescued_job(broker: Broker) -> None:
+async def test_a_late_outcome_of_a_rescued_job_is_kept_while_no_later_attempt_began(
+    broker: Broker,
+) -> None:
+    # Until issue 25, a late outcome was dropped here and the job ran again;
+    # now the success is kept (a later attempt's start would refuse it, below).
     from koyojobs.outcomes import succeeded
     from koyojobs.sql import QUERIES
 
@@ -92,8 +99,7 @@ async def test_a_late_outcome_does_not_overwrite_a_rescued_job(broker: Broker) -
     )
     job = await broker.get_job(job_id)
     assert job is not None
-    assert job.status is Status.READY
-    assert job.result is None
+    assert (job.status, job.result) == (Status.DONE, "late")
 
 
 async def test_recording_outcomes_joins_by_primary_key_even_with_stale_statistics(
@@ -148,3 +154,64 @@ async def test_leases_are_renewed_while_the_jobs_hold_every_pool_connection(dsn:
             assert job_id is not None
             job = await wait_for_status(small, job_id, Status.DONE, Status.FAILED, timeout=20)
             assert (job.status, job.attempts, job.result) == (Status.DONE, 1, 1), job
+
+
+async def _claim(broker: Broker, worker_id: str) -> list[int]:
+    """Claim the due jobs of the default queue, as a worker's round does."""
+    rows = await broker.pool.fetch(
+        QUERIES["finish_and_claim"], "default", 10, 30.0, worker_id, *as_columns([])
+    )
+    return [row["attempts"] for row in rows]
+
+
+async def _write_success(broker: Broker, job_id: int, attempt: int, value: str) -> None:
+    """What the worker that ran ``attempt`` writes once the database answers again."""
+    result = broker.serializer.dump_result(value, jobs.echo.name)
+    outcome = [(job_id, attempt, succeeded(result))]
+    await broker.pool.fetch(
+        QUERIES["finish_and_claim"], "default", 0, 30.0, "w1", *as_columns(outcome)
+    )
+
+
+async def _lapse_and_rescue(broker: Broker, job_id: int) -> None:
+    # The outage: no renewal reaches the database, the lease lapses, a rescue runs.
+    await broker.pool.execute(
+        "UPDATE koyojobs_jobs SET lease_expires_at = now() - interval '1 second' WHERE id = $1",
+        job_id,
+    )
+    await broker.pool.fetch(QUERIES["rescue_lapsed"])
+
+
+async def test_a_last_attempt_that_succeeds_across_a_lapse_is_stored_done(broker: Broker) -> None:
+    job_id = await broker.enqueue(jobs.echo("late"))
+    await broker.pool.execute("UPDATE koyojobs_jobs SET max_attempts = 1 WHERE id = $1", job_id)
+    assert await _claim(broker, "w1") == [1]
+    await _lapse_and_rescue(broker, job_id)
+    rescued = await broker.get_job(job_id)
+    assert rescued is not None
+    assert (rescued.status, rescued.last_error) == (Status.FAILED, "lease lapsed")
+    await _write_success(broker, job_id, 1, "late")
+    job = await broker.get_job(job_id)
+    assert job is not None
+    assert (job.status, job.attempts, job.result) == (Status.DONE, 1, "late")
+
+
+async def test_a_late_success_is_kept_once_and_never_over_a_later_attempt(
+    broker: Broker,
+) -> None:
+    job_id = await broker.enqueue(jobs.echo("twice"))
+    assert await _claim(broker, "w1") == [1]
+    await _lapse_and_rescue(broker, job_id)
+    assert await _claim(broker, "w2") == [2]  # attempt 2 began before the late outcome came
+    await _write_success(broker, job_id, 1, "from attempt 1")
+    job = await broker.get_job(job_id)
+    assert job is not None
+    assert (job.status, job.attempts) == (Status.RUNNING, 2)
+    # Rescued again and left ready: attempt 2's late success is kept, once.
+    await _lapse_and_rescue(broker, job_id)
+    await _write_success(broker, job_id, 2, "from attempt 2")
+    await broker.pool.execute("UPDATE koyojobs_jobs SET status = 'ready' WHERE id = $1", job_id)
+    await _write_success(broker, job_id, 2, "written again")
+    job = await broker.get_job(job_id)
+    assert job is not None
+    assert (job.status, job.result) == (Status.READY, "from attempt 2")

@@ -55,6 +55,7 @@ async def test_a_new_periodic_job_waits_for_its_next_tick(broker: Broker) -> Non
             "SELECT s.created_at, j.scheduled_at FROM koyojobs_schedules AS s "
             "JOIN koyojobs_jobs AS j ON j.name = s.name ORDER BY j.scheduled_at LIMIT 1"
         )
+    assert row is not None
     # Like cron: no run for the tick that fell before the job was first seen.
     assert row["scheduled_at"] > row["created_at"], dict(row)
 

@@ -129,7 +129,14 @@ async def test_eight_threads_enqueueing_at_once_lose_nothing(broker: Broker) -> 
         found.append(ids)
 
     threads = [threading.Thread(target=enqueue_some, args=(t,)) for t in range(8)]
-    await asyncio.to_thread(lambda: [t.start() for t in threads] and [t.join() for t in threads])
+
+    def start_and_join() -> None:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    await asyncio.to_thread(start_and_join)
     ids = [job_id for ids in found for job_id in ids]
     assert len(ids) == len(set(ids)) == 8 * per_thread
     stored = await broker.pool.fetch("SELECT id FROM koyojobs_jobs")

@@ -10,7 +10,7 @@ import pytest
 
 from koyojobs import Broker, Status
 from koyojobs.listener import FINISHED_CHANNEL
-from koyojobs.outcomes import as_columns, succeeded
+from koyojobs.outcomes import Outcome, as_columns, succeeded
 from koyojobs.sql import QUERIES
 from koyojobs.testing import wait_for_job
 from tests import jobs
@@ -123,18 +123,18 @@ async def test_one_notification_per_finishing_batch(broker: Broker, dsn: str) ->
     heard: list[str] = []
     end = asyncio.Event()
 
-    def on_notify(conn: object, pid: int, channel: str, payload: str) -> None:
+    def on_notify(conn: object, pid: int, channel: str, payload: object) -> None:
         if payload == "end":
             end.set()
         else:
-            heard.append(payload)
+            heard.append(str(payload))
 
     listening = await asyncpg.connect(dsn)
     worker = await asyncpg.connect(dsn)
     try:
         await listening.add_listener(FINISHED_CHANNEL, on_notify)
 
-        async def round_(outcomes: list[tuple[int, int, object]], free: int) -> list[int]:
+        async def round_(outcomes: list[Outcome], free: int) -> list[int]:
             rows = await worker.fetch(
                 QUERIES["finish_and_claim"], "default", free, 30.0, "w", *as_columns(outcomes)
             )

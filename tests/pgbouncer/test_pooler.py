@@ -11,6 +11,7 @@ import logging
 import statistics
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -130,9 +131,8 @@ async def test_a_listen_through_the_pooler_is_reported_and_ping_fails(
 async def test_the_cli_worker_works_through_the_pooler(
     pooled_dsn: str, dsn: str, broker: Broker, pgbouncer: PgBouncer
 ) -> None:
-    worker = WorkerProcess(
-        pooled_dsn, **{"listen-dsn": dsn, "statement-cache-size": 0, "poll-interval": 30}
-    )
+    options: dict[str, Any] = {"listen-dsn": dsn, "statement-cache-size": 0, "poll-interval": 30}
+    worker = WorkerProcess(pooled_dsn, **options)
     await worker.start()
     try:
         ids = await broker.enqueue_many(fault_jobs.quick(i) for i in range(50))

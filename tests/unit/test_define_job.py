@@ -84,7 +84,7 @@ def test_a_job_in_main_or_a_function_body_needs_a_name() -> None:
 )
 def test_bad_options_are_refused_naming_the_option(option: str, value: object) -> None:
     with pytest.raises(JobDefinitionError, match=rf"job 'unit.bad': {option}=.* is invalid"):
-        define_job(name="unit.bad", **{option: value})(lambda: None)  # type: ignore[arg-type]
+        define_job(name="unit.bad", **{option: value})(lambda: None)  # type: ignore[call-overload]
 
 
 def test_a_call_is_an_awaitable_job_call_that_touches_nothing() -> None:

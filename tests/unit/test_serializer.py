@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import hmac
 import pickle
+from collections.abc import Callable
 from typing import Any
 
 import pendulum
@@ -77,7 +78,7 @@ def test_a_signature_binds_the_payload_to_its_job_name_and_kind() -> None:
     result = s.dump_result((("x",), {}), "app.a")
     assert s.load_arguments(arguments, "app.a") == (("x",), {})
     assert s.load_result(result, "app.a") == (("x",), {})
-    refused = {
+    refused: dict[str, Callable[[], object]] = {
         "arguments of another job": lambda: s.load_arguments(arguments, "app.b"),
         "a result as arguments": lambda: s.load_arguments(result, "app.a"),
         "arguments as a result": lambda: s.load_result(arguments, "app.a"),
@@ -262,7 +263,7 @@ def test_what_main_defines_travels_by_value_to_another_process() -> None:
     try:
         payload = Serializer().dump_result(shout, JOB)
     finally:
-        del main.shout_for_test  # type: ignore[attr-defined]
+        del main.shout_for_test
     loader = (
         "import sys; from koyojobs.serializer import Serializer; "
         "print(Serializer().load_result(sys.stdin.buffer.read(), 'app.job')('hey'))"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pendulum
 import pytest
@@ -17,7 +18,7 @@ from koyojobs import (
     schedule_at,
 )
 
-seen: list[object] = []
+seen: list[Any] = []  # what the jobs saw: tuples, ids, attempt numbers
 
 
 @define_job(name="sync.record")

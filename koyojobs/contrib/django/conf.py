@@ -24,6 +24,7 @@ from urllib.parse import quote, urlencode
 
 from django.core.exceptions import ImproperlyConfigured
 
+from ..._validate import is_count, is_seconds
 from ...serializer import Secret, Serializer
 
 __all__ = ["KoyojobsSettings", "dsn_from_database", "read_settings"]
@@ -105,7 +106,7 @@ def _queues(queues: Any) -> dict[str, int]:
     for queue, concurrency in pairs:
         if not isinstance(queue, str) or not queue:
             raise _bad("queues", f"queue names must be non-empty strings, got {queue!r}")
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        if not is_count(concurrency):
             raise _bad("queues", f"{queue}: concurrency must be an int >= 1, got {concurrency!r}")
     return dict(pairs)
 
@@ -128,7 +129,7 @@ def _retention(retention: Any) -> float | None:
         return None
     if isinstance(retention, timedelta):
         retention = retention.total_seconds()
-    if isinstance(retention, bool) or not isinstance(retention, int | float) or retention < 0:
+    if not is_seconds(retention, zero=True):
         raise _bad("retention", f"must be seconds >= 0 or a timedelta, got {retention!r}")
     return float(retention)
 

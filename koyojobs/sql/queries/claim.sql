@@ -3,7 +3,10 @@
 
 -- name: finished_outcomes
 -- The outcomes of finished attempts, written: the first CTE of finish_and_claim
--- and finish_and_claim_limited ($5..$11).
+-- and finish_and_claim_limited ($5..$11). An outcome that arrives after the
+-- rescue put its job back (its lease lapsed in an outage) is still kept while
+-- no later attempt has started: a success is stored as done, not left failed
+-- with "lease lapsed". Once: writing it clears lapsed_attempt.
 finished AS (
     UPDATE koyojobs_jobs AS j
        SET status = CASE WHEN u.status = 'snoozed' THEN 'ready' ELSE u.status END,
@@ -17,12 +20,18 @@ finished AS (
                                ELSE j.scheduled_at END,
            finished_at = CASE WHEN u.status IN ('ready', 'snoozed') THEN NULL ELSE now() END,
            lease_expires_at = NULL,
-           worker_id = NULL
+           worker_id = NULL,
+           lapsed_attempt = NULL
       FROM unnest($5::bigint[], $6::integer[], $7::text[], $8::bytea[], $9::text[],
                   $10::text[], $11::float8[])
            AS u(id, attempt, status, result, error, traceback, delay)
      WHERE j.id = u.id
-       AND CASE WHEN j.status = 'running' THEN j.attempts = u.attempt ELSE false END
+       -- The attempt that holds the job, or the one whose lease lapsed while
+       -- its outcome was on the way, as long as no later attempt has begun.
+       AND CASE WHEN j.status = 'running' THEN j.attempts = u.attempt
+                WHEN j.status IN ('ready', 'failed')
+                THEN j.lapsed_attempt = u.attempt AND j.attempts = u.attempt
+                ELSE false END
     RETURNING CASE WHEN j.waited AND u.status NOT IN ('ready', 'snoozed')
                    THEN pg_notify('koyojobs_finished', '') END
 )
@@ -37,7 +46,8 @@ UPDATE koyojobs_jobs AS j
        attempts = j.attempts + 1,
        started_at = clock_timestamp(),
        lease_expires_at = now() + make_interval(secs => $3),
-       worker_id = $4
+       worker_id = $4,
+       lapsed_attempt = NULL
  -- An array, not a join: a generic plan guesses LIMIT $2 at a tenth of the
  -- table and would hash-join it; an array of ids always takes the primary key.
  WHERE j.id = ANY (ARRAY(SELECT id FROM picked))

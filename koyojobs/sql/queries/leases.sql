@@ -11,9 +11,14 @@ RETURNING id;
 
 -- name: release_jobs
 -- Graceful stop: unfinished runs go back to ready and do not count as attempts.
+-- Those whose thread may still run ($3) are due only $4 seconds from now, once
+-- the stopping process has exited and taken the thread with it.
 UPDATE koyojobs_jobs
    SET status = 'ready',
        attempts = attempts - 1,
+       scheduled_at = CASE WHEN id = ANY($3::bigint[])
+                           THEN greatest(scheduled_at, now() + make_interval(secs => $4))
+                           ELSE scheduled_at END,
        lease_expires_at = NULL,
        worker_id = NULL
  WHERE id = ANY($1::bigint[]) AND worker_id = $2 AND status = 'running'
@@ -48,7 +53,8 @@ WITH lapsed AS (
            last_error = 'lease lapsed',
            last_traceback = NULL,
            lease_expires_at = NULL,
-           worker_id = NULL
+           worker_id = NULL,
+           lapsed_attempt = j.attempts
       FROM lapsed
      WHERE j.id = lapsed.id
     RETURNING j.id, j.queue, j.status,

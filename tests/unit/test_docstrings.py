@@ -1,0 +1,45 @@
+"""Every docstring example of the package runs (``+SKIP`` marks those that need a
+database or a running app): a doctest per module, as ``python -m doctest`` would."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import pkgutil
+
+import pytest
+
+import koyojobs
+
+# Runs the command line when imported.
+_NOT_IMPORTED = ("koyojobs.__main__",)
+# Loaded by Django itself, once a project's settings are configured (the
+# Django tests run them in a real project): importing them here would fail.
+_DJANGO_LOADED = (
+    "koyojobs.contrib.django.admin",
+    "koyojobs.contrib.django.apps",
+    "koyojobs.contrib.django.models",
+    "koyojobs.contrib.django.migrations",
+    "koyojobs.contrib.django.management",
+)
+
+MODULES = sorted(
+    info.name
+    for info in pkgutil.walk_packages(koyojobs.__path__, "koyojobs.")
+    if not info.name.startswith(_DJANGO_LOADED) and info.name not in _NOT_IMPORTED
+)
+
+
+def test_the_modules_are_found() -> None:
+    assert {"koyojobs.broker", "koyojobs.synchronous", "koyojobs.cli.worker"} <= set(MODULES)
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_the_docstring_examples_run(name: str) -> None:
+    module = importlib.import_module(name)
+    finder = doctest.DocTestFinder(exclude_empty=True)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    for test in finder.find(module, name, globs=vars(module).copy()):
+        runner.run(test)
+    result = runner.summarize(verbose=False)
+    assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {name}"
