@@ -318,6 +318,15 @@ SELECT id, name, queue, priority, status, attempts, max_attempts, scheduled_at,
   FROM koyojobs_jobs
  WHERE id = $1;
 
+-- name: get_task
+-- get_job for koyojobs.contrib.django.tasks (a Django TaskResult): with the
+-- arguments it shows and the worker running the job, if one is.
+SELECT id, name, queue, priority, status, attempts, max_attempts, scheduled_at,
+       created_at, started_at, finished_at, last_error, last_traceback, result, snoozes,
+       args, worker_id
+  FROM koyojobs_jobs
+ WHERE id = $1;
+
 -- name: cancel_job
 -- A running job's worker notices at its next lease renewal and stops it.
 UPDATE koyojobs_jobs
