@@ -38,14 +38,14 @@ else:
         from django.tasks import Task, TaskContext, TaskResult, TaskResultStatus, task_backends
     except ImportError:  # Django 5.2: the backport
         try:
-            from django_tasks import Task, TaskContext, TaskResult, TaskResultStatus, task_backends
+            from django_tasks import TaskContext, TaskResult, TaskResultStatus, task_backends
         except ImportError:
             raise ImportError(
                 "koyojobs.contrib.django.tasks needs Django's Tasks framework: Django 6, "
                 "or on Django 5.2 the backport (pip install django-tasks)"
             ) from None
         from django_tasks.backends.base import BaseTaskBackend
-        from django_tasks.base import TaskError
+        from django_tasks.base import Task, TaskError
         from django_tasks.exceptions import InvalidTaskError as InvalidTask
         from django_tasks.exceptions import TaskResultDoesNotExist
         from django_tasks.signals import task_enqueued, task_finished, task_started

@@ -322,7 +322,8 @@ class KoyojobsBackend(BaseTaskBackend):
             task,
             id=result_id,
             status=_STATUSES[status],
-            enqueued_at=created_at,
+            # The time enqueue() returned; the row's created_at is its transaction's start.
+            enqueued_at=meta.get("enqueued_at", created_at),
             started_at=started_at,
             finished_at=finished_at,
             args=task_args,
