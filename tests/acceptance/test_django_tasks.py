@@ -160,7 +160,9 @@ def _checked(apps: list[str], database: dict[str, str] | None = None) -> str:
     code = (
         "import django\nfrom django.conf import settings\n"
         f"settings.configure({settings}, DATABASES={{'default': {database!r}}})\n"
-        "django.setup()\n" + _CHECK
+        "django.setup()\n"
+        # As a project's tasks modules do (with the app, koyojobs' ready() does it too).
+        "import koyojobs.contrib.django._tasks_api\n" + _CHECK
     )
     result = subprocess.run(
         [sys.executable, "-c", code],

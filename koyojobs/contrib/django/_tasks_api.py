@@ -44,6 +44,7 @@ else:
                 "koyojobs.contrib.django.tasks needs Django's Tasks framework: Django 6, "
                 "or on Django 5.2 the backport (pip install django-tasks)"
             ) from None
+        from django_tasks import checks as _checks  # noqa: F401  (registered by the app too)
         from django_tasks.backends.base import BaseTaskBackend
         from django_tasks.base import Task, TaskError
         from django_tasks.exceptions import InvalidTaskError as InvalidTask
