@@ -40,6 +40,7 @@ import os
 import socket
 import traceback
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from django.apps import apps
@@ -52,11 +53,11 @@ from django.utils.module_loading import import_string
 
 from ... import sync
 from ...context import current_job
-from ...jobs import JobDefinition, schedule_at
+from ...jobs import JobCall, JobDefinition, schedule_at
 from ...models import RunningJob
 from ...outcomes import default_backoff
 from ...registry import register
-from ...serializer import Serializer
+from ...serializer import Serializer, dump_arguments
 from ...sql import QUERIES, pyformat
 from ._tasks_api import (
     BaseTaskBackend,
@@ -80,6 +81,7 @@ __all__ = ["KoyojobsBackend", "KoyojobsTask", "TaskCancelledError", "koyojobs_pr
 _GET_TASK = pyformat(QUERIES["get_task"])
 _OPTIONS = ("max_attempts", "timeout")
 _DEFAULT_MAX_ATTEMPTS = 3
+_MAX_VALID = 1000
 _MAX_QUEUE_LENGTH = 200  # as define_job allows
 _UNKNOWN_WORKER = "unknown"
 _STATUSES = {
@@ -182,6 +184,7 @@ class KoyojobsBackend(BaseTaskBackend):
         self.database = config.database
         """The alias of ``DATABASES`` jobs live in (``KOYOJOBS["database"]``)."""
         self.serializer = Serializer.from_options(config.secret)
+        self._valid: dict[Task[..., Any], JobDefinition[Any, Any]] = {}
 
     def validate_task(self, task: Task[..., Any]) -> None:
         """Django's checks, koyojobs' options; then the worker knows the task by its path.
@@ -199,7 +202,12 @@ class KoyojobsBackend(BaseTaskBackend):
                 raise InvalidTask(f"task {task.module_path!r}: {problem.lstrip('[').lstrip()}")
         if not _valid_queue(task.queue_name):
             raise InvalidTask(f"Queue {task.queue_name!r} is not a koyojobs queue name.")
-        register(self._definition(task))
+        definition = self._definition(task)
+        register(definition)
+        if task.run_after is None:  # a run_after is new at each call: nothing to reuse
+            if len(self._valid) >= _MAX_VALID:
+                self._valid.clear()
+            self._valid[task] = definition
 
     def enqueue(self, task: Task[Any, Any], args: Any, kwargs: Any) -> TaskResult[Any, Any]:
         """Insert the task as a koyojobs job in the current transaction of the jobs' database.
@@ -207,28 +215,39 @@ class KoyojobsBackend(BaseTaskBackend):
         Rolled back, the job never existed; committed, the insert's trigger
         has sent the NOTIFY that wakes a worker at once.
         """
-        self.validate_task(task)
-        args, kwargs = normalize_json(list(args)), normalize_json(dict(kwargs))
+        # Tasks are frozen: one checked before (they are as they are defined) needs no
+        # second look, and its definition is at hand.
+        definition = self._valid.get(task)
+        if definition is None:
+            self.validate_task(task)
+            definition = self._definition(task)
         enqueued_at = timezone.now()
-        meta = {"priority": task.priority, "backend": self.alias, "enqueued_at": enqueued_at}
-        if task.run_after is not None:
-            meta["run_after"] = task.run_after
-        call = self._definition(task)(args, kwargs, meta)
-        if task.run_after is not None:
-            run_after = task.run_after
-            if timezone.is_naive(run_after):  # USE_TZ = False: local time, as Django reads it
-                run_after = timezone.make_aware(run_after)
-            call = schedule_at(run_after, call)
-        job_id = sync.enqueue(call, connection=connections[self.database])
+        # Django's own TaskResult turns the arguments into JSON's types (or raises), and
+        # the worker gets them so: the same values Django's other backends hand a task.
         result = _result(
             task,
-            id=str(job_id),
+            id="",
             status=TaskResultStatus.READY,
             enqueued_at=enqueued_at,
             args=args,
             kwargs=kwargs,
             backend=self.alias,
         )
+        # Times as POSIX seconds: dill takes 7x as long over an aware datetime.
+        enqueued = enqueued_at.timestamp()
+        meta = {"priority": task.priority, "backend": self.alias, "enqueued": enqueued}
+        run_after = task.run_after
+        if run_after is not None:
+            meta["run_after"] = run_after  # rare: kept as given
+        arguments = (result.args, result.kwargs, meta)
+        payload = dump_arguments(definition.name, definition.fn, arguments, {})
+        call: JobCall[Any] = JobCall(definition, arguments, {}, payload)
+        if run_after is not None:
+            if timezone.is_naive(run_after):  # USE_TZ = False: local time, as Django reads it
+                run_after = timezone.make_aware(run_after)
+            call = schedule_at(run_after, call)
+        job_id = sync.enqueue(call, connection=connections[self.database])
+        object.__setattr__(result, "id", str(job_id))
         task_enqueued.send(type(self), task_result=result)
         return result
 
@@ -323,7 +342,7 @@ class KoyojobsBackend(BaseTaskBackend):
             id=result_id,
             status=_STATUSES[status],
             # The time enqueue() returned; the row's created_at is its transaction's start.
-            enqueued_at=meta.get("enqueued_at", created_at),
+            enqueued_at=_enqueued_at(meta) or created_at,
             started_at=started_at,
             finished_at=finished_at,
             args=task_args,
@@ -399,6 +418,11 @@ def _as_enqueued(task: Task[..., Any], queue: str, meta: dict[str, Any]) -> Task
     return dataclasses.replace(task, **changes)
 
 
+def _enqueued_at(meta: dict[str, Any]) -> datetime | None:
+    seconds = meta.get("enqueued")
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
+
+
 def _result(task: Task[..., Any], **fields: Any) -> TaskResult[Any, Any]:
     """A ``TaskResult``: the fields given, nothing started, finished nor failed by default."""
     defaults: dict[str, Any] = {
@@ -451,7 +475,7 @@ def _running(job: RunningJob, args: list[Any], kwargs: dict[str, Any], meta: dic
         task,
         id=str(job.id),
         status=TaskResultStatus.RUNNING,
-        enqueued_at=meta.get("enqueued_at"),
+        enqueued_at=_enqueued_at(meta),
         started_at=now,
         args=args,
         kwargs=kwargs,
