@@ -109,6 +109,12 @@ async def test_a_failing_task_shows_its_error_and_signals_are_sent(
     assert found["missing"] == ["999999", "abc", "-1"]
     assert found["invalid"] == "Queue 'nowhere' is not valid for backend."
     assert found["signals"] == ["started decline RUNNING", "finished decline FAILED"]
+    # A cancelled job is FAILED to Django, which has no cancelled status.
+    cancelled = found["cancelled"]
+    assert cancelled["status"] == "FAILED" and cancelled["attempts"] == 0
+    assert [e["path"] for e in cancelled["errors"]] == [
+        "koyojobs.contrib.django.tasks.TaskCancelledError"
+    ]
 
 
 async def test_async_tasks_run_on_the_workers_loop_and_context_is_passed(

@@ -19,6 +19,7 @@ django.setup()
 
 from django.contrib.auth.models import User  # noqa: E402
 from django.core.exceptions import ImproperlyConfigured  # noqa: E402
+from django.core.management import call_command  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.utils import timezone  # noqa: E402
@@ -139,6 +140,9 @@ def failures() -> dict[str, Any]:
     except InvalidTask as exc:
         invalid = str(exc)
     signals = list(Run.objects.order_by("id").values_list("label", flat=True))
+    later = record.using(run_after=timezone.now() + timedelta(hours=1)).enqueue("never")
+    call_command("koyojobs", "cancel", later.id)
+    later.refresh()
     return {
         "result": _shown(result),
         "raised": raised,
@@ -146,6 +150,7 @@ def failures() -> dict[str, Any]:
         "missing": missing,
         "invalid": invalid,
         "signals": signals,
+        "cancelled": _shown(later),
     }
 
 
