@@ -21,6 +21,10 @@ _DJANGO_LOADED = (
     "koyojobs.contrib.django.models",
     "koyojobs.contrib.django.migrations",
     "koyojobs.contrib.django.management",
+    # The Tasks backend needs a configured project: its examples run in
+    # tests/unit/test_django_tasks_doctests.py.
+    "koyojobs.contrib.django.tasks",
+    "koyojobs.contrib.django._tasks_api",
 )
 
 MODULES = sorted(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from django.apps import AppConfig
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -50,3 +52,8 @@ class KoyojobsConfig(AppConfig):
             # connection= falls back to KOYOJOBS_DSN, the command says what is wrong.
             dsn = None
         sync.configure(dsn=dsn, secret=config.secret)
+        if getattr(settings, "TASKS", None):
+            # Django 6 registers the Tasks backends' system checks (ours among them)
+            # only once django.tasks is imported: make sure it is.
+            with contextlib.suppress(ImportError):  # TASKS without the framework: not ours
+                from . import _tasks_api  # noqa: F401

@@ -4,13 +4,19 @@ The database comes from PG* variables, which the tests point at a database of
 the throwaway cluster."""
 
 import os
+from typing import cast
 
 from docs.examples.django_settings import *  # noqa: F403
-from docs.examples.django_settings import KOYOJOBS
+from docs.examples.django_settings import INSTALLED_APPS, KOYOJOBS, TASKS
 
 # A key given here rather than in KOYOJOBS_SECRET (which the tests unset): it
 # reaches koyojobs.sync and the worker only if the app passes it on.
 KOYOJOBS = {**KOYOJOBS, "secret": os.environ.get("DJANGO_TEST_SECRET") or None}
+
+# The Django Tasks tests' app, and a queue of one worker slot (their order is the claim's).
+INSTALLED_APPS = [*INSTALLED_APPS, "taskapp"]
+KOYOJOBS["queues"] = {**cast("dict[str, int]", KOYOJOBS["queues"]), "serial": 1}
+TASKS = {"default": {**TASKS["default"], "QUEUES": [*TASKS["default"]["QUEUES"], "serial"]}}
 
 SECRET_KEY = "tests-only"
 DEBUG = False

@@ -14,11 +14,15 @@ Example:
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 from typing import Any
 
 import click
+from django.apps import apps
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.utils.module_loading import import_string
 
 from koyojobs.cli import main
 from koyojobs.config import Deployment
@@ -64,7 +68,32 @@ def _prepare(arguments: list[str]) -> tuple[list[str], Deployment]:
         # The workers keep finished jobs as long as `prune` would: every status alike.
         age = f"{int(config.retention)}s"
         retention = {"done": age, "failed": age, "cancelled": age}
+    modules = config.modules + tuple(m for m in _task_modules() if m not in config.modules)
     deployment = Deployment(
-        modules=config.modules, queues=config.queues, secret=config.secret, retention=retention
+        modules=modules, queues=config.queues, secret=config.secret, retention=retention
     )
     return arguments, deployment
+
+
+def _task_modules() -> list[str]:
+    """Each installed app's ``tasks`` module, when a backend of ``TASKS`` is koyojobs'.
+
+    Django finds tasks by their module path, with no list of modules: the
+    worker imports the apps' ``tasks`` modules as Django's conventions place
+    them (tasks elsewhere go in ``KOYOJOBS["modules"]``).
+    """
+    configured = getattr(settings, "TASKS", None) or {}
+    if not configured:
+        return []
+    try:
+        from koyojobs.contrib.django.tasks import KoyojobsBackend
+    except ImportError:  # no Tasks framework: then no task of koyojobs' either
+        return []
+    backends = [import_string(str(c.get("BACKEND", ""))) for c in configured.values()]
+    if not any(issubclass(b, KoyojobsBackend) for b in backends):
+        return []
+    return [
+        f"{app.name}.tasks"
+        for app in apps.get_app_configs()
+        if importlib.util.find_spec(f"{app.name}.tasks") is not None
+    ]
