@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 import asyncpg
 import click
 
+from ._version import __version__
 from .broker import Broker
 from .config import ConfigError, Deployment, load_deployment
 from .database import Database, _redacted
@@ -226,6 +227,9 @@ def _run(
 
 
 @click.group()
+@click.version_option(
+    __version__, "--version", prog_name="koyojobs", message="%(prog)s %(version)s"
+)
 @click.option(
     "--log-level",
     default="INFO",
