@@ -877,6 +877,28 @@ def schedules(modules: tuple[str, ...], connection: _Connection) -> None:
     _table(lines)
 
 
+@main.group()
+def new() -> None:
+    """Generate code: a job module and its test."""
+
+
+@new.command("job")
+@click.argument("name")
+@click.option("--queue", default="default", show_default=True, help="The job's queue.")
+@click.option("--path", help="Folder for the job module (default: [tool.koyojobs] jobs_dir, jobs).")
+def new_job(name: str, queue: str, path: str | None) -> None:
+    """Write a job module NAME and a test for it; never overwrites a file."""
+    from .scaffold import ScaffoldError, new_job
+
+    deployment = _deployment()
+    folders = {"jobs_dir": path or deployment.jobs_dir, "tests_dir": deployment.tests_dir}
+    try:
+        for written in new_job(name, root=Path.cwd(), queue=queue, **folders):
+            click.echo(f"created {written.relative_to(Path.cwd())}")
+    except ScaffoldError as exc:
+        raise _UsageError(str(exc)) from None
+
+
 @main.command()
 @click.argument("modules", nargs=-1)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
