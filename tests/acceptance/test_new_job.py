@@ -106,5 +106,5 @@ def test_a_malformed_config_is_named(tmp_path: Path) -> None:
 def test_the_plan_names_the_module_by_its_folder() -> None:
     plan = plan_job("send_receipt", jobs_dir="shop/jobs")
     assert plan.module == "shop.jobs.send_receipt"
-    with pytest.raises(ScaffoldError, match="tests folder '../t'"):
+    with pytest.raises(ScaffoldError, match=r"tests folder '\.\./t'"):
         plan_job("send_receipt", tests_dir="../t")
