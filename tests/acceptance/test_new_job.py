@@ -70,9 +70,10 @@ def test_path_overrides_the_jobs_folder(tmp_path: Path) -> None:
     made = koyojobs(tmp_path, "new", "job", "nightly_report", "--path", "app/reports")
     assert made.returncode == 0, made.stderr
     assert (tmp_path / "app/reports/nightly_report.py").is_file()
-    assert "from app.reports.nightly_report import nightly_report" in (
-        tmp_path / "tests/test_nightly_report.py"
-    ).read_text()
+    assert (
+        "from app.reports.nightly_report import nightly_report"
+        in (tmp_path / "tests/test_nightly_report.py").read_text()
+    )
     ran = pytest_in(tmp_path)
     assert ran.returncode == 0, ran.stdout + ran.stderr
 
