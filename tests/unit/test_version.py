@@ -26,7 +26,8 @@ def test_version_is_the_installed_one() -> None:
 def _find_version_uninstalled(module_file: Path) -> str:
     # python -S: no site-packages, so no installed koyojobs (nor its
     # dependencies, hence the module loaded alone, by its path: it needs only
-    # the standard library). As a clone used without installing it is.
+    # the standard library). As a clone used without installing it is. -B: no
+    # bytecode written into the checkout.
     code = (
         "import importlib.util, sys\n"
         f"spec = importlib.util.spec_from_file_location('v', {str(module_file)!r})\n"
@@ -35,7 +36,7 @@ def _find_version_uninstalled(module_file: Path) -> str:
         "print(module.find_version())\n"
     )
     result = subprocess.run(
-        [sys.executable, "-S", "-c", code],
+        [sys.executable, "-S", "-B", "-c", code],
         capture_output=True,
         text=True,
         timeout=60,
