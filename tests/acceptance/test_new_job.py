@@ -23,9 +23,12 @@ def koyojobs(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def pytest_in(project: Path) -> subprocess.CompletedProcess[str]:
-    # As the generated test's docstring says to run it: python -m pytest, from the project.
+    # As the generated test's docstring says to run it: python -m pytest, from the
+    # project. Without pytest-asyncio: the generated test needs no plugin (and the
+    # plugin warns about its own settings, which -W error would make a failure).
+    options = ["-p", "no:cacheprovider", "-p", "no:asyncio", "-W", "error", "-q"]
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-W", "error", "-q"],
+        [sys.executable, "-m", "pytest", *options],
         cwd=project,
         capture_output=True,
         text=True,
