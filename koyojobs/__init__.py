@@ -5,8 +5,19 @@ Example:
     >>> @define_job(name="doc.say_hello")
     ... async def say_hello(name: str) -> str:
     ...     return name
+
+``koyojobs.__version__`` is the installed version (``koyojobs --version``
+prints the same), as a string:
+
+    >>> import koyojobs
+    >>> isinstance(koyojobs.__version__, str)
+    True
+
+It stays out of ``__all__``, as metadata rather than API (svcs keeps its
+``__all__`` to the names you call).
 """
 
+from ._version import __version__ as __version__
 from .broker import Broker
 from .context import (
     current_broker,

@@ -20,13 +20,24 @@ imports ``modules`` and runs one worker per declared queue, as Loom's
     [tool.koyojobs.retention]           # how long workers keep finished jobs
     done = "1h"                         # default 1d; failed and cancelled 7d
     failed = "none"                     # kept for good
+
+``koyojobs new job NAME`` writes its job module under ``jobs_dir`` and its test
+under ``tests_dir`` (folders relative to the project, default ``jobs`` and
+``tests``):
+
+.. code-block:: toml
+
+    [tool.koyojobs]
+    jobs_dir = "myapp/jobs"             # imported as myapp.jobs.NAME
+    tests_dir = "tests/jobs"
 """
 
 from __future__ import annotations
 
+import keyword
 import tomllib
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ._validate import is_count
@@ -59,6 +70,10 @@ class Deployment:
     queues: dict[str, int] = field(default_factory=dict)
     retention: dict[str, str] = field(default_factory=dict)
     """Per finished status, how long workers keep such jobs, as written (``"1d"``, ``"none"``)."""
+    jobs_dir: str = "jobs"
+    """Where ``koyojobs new job`` writes job modules, relative to the project (importable)."""
+    tests_dir: str = "tests"
+    """Where ``koyojobs new job`` writes their tests, relative to the project."""
     path: Path | None = None
     """The file it was read from (``None``: none was found)."""
     secret: Secret | tuple[Secret, ...] | None = None
@@ -93,6 +108,8 @@ def load_deployment(path: Path) -> Deployment:
         "pool_size",
         "queues",
         "retention",
+        "jobs_dir",
+        "tests_dir",
     }
     for key in section:
         if key not in known:
@@ -136,6 +153,8 @@ def load_deployment(path: Path) -> Deployment:
         pool_size=_optional_count(section, "pool_size", 1, where),
         queues=dict(queues),
         retention=dict(retention),
+        jobs_dir=_folder(section, "jobs_dir", "jobs", where, importable=True),
+        tests_dir=_folder(section, "tests_dir", "tests", where, importable=False),
         path=path,
     )
 
@@ -153,3 +172,39 @@ def _optional_count(section: dict[str, Any], key: str, least: int, where: str) -
     if value is not None and not _count(value, least):
         raise ConfigError(f"{where} {key}: must be an int >= {least}, got {value!r}")
     return value
+
+
+def _folder(
+    section: dict[str, Any], key: str, default: str, where: str, *, importable: bool
+) -> str:
+    value = section.get(key, default)
+    rule = "a folder inside the project, such as 'myapp/jobs'"
+    if not _name(value):
+        raise ConfigError(f"{where} {key}: must be {rule}, got {value!r}")
+    error = folder_error(value, importable=importable)
+    if error is not None:
+        raise ConfigError(f"{where} {key}: {error}, got {value!r}")
+    return str(value)
+
+
+def folder_error(folder: str, *, importable: bool) -> str | None:
+    """Why ``folder`` cannot hold generated files, or ``None`` if it can.
+
+    It must be relative and stay inside the project; a folder of job modules
+    must also be importable (``myapp/jobs`` is the package ``myapp.jobs``),
+    since workers and tests import the jobs by that name.
+
+    Example:
+        >>> folder_error("myapp/jobs", importable=True) is None
+        True
+        >>> folder_error("my-app/jobs", importable=True)
+        "'my-app' is not a Python identifier, so the jobs could not be imported"
+    """
+    path = PurePosixPath(folder.replace("\\", "/"))
+    if path.is_absolute() or ".." in path.parts:
+        return "must be a relative folder inside the project"
+    if importable:
+        for part in path.parts:
+            if not part.isidentifier() or keyword.iskeyword(part):
+                return f"{part!r} is not a Python identifier, so the jobs could not be imported"
+    return None

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import asyncpg
 import click
 
+from .._version import __version__
 from ..broker import Broker
 from ..config import ConfigError, Deployment, load_deployment
 from ..database import Database, _redacted
@@ -145,20 +146,20 @@ def connects(command: Callable[..., T]) -> Callable[..., T]:
         statement_cache_size: int | None,
         **kwargs: Any,
     ) -> T:
-        deployment = _deployment()
+        declared = deployment()
         # The command line (and KOYOJOBS_*) first, then what pyproject.toml declares.
         if dsn is None:
-            dsn = os.environ.get(deployment.dsn_env) if deployment.path else None
-        if listen_dsn is None and deployment.listen_dsn_env:
-            listen_dsn = os.environ.get(deployment.listen_dsn_env)
+            dsn = os.environ.get(declared.dsn_env) if declared.path else None
+        if listen_dsn is None and declared.listen_dsn_env:
+            listen_dsn = os.environ.get(declared.listen_dsn_env)
         if statement_cache_size is None:
-            statement_cache_size = deployment.statement_cache_size
-        if not dsn and deployment.dsn_env != "KOYOJOBS_DSN":
+            statement_cache_size = declared.statement_cache_size
+        if not dsn and declared.dsn_env != "KOYOJOBS_DSN":
             raise UsageError(
-                f"no database given: pass --dsn, or set KOYOJOBS_DSN or {deployment.dsn_env} "
-                f"(dsn_env in {deployment.path})"
+                f"no database given: pass --dsn, or set KOYOJOBS_DSN or {declared.dsn_env} "
+                f"(dsn_env in {declared.path})"
             )
-        connection = Connection(_require_dsn(dsn), listen_dsn, statement_cache_size, deployment)
+        connection = Connection(_require_dsn(dsn), listen_dsn, statement_cache_size, declared)
         return command(*args, connection=connection, **kwargs)
 
     options = (
@@ -187,7 +188,7 @@ def connects(command: Callable[..., T]) -> Callable[..., T]:
     return wrapped
 
 
-def _deployment() -> Deployment:
+def deployment() -> Deployment:
     """``[tool.koyojobs]`` of ./pyproject.toml; a malformed one is a usage error.
 
     A program that runs the CLI may pass its own as click's ``obj`` instead
@@ -214,6 +215,9 @@ def with_broker(
 
 
 @click.group()
+@click.version_option(
+    __version__, "--version", prog_name="koyojobs", message="%(prog)s %(version)s"
+)
 @click.option(
     "--log-level",
     default="INFO",

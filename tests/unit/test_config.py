@@ -50,6 +50,14 @@ failed = "none"
     )
 
 
+def test_the_generator_folders_default_and_are_read(tmp_path: Path) -> None:
+    assert (Deployment().jobs_dir, Deployment().tests_dir) == ("jobs", "tests")
+    path = _write(tmp_path, "[tool.koyojobs]\njobs_dir = 'app/jobs'\ntests_dir = 'tests/my-jobs'\n")
+    deployment = load_deployment(path)
+    # A tests folder need not be importable; a jobs folder must be.
+    assert (deployment.jobs_dir, deployment.tests_dir) == ("app/jobs", "tests/my-jobs")
+
+
 def test_no_file_or_no_section_declares_nothing(tmp_path: Path) -> None:
     assert load_deployment(tmp_path / "pyproject.toml") == Deployment()
     assert load_deployment(_write(tmp_path, "[project]\nname = 'x'\n")) == Deployment()
@@ -74,6 +82,14 @@ def test_no_file_or_no_section_declares_nothing(tmp_path: Path) -> None:
         ("[tool.koyojobs.retention]\nstarted = '1d'\n", "retention.started"),
         ("[tool.koyojobs.retention]\ndone = 3\n", "retention.done"),
         ("[tool.koyojobs]\nretention = 'forever'\n", "retention"),
+        ("[tool.koyojobs]\njobs_dir = ''\n", "jobs_dir"),
+        ("[tool.koyojobs]\njobs_dir = 3\n", "jobs_dir"),
+        ("[tool.koyojobs]\njobs_dir = '/srv/app/jobs'\n", "jobs_dir"),
+        ("[tool.koyojobs]\njobs_dir = '../jobs'\n", "jobs_dir"),
+        ("[tool.koyojobs]\njobs_dir = 'my-app/jobs'\n", "'my-app' is not a Python identifier"),
+        ("[tool.koyojobs]\njobs_dir = 'app/class'\n", "'class'"),
+        ("[tool.koyojobs]\ntests_dir = '../tests'\n", "tests_dir"),
+        ("[tool.koyojobs]\ntests_dir = []\n", "tests_dir"),
     ],
 )
 def test_each_malformed_key_is_named_in_one_line(tmp_path: Path, text: str, culprit: str) -> None:
