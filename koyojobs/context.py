@@ -1,4 +1,4 @@
-"""What a piece of code can ask about where it runs.
+"""Where code runs: ``current_job``, ``current_broker``, and ``retry``/``snooze`` that end a job.
 
 The running job and the broker it came from live in context variables, set by
 the worker around each run (and copied into the thread of a plain ``def``

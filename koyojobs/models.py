@@ -1,4 +1,4 @@
-"""The records koyojobs hands back: :class:`Job` and :class:`Status`."""
+"""The records koyojobs hands back: Job, Status, RunningJob, QueueStatus, ScheduleState."""
 
 from __future__ import annotations
 

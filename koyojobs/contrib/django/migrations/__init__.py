@@ -1,0 +1,1 @@
+"""Django migrations of the unmanaged jobs model (the schema is koyojobs' own)."""

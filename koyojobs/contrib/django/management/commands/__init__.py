@@ -1,0 +1,1 @@
+"""The ``koyojobs`` management command."""
