@@ -15,29 +15,32 @@ from typing import Any
 
 import pytest
 
-from tests.acceptance.test_django import ROOT, _configured, _environment, _Process, _run
+from tests.acceptance.django_harness import (
+    ROOT,
+    Process,
+    configured,
+    environment,
+    migrated,
+    run,
+    scenario,
+)
 
 PROJECT = ROOT / "tests" / "django_project"
 
 
 def _scenario(dsn: str, name: str) -> dict[str, Any]:
-    result = _run(dsn, "task_scenarios.py", name)
-    assert result.returncode == 0, result.stderr
-    found: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
-    return found
+    return scenario(dsn, "task_scenarios.py", name)
 
 
 @pytest.fixture
 async def django_db(dsn: str) -> str:
-    result = await asyncio.to_thread(_run, dsn, "manage.py", "migrate", "--no-input")
-    assert result.returncode == 0, result.stderr
-    return dsn
+    return await migrated(dsn)
 
 
 @pytest.fixture
-def worker(django_db: str) -> Iterator[_Process]:
+def worker(django_db: str) -> Iterator[Process]:
     # A 30 s poll: tasks start in time only because the commit's NOTIFY woke the worker.
-    process = _Process(django_db, "manage.py", "koyojobs", "worker", "--poll-interval", "30")
+    process = Process(django_db, "manage.py", "koyojobs", "worker", "--poll-interval", "30")
     try:
         process.wait_for("working")
         yield process
@@ -51,7 +54,7 @@ def _time(text: str) -> datetime:
 
 
 async def test_a_view_enqueues_a_task_in_its_transaction_and_the_worker_runs_it(
-    django_db: str, worker: _Process
+    django_db: str, worker: Process
 ) -> None:
     found = await asyncio.to_thread(_scenario, django_db, "orders")
     assert (found["committed"], found["rolled_back"]) == (201, 500)
@@ -80,7 +83,7 @@ async def test_a_view_enqueues_a_task_in_its_transaction_and_the_worker_runs_it(
 
 
 async def test_priorities_order_tasks_and_plain_jobs_and_run_after_defers(
-    django_db: str, worker: _Process
+    django_db: str, worker: Process
 ) -> None:
     found = await asyncio.to_thread(_scenario, django_db, "priorities")
     # Django 90 -> koyojobs 10, a plain job's default 50, Django 0 -> 100, -10 -> 110.
@@ -94,7 +97,7 @@ async def test_priorities_order_tasks_and_plain_jobs_and_run_after_defers(
 
 
 async def test_a_failing_task_shows_its_error_and_signals_are_sent(
-    django_db: str, worker: _Process
+    django_db: str, worker: Process
 ) -> None:
     found = await asyncio.to_thread(_scenario, django_db, "failures")
     result = found["result"]
@@ -118,7 +121,7 @@ async def test_a_failing_task_shows_its_error_and_signals_are_sent(
 
 
 async def test_async_tasks_run_on_the_workers_loop_and_context_is_passed(
-    django_db: str, worker: _Process
+    django_db: str, worker: Process
 ) -> None:
     found = await asyncio.to_thread(_scenario, django_db, "async_task")
     assert found["result"]["status"] == "SUCCESSFUL"
@@ -133,7 +136,7 @@ async def test_async_tasks_run_on_the_workers_loop_and_context_is_passed(
 
 
 def test_malformed_options_are_one_line_naming_the_setting(tmp_path: Any) -> None:
-    result = _run("postgresql:///unused", "task_scenarios.py", "bad_options")
+    result = run("postgresql:///unused", "task_scenarios.py", "bad_options")
     assert result.returncode == 0, result.stderr
     found = json.loads(result.stdout.strip().splitlines()[-1])
     assert found == {
@@ -173,7 +176,7 @@ def _checked(apps: list[str], database: dict[str, str] | None = None) -> str:
     result = subprocess.run(
         [sys.executable, "-c", code],
         cwd=ROOT,
-        env={**_environment("postgresql:///unused"), "DJANGO_SETTINGS_MODULE": ""},
+        env={**environment("postgresql:///unused"), "DJANGO_SETTINGS_MODULE": ""},
         capture_output=True,
         text=True,
         timeout=60,
@@ -200,7 +203,7 @@ def test_system_checks_name_the_app_the_database_and_the_queues() -> None:
 
 
 def test_the_command_imports_the_apps_tasks_modules() -> None:
-    result = _configured(
+    result = configured(
         None,
         "from koyojobs.contrib.django.management.commands.koyojobs import _prepare\n"
         "print(_prepare(['worker'])[1].modules)\n",
