@@ -372,6 +372,7 @@ class Lane:
                 started = time.monotonic()
                 executor = TrackedExecutor(self._executor, this)
                 decision = await attempt(row, self.broker.serializer, self.broker, executor)
+                await _until_threads_end(this, row)
         except asyncio.CancelledError:
             # Stopped by stop() (released afterwards) or because the job is no
             # longer ours (cancelled or rescued): nothing to record.
@@ -466,6 +467,23 @@ class Lane:
                 exc_info=True,
                 extra={"jobs": job_ids},
             )
+
+
+async def _until_threads_end(run: Run, row: asyncpg.Record) -> None:
+    """Hold the job (its slot and its lease) while a thread of its attempt still runs.
+
+    A ``def`` job past its timeout has its outcome decided, but its thread
+    cannot be stopped: written now, a retry could start elsewhere while the
+    thread still runs. The thread holds a pool thread anyway.
+    """
+    if not run.thread_alive():
+        return
+    log.warning(
+        "the job's thread runs on past its attempt (a def job past its timeout): "
+        "its outcome is written once the thread returns",
+        extra={"job_id": row["id"], "attempt": row["attempts"]},
+    )
+    await asyncio.wait([asyncio.wrap_future(f) for f in run.threads if not f.done()])
 
 
 def _log_outcome(row: asyncpg.Record, decision: Decision, seconds: float) -> None:

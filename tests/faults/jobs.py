@@ -253,6 +253,10 @@ def lifelog(path: str, seconds: float) -> str:
 
     Each line carries the process, the attempt and the wall clock, so a test can
     tell from the job's own log whether two runs ever overlapped."""
+    return _live(path, seconds)
+
+
+def _live(path: str, seconds: float) -> str:
     job = _job()
 
     def line(what: str) -> None:
@@ -286,3 +290,9 @@ def overlaps(spans: list[tuple[int, float, float]]) -> list[str]:
         for a, b in itertools.pairwise(spans)
         if b[1] <= a[2]
     ]
+
+
+@define_job(name="faults.lifelog_past_timeout", max_attempts=2, timeout=0.3, backoff=lambda a: 0)
+def lifelog_past_timeout(path: str, seconds: float) -> str:
+    """:func:`lifelog` with a timeout shorter than its run: its thread outlives each attempt."""
+    return _live(path, seconds)

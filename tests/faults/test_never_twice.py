@@ -67,3 +67,18 @@ async def test_a_worker_that_cannot_renew_a_def_jobs_lease_ends_itself_before_it
     spans = jobs.life_spans(str(log))
     assert len(spans) == 2 and spans[0][0] == cut_off.pid, spans
     assert jobs.overlaps(spans) == []
+
+
+@pytest.mark.timeout(60)
+async def test_a_def_job_past_its_timeout_is_not_retried_while_its_thread_runs(
+    broker: Broker, worker_processes: StartProcess, tmp_path: Path
+) -> None:
+    log = tmp_path / "life.log"
+    for _ in range(2):  # the retry may go to either
+        await worker_processes(lease=2.0)
+    job_id = await jobs.lifelog_past_timeout(str(log), 1.5)
+    job = await wait_for_status(broker, job_id, Status.FAILED, timeout=30)
+    assert job.last_error is not None and "ran past its timeout" in job.last_error
+    spans = jobs.life_spans(str(log))
+    assert len(spans) == 2, spans
+    assert jobs.overlaps(spans) == []
