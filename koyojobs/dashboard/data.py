@@ -1,6 +1,6 @@
 """What the dashboard's pages read: one statement per page, each at a bounded cost.
 
-The statements are in ``koyojobs/sql/queries.sql`` (``dashboard_*``); this
+The statements are in ``koyojobs/sql/queries/dashboard.sql`` (``dashboard_*``); this
 module turns their rows into the records the templates show.
 """
 
