@@ -153,11 +153,17 @@ async def test_a_rate_limit_holds_across_two_worker_processes_by_the_jobs_own_lo
 async def _two_workers_run(
     broker: Broker, dsn: str, ids: list[int], **options: object
 ) -> list[WorkerProcess]:
-    """Two ``koyojobs worker`` processes of the flow queue run the jobs ``ids``, then stop."""
+    """Two ``koyojobs worker`` processes of the flow queue run the jobs ``ids``, then stop.
+
+    The queue is paused until both are working: otherwise the first to start
+    could run every job before the second has imported its modules.
+    """
+    await broker.pause(flow_jobs.QUEUE)
     workers = [
         await WorkerProcess(dsn, module="tests.flow_jobs", queue=flow_jobs.QUEUE, **options).start()
         for _ in range(2)
     ]
+    await broker.resume(flow_jobs.QUEUE)
     try:
         for job_id in ids:
             await wait_for_status(broker, job_id, Status.DONE, timeout=60)
