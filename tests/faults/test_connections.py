@@ -251,3 +251,34 @@ async def test_a_run_whose_lease_renewal_hangs_stops_before_its_lease_can_lapse(
     assert job.attempts == 2
     (_, _, _, first_end, _), (_, _, second_start, _, _) = jobs.runs
     assert first_end <= second_start
+
+
+@pytest.mark.timeout(30)
+async def test_the_pools_failed_reconnects_are_one_line_with_their_cause(
+    dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # asyncpg's pool reopens its floor of connections (min_size) by itself when
+    # one is lost, and logs each failed try at WARNING with a traceback: in an
+    # outage, a traceback a second in the worker's log for a refused connection.
+    from koyojobs import Database
+    from tests.proxy import BlackholeProxy
+
+    proxy = BlackholeProxy(dsn)
+    await proxy.start()
+    database = Database(proxy.dsn, min_size=1, max_size=2)
+    await database.start()
+    logger = logging.getLogger("asyncpg.pool")
+    logger.addHandler(caplog.handler)
+    try:
+        await proxy.stop()  # the pool's connection is lost, and a new one refused
+        await until(
+            lambda: [r for r in caplog.records if r.name == "asyncpg.pool"],
+            what="the pool's failed reconnect logged",
+        )
+    finally:
+        logger.removeHandler(caplog.handler)
+        await database.stop()
+    [record, *_] = [r for r in caplog.records if r.name == "asyncpg.pool"]
+    assert record.levelno == logging.WARNING
+    assert record.exc_info is None, "a traceback for a refused connection"
+    assert "cause=ConnectionRefusedError" in record.getMessage(), record.getMessage()
