@@ -202,9 +202,10 @@ class Soak:
     async def inject(self, until: float) -> None:
         rng = random.Random(self.args.seed + 1)
         while True:
-            await asyncio.sleep(rng.uniform(0.5, 1.5) * self.args.fault_every)
-            if time.time() >= until:
+            pause = rng.uniform(0.5, 1.5) * self.args.fault_every
+            if time.time() + pause >= until:
                 return
+            await asyncio.sleep(pause)  # the fault schedule: random intervals
             fault = rng.choice(FAULTS)
             self.faults[fault] += 1
             print(f"{time.strftime('%H:%M:%S')} {fault}", flush=True)
@@ -447,6 +448,8 @@ def worker_lines(logdir: Path) -> dict[str, int]:
         "exiting before the lease lapses",
         "job no longer held",
         "lease lapsed before the job began",
+        "def jobs still running past the grace",
+        "exiting with job threads still running",
         "enqueuing periodic jobs again",
         "claiming again",
         "Traceback",

@@ -341,12 +341,8 @@ class Lane:
             task = await Vacuum.of(self.broker).check(
                 self.worker.vacuum_threshold, self._fetch, self.broker
             )
-        except Exception:
-            log.warning(
-                "counting the jobs table's dead rows failed",
-                exc_info=True,
-                extra={"queue": self.queue},
-            )
+        except Exception as exc:
+            log_trouble(log, "counting the jobs table's dead rows failed", exc, queue=self.queue)
             return
         if task is not None:
             self._vacuum_task = task
@@ -415,11 +411,12 @@ class Lane:
                 await database.fetch_within(
                     self.worker.deadline, QUERIES["notify_queue"], put_back[0]["queue"]
                 )
-        except Exception:
-            log.warning(
+        except Exception as exc:
+            log_trouble(
+                log,
                 "could not put the job back; it returns when its lease lapses",
-                exc_info=True,
-                extra={"job_id": row["id"]},
+                exc,
+                job_id=row["id"],
             )
 
     # -- stopping -----------------------------------------------------------
@@ -430,8 +427,8 @@ class Lane:
         while self._decisions and failures < _WRITE_TRIES_AT_STOP:
             try:
                 await self._exchange(0)
-            except Exception:
-                log.warning("recording outcomes at stop failed", exc_info=True)
+            except Exception as exc:
+                log_trouble(log, "recording outcomes at stop failed", exc)
                 # The database may be restarting: give it a moment before trying again.
                 await asyncio.sleep(0.1 * 2**failures)
                 failures += 1
@@ -460,11 +457,12 @@ class Lane:
             )
             for queue in {row["queue"] for row in rows}:
                 await database.fetch_within(self.worker.deadline, QUERIES["notify_queue"], queue)
-        except Exception:
-            log.warning(
+        except Exception as exc:
+            log_trouble(
+                log,
                 "could not put unfinished jobs back; they return when their leases lapse",
-                exc_info=True,
-                extra={"jobs": job_ids},
+                exc,
+                jobs=job_ids,
             )
 
 
