@@ -163,8 +163,8 @@ class Soak:
                 calls.append(jobs.long_def(rng.uniform(3, 10)))
             if rng.random() < 0.12:
                 calls.append(jobs.long_async(rng.uniform(3, 10)))
-            if rng.random() < 0.5:
-                calls.append(jobs.limited(f"k{rng.randrange(3)}", rng.uniform(0.2, 2)))
+            if rng.random() < 0.35:  # some outlive the grace
+                calls.append(jobs.limited(f"k{rng.randrange(3)}", rng.uniform(0.2, 4)))
             if rng.random() < 0.3:
                 calls.append(jobs.snoozer(0.5))
             if rng.random() < 0.2:
@@ -276,25 +276,36 @@ class Soak:
             ]
             stopping = asyncio.Event()
             supervisors = [asyncio.create_task(s.supervise(stopping)) for s in self.slots]
-            began = time.time()
-            until = began + self.args.seconds
-            await asyncio.gather(
-                self.produce(broker, until), self.inject(until), self.sample_unique(broker, until)
-            )
-            print(f"{time.strftime('%H:%M:%S')} faults stopped; draining", flush=True)
-            drained = await self.drain(broker)
-            stuck = await broker.pool.fetch(
-                "SELECT id, name, status FROM koyojobs_jobs"
-                " WHERE (status = 'ready' AND scheduled_at < now() - make_interval(secs => $1))"
-                "    OR (status = 'running'"
-                "        AND lease_expires_at < now() - make_interval(secs => $1))",
-                LEASE + POLL + 5,
-            )
-            stopping.set()
-            for slot in self.slots:
-                slot.signal(signal.SIGTERM)
-            await asyncio.gather(*supervisors)
-            return await self.judge(broker, began, drained, [dict(r) for r in stuck])
+            try:
+                return await self.soak(broker, stopping, supervisors)
+            finally:
+                stopping.set()  # interrupted (Ctrl-C): no worker outlives the soak
+                for slot in self.slots:
+                    if slot.process is not None and slot.process.returncode is None:
+                        slot.process.kill()
+
+    async def soak(
+        self, broker: Broker, stopping: asyncio.Event, supervisors: list[asyncio.Task[None]]
+    ) -> dict[str, Any]:
+        began = time.time()
+        until = began + self.args.seconds
+        await asyncio.gather(
+            self.produce(broker, until), self.inject(until), self.sample_unique(broker, until)
+        )
+        print(f"{time.strftime('%H:%M:%S')} faults stopped; draining", flush=True)
+        drained = await self.drain(broker)
+        stuck = await broker.pool.fetch(
+            "SELECT id, name, status FROM koyojobs_jobs"
+            " WHERE (status = 'ready' AND scheduled_at < now() - make_interval(secs => $1))"
+            "    OR (status = 'running'"
+            "        AND lease_expires_at < now() - make_interval(secs => $1))",
+            LEASE + POLL + 5,
+        )
+        stopping.set()
+        for slot in self.slots:
+            slot.signal(signal.SIGTERM)
+        await asyncio.gather(*supervisors)
+        return await self.judge(broker, began, drained, [dict(r) for r in stuck])
 
     async def judge(
         self, broker: Broker, began: float, drained: float, stuck: list[dict[str, Any]]

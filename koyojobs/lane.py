@@ -117,8 +117,9 @@ class Lane:
             run.task.cancel()
         await asyncio.gather(*(r.task for r in runs), return_exceptions=True)
         # An async run is stopped now; a thread is not, and may run until the
-        # process ends: its job is put back due only a lease from now, so that
-        # no other worker starts it while it may still run here.
+        # process ends: its job stays running for a lease more (the rescue puts
+        # it back), so that no other worker starts it, nor another job of its
+        # concurrency key in its slot, while it may still run here.
         threaded = [job_id for job_id, run in unfinished.items() if run.thread_alive()]
         await self.leases.stop()
         if self._vacuum_task is not None:
@@ -442,7 +443,7 @@ class Lane:
     async def _release(self, job_ids: list[int], threaded: list[int]) -> None:
         if threaded:
             log.warning(
-                "def jobs still running past the grace: put back to run a lease from now",
+                "def jobs still running past the grace: they run again a lease from now",
                 extra={"jobs": threaded, "delay": f"{self.worker.lease:g}s"},
             )
         try:
