@@ -253,6 +253,10 @@ def lifelog(path: str, seconds: float) -> str:
 
     Each line carries the process, the attempt and the wall clock, so a test can
     tell from the job's own log whether two runs ever overlapped."""
+    return _live(path, seconds)
+
+
+def _live(path: str, seconds: float) -> str:
     job = _job()
 
     def line(what: str) -> None:
@@ -275,7 +279,7 @@ default queue claims, for every other test that imports this module."""
 @define_job(name="faults.limited_lifelog", queue=LIMITED_QUEUE, max_attempts=3, concurrency=1)
 def limited_lifelog(path: str, seconds: float) -> str:
     """:func:`lifelog` under ``concurrency=1``: one run of any call at a time."""
-    return lifelog.fn(path, seconds)
+    return _live(path, seconds)
 
 
 def life_spans(path: str) -> list[tuple[int, float, float]]:

@@ -136,6 +136,7 @@ async def test_sigterm_lets_running_jobs_finish_within_the_grace_and_puts_the_re
         " FROM koyojobs_jobs WHERE id = $1",
         hanging_thread,
     )
+    assert row is not None
     assert dict(row) == {"status": "running", "attempts": 0, "worker_id": None, "leased": True}
     assert "released=2" in worker.output()
 

@@ -50,7 +50,11 @@ async def test_a_renewal_failing_past_the_deadline_of_a_def_jobs_thread_ends_the
     with ThreadPoolExecutor(1) as pool:
         thread = pool.submit(release.wait, 20)
         try:
-            task = asyncio.ensure_future(asyncio.wrap_future(thread))
+
+            async def running() -> None:
+                await asyncio.wrap_future(thread)
+
+            task = asyncio.create_task(running())
             deadline = time.monotonic() + lease
             run = Run(task, deadline, begun=True, threads=[thread])
             runs[7] = run
