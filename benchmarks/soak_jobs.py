@@ -25,6 +25,8 @@ from koyojobs import current_job, define_job, retry, snooze
 
 LIFELOG_ENV = "SOAK_LIFELOG"
 ALIVE_EVERY = 0.05
+QUEUE = "soak"
+"""Not ``default``: a limited job changes how its queue claims, for whoever imports this."""
 PERIODIC_QUEUE = "soak-periodic"
 LIMIT = 2
 """``concurrency`` of soak.limited, per key."""
@@ -72,7 +74,7 @@ class _Life:
             raise
 
 
-@define_job(name="soak.quick", max_attempts=20, backoff=_backoff)
+@define_job(name="soak.quick", queue=QUEUE, max_attempts=20, backoff=_backoff)
 async def quick(seconds: float) -> str:
     life = _Life("quick")
     await asyncio.sleep(seconds)  # a short piece of work
@@ -80,7 +82,7 @@ async def quick(seconds: float) -> str:
     return "quick"
 
 
-@define_job(name="soak.long_def", max_attempts=20, backoff=_backoff)
+@define_job(name="soak.long_def", queue=QUEUE, max_attempts=20, backoff=_backoff)
 def long_def(seconds: float) -> str:
     """A thread, longer than the grace and often than the lease: it cannot be stopped."""
     life = _Life("def")
@@ -89,7 +91,7 @@ def long_def(seconds: float) -> str:
     return "long_def"
 
 
-@define_job(name="soak.long_async", max_attempts=20, backoff=_backoff)
+@define_job(name="soak.long_async", queue=QUEUE, max_attempts=20, backoff=_backoff)
 async def long_async(seconds: float) -> str:
     life = _Life("async")
     await life.live(seconds)
@@ -99,6 +101,7 @@ async def long_async(seconds: float) -> str:
 
 @define_job(
     name="soak.limited",
+    queue=QUEUE,
     max_attempts=20,
     backoff=_backoff,
     concurrency=LIMIT,
@@ -111,14 +114,20 @@ def limited(key: str, seconds: float) -> str:
     return "limited"
 
 
-@define_job(name="soak.rated", max_attempts=20, backoff=_backoff, rate_limit=RATE)
+@define_job(name="soak.rated", queue=QUEUE, max_attempts=20, backoff=_backoff, rate_limit=RATE)
 async def rated(n: int) -> int:
     life = _Life("rated")
     life.line("end", "done")
     return n
 
 
-@define_job(name="soak.unique", max_attempts=20, backoff=_backoff, unique=lambda key, seconds: key)
+@define_job(
+    name="soak.unique",
+    queue=QUEUE,
+    max_attempts=20,
+    backoff=_backoff,
+    unique=lambda key, seconds: key,
+)
 async def unique(key: str, seconds: float) -> str:
     life = _Life("unique", key)
     await life.live(seconds)
@@ -126,7 +135,7 @@ async def unique(key: str, seconds: float) -> str:
     return "unique"
 
 
-@define_job(name="soak.snoozer", max_attempts=20, backoff=_backoff)
+@define_job(name="soak.snoozer", queue=QUEUE, max_attempts=20, backoff=_backoff)
 async def snoozer(chance: float) -> str:
     life = _Life("snooze")
     if random.random() < chance:
@@ -136,7 +145,7 @@ async def snoozer(chance: float) -> str:
     return "awake"
 
 
-@define_job(name="soak.flaky", max_attempts=20, backoff=_backoff)
+@define_job(name="soak.flaky", queue=QUEUE, max_attempts=20, backoff=_backoff)
 async def flaky() -> int:
     """Fails its first attempt, asks for a retry in its second, succeeds from its third."""
     life = _Life("flaky")

@@ -98,7 +98,7 @@ class Slot:
             "worker",
             "benchmarks.soak_jobs",
             "--queue",
-            "default",
+            jobs.QUEUE,
             "--queue",
             jobs.PERIODIC_QUEUE,
             "--dsn",
