@@ -10,6 +10,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from ._validate import is_count
+from .errors import quiet_pool_reconnects
 from .lifecycle import Lifecycle
 from .sql import QUERIES
 
@@ -127,6 +128,7 @@ class Database(Lifecycle):
     async def start(self) -> None:
         """Open the pool (once; later calls do nothing)."""
         if self._pool is None:
+            quiet_pool_reconnects()
             self._pool = await asyncpg.create_pool(
                 self.dsn,
                 **self.connect_options,

@@ -16,6 +16,7 @@ __all__ = [
     "describe",
     "is_connection_trouble",
     "log_trouble",
+    "quiet_pool_reconnects",
 ]
 
 _MAX_DESCRIPTION = 1000
@@ -125,3 +126,38 @@ def log_trouble(log: logging.Logger, message: str, exc: BaseException, **extra: 
         log.warning(message, extra={**extra, "cause": describe(exc)})
     else:
         log.warning(message, exc_info=exc, extra=extra)
+
+
+class _OneLineTrouble(logging.Filter):
+    """Turns a record's traceback of connection trouble into ``cause=`` on its line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and is_connection_trouble(exc):
+            record.msg = f"{record.getMessage()} cause={describe(exc)}"
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+_ONE_LINE_TROUBLE = _OneLineTrouble()
+
+
+def quiet_pool_reconnects() -> None:
+    """Log asyncpg's pool's failed reconnects as one line with their cause.
+
+    The pool reopens its floor of connections (``min_size``) by itself after
+    one is lost, and logs each failed try at WARNING with a traceback: in an
+    outage, one every few seconds for a refused connection. Unknown errors
+    keep theirs. Called when a :class:`~koyojobs.Database` opens its pool.
+
+    Example:
+        >>> quiet_pool_reconnects()
+        >>> len([f for f in logging.getLogger("asyncpg.pool").filters
+        ...      if isinstance(f, _OneLineTrouble)])
+        1
+    """
+    logger = logging.getLogger("asyncpg.pool")
+    if _ONE_LINE_TROUBLE not in logger.filters:
+        logger.addFilter(_ONE_LINE_TROUBLE)

@@ -117,8 +117,9 @@ class Lane:
             run.task.cancel()
         await asyncio.gather(*(r.task for r in runs), return_exceptions=True)
         # An async run is stopped now; a thread is not, and may run until the
-        # process ends: its job is put back due only a lease from now, so that
-        # no other worker starts it while it may still run here.
+        # process ends: its job stays running for a lease more (the rescue puts
+        # it back), so that no other worker starts it, nor another job of its
+        # concurrency key in its slot, while it may still run here.
         threaded = [job_id for job_id, run in unfinished.items() if run.thread_alive()]
         await self.leases.stop()
         if self._vacuum_task is not None:
@@ -341,12 +342,8 @@ class Lane:
             task = await Vacuum.of(self.broker).check(
                 self.worker.vacuum_threshold, self._fetch, self.broker
             )
-        except Exception:
-            log.warning(
-                "counting the jobs table's dead rows failed",
-                exc_info=True,
-                extra={"queue": self.queue},
-            )
+        except Exception as exc:
+            log_trouble(log, "counting the jobs table's dead rows failed", exc, queue=self.queue)
             return
         if task is not None:
             self._vacuum_task = task
@@ -416,11 +413,12 @@ class Lane:
                 await database.fetch_within(
                     self.worker.deadline, QUERIES["notify_queue"], put_back[0]["queue"]
                 )
-        except Exception:
-            log.warning(
+        except Exception as exc:
+            log_trouble(
+                log,
                 "could not put the job back; it returns when its lease lapses",
-                exc_info=True,
-                extra={"job_id": row["id"]},
+                exc,
+                job_id=row["id"],
             )
 
     # -- stopping -----------------------------------------------------------
@@ -431,8 +429,8 @@ class Lane:
         while self._decisions and failures < _WRITE_TRIES_AT_STOP:
             try:
                 await self._exchange(0)
-            except Exception:
-                log.warning("recording outcomes at stop failed", exc_info=True)
+            except Exception as exc:
+                log_trouble(log, "recording outcomes at stop failed", exc)
                 # The database may be restarting: give it a moment before trying again.
                 await asyncio.sleep(0.1 * 2**failures)
                 failures += 1
@@ -446,7 +444,7 @@ class Lane:
     async def _release(self, job_ids: list[int], threaded: list[int]) -> None:
         if threaded:
             log.warning(
-                "def jobs still running past the grace: put back to run a lease from now",
+                "def jobs still running past the grace: they run again a lease from now",
                 extra={"jobs": threaded, "delay": f"{self.worker.lease:g}s"},
             )
         try:
@@ -461,11 +459,12 @@ class Lane:
             )
             for queue in {row["queue"] for row in rows}:
                 await database.fetch_within(self.worker.deadline, QUERIES["notify_queue"], queue)
-        except Exception:
-            log.warning(
+        except Exception as exc:
+            log_trouble(
+                log,
                 "could not put unfinished jobs back; they return when their leases lapse",
-                exc_info=True,
-                extra={"jobs": job_ids},
+                exc,
+                jobs=job_ids,
             )
 
 

@@ -178,13 +178,17 @@ class Leases:
         now = time.monotonic() + TIMER_SLACK
         for job_id, run in list(self._runs.items()):
             if run.lease_deadline <= now and not run.task.done() and not run.cancelled:
-                log.warning("lease not renewed in time; stopping the job", extra={"job_id": job_id})
-                stop_run(run)
-                if run.thread_alive() and self._on_lost_thread is not None:
-                    self._on_lost_thread(job_id)
+                self._lapsing(job_id, run)
         pending = [r.lease_deadline for r in self._runs.values() if not r.cancelled]
         if pending:
             self.check_at(min(pending))
+
+    def _lapsing(self, job_id: int, run: Run) -> None:
+        """Stop ``run``, whose lease may lapse now; end the process if a thread runs on."""
+        log.warning("lease not renewed in time; stopping the job", extra={"job_id": job_id})
+        stop_run(run)
+        if run.thread_alive() and self._on_lost_thread is not None:
+            self._on_lost_thread(job_id)
 
     async def _loop(self, queue: str) -> None:
         interval = self.lease / 3
@@ -215,8 +219,13 @@ class Leases:
                 continue  # finished (its outcome is being recorded) or claimed again meanwhile
             if held is not None and job_id in held:
                 run.lease_deadline = sent + self.lease
-            elif held is not None or now >= run.lease_deadline:
-                # Cancelled, or rescued by another worker (or about to be, while
-                # the database is unreachable): stop, so it never runs twice at once.
+            elif held is not None:
+                # Cancelled, or rescued by another worker: stop, so it never runs
+                # twice at once.
                 log.warning("job no longer held; stopping it", extra={"job_id": job_id})
                 stop_run(run)
+            elif now >= run.lease_deadline and not run.cancelled:
+                # Unreachable, and the lease may lapse now: this failed renewal
+                # can end after the deadline yet before the lapse timer fires
+                # (a busy event loop), and must then do what the timer does.
+                self._lapsing(job_id, run)

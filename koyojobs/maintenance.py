@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 
+from .errors import log_trouble
 from .sql import QUERIES
 
 if TYPE_CHECKING:
@@ -118,9 +119,9 @@ class Vacuum:
                 left = await conn.fetch(QUERIES["dead_rows"])
             finally:
                 await conn.close(timeout=5)
-        except Exception:
+        except Exception as exc:
             self._next_check = time.monotonic() + AFTER_FAILURE
-            log.warning("vacuum of the jobs table failed", exc_info=True)
+            log_trouble(log, "vacuum of the jobs table failed", exc)
             return
         self._left = left[0]["n_dead_tup"] if left else 0
         for warning in warnings:

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from .errors import log_trouble
 from .lifecycle import cancel_and_wait
 from .models import Status
 from .sql import QUERIES
@@ -110,10 +111,10 @@ class Pruner:
                 deleted = await self.broker.prune_expired(self.batch)
                 await self.broker.pool.execute(QUERIES["prune_rate_windows"])
                 failures = 0
-            except Exception:
+            except Exception as exc:
                 failures += 1
                 if failures == 1:
-                    log.warning("pruning finished jobs failed; retrying", exc_info=True)
+                    log_trouble(log, "pruning finished jobs failed; retrying", exc)
                 await asyncio.sleep(min(_MAX_ERROR_DELAY, self.every, 0.5 * 2**failures))
                 continue
             if deleted:

@@ -72,8 +72,8 @@ def test_{name}_does_its_work() -> None:
 def test_{name}_enqueues_and_runs_inline() -> None:
     async def enqueue() -> None:
         # Inline, the job runs at the enqueue, its arguments pickled and
-        # unpickled as a worker would see them; no database, so the id is the
-        # inline run's, a negative number no stored job has.
+        # unpickled as a worker would see them; no database: the id is the
+        # inline run's, a negative number that no stored job has.
         with execute_jobs_synchronously():
             assert await {name}("example") < 0
 

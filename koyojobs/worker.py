@@ -46,9 +46,10 @@ class Worker(Lifecycle):
     the Operations page).
 
     A plain ``def`` job runs in a thread, which nothing can stop. So that it
-    never runs twice at once: one still running when the grace ends is put
-    back due only ``lease`` seconds later (``koyojobs worker`` exits at once
-    after its stop, taking the thread with it); and with
+    never runs twice at once: one still running when the grace ends stays
+    ``running``, held by no worker, for ``lease`` more seconds, then the
+    rescue puts it back (``koyojobs worker`` exits at once after its stop,
+    taking the thread with it); and with
     ``exit_on_lost_lease=True`` (what ``koyojobs worker`` does) a worker that
     cannot renew the lease of such a job, because the database is out of
     reach, ends its process before the lease lapses (exit status 75). See the

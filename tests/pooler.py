@@ -9,9 +9,11 @@ fail here as it would in production.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -79,7 +81,11 @@ class PgBouncer:
             for path in (self._dir, *self._dir.iterdir()):
                 os.chown(path, user.pw_uid, user.pw_gid)
             command = ["runuser", "-u", _SERVER_USER, "--", *command]
-        self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # A session of its own, so that stop() signals runuser and pgbouncer
+        # together: runuser killed alone would leave pgbouncer running.
+        self._process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        )
         self._wait_listening()
 
     def _wait_listening(self) -> None:
@@ -97,6 +103,11 @@ class PgBouncer:
                 # Polling a port that is about to open: no event to wait on.
                 time.sleep(0.02)
 
+    @staticmethod
+    def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+
     def log(self) -> str:
         """What PgBouncer logged (the last lines)."""
         if self._dir is None or not (self._dir / "pgbouncer.log").exists():
@@ -106,12 +117,14 @@ class PgBouncer:
     def stop(self) -> None:
         process, self._process = self._process, None
         if process is not None:
-            process.terminate()
+            self._signal_group(process, signal.SIGTERM)
             try:
                 process.wait(10)
             except subprocess.TimeoutExpired:
-                process.kill()
+                self._signal_group(process, signal.SIGKILL)
                 process.wait()
+            # runuser may end before the pgbouncer it started: no survivor.
+            self._signal_group(process, signal.SIGKILL)
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None

@@ -271,6 +271,17 @@ def _live(path: str, seconds: float) -> str:
     return "lived"
 
 
+LIMITED_QUEUE = "faults-limited"
+"""The queue of :func:`limited_lifelog`: a limited job would change how the
+default queue claims, for every other test that imports this module."""
+
+
+@define_job(name="faults.limited_lifelog", queue=LIMITED_QUEUE, max_attempts=3, concurrency=1)
+def limited_lifelog(path: str, seconds: float) -> str:
+    """:func:`lifelog` under ``concurrency=1``: one run of any call at a time."""
+    return _live(path, seconds)
+
+
 def life_spans(path: str) -> list[tuple[int, float, float]]:
     """Per run (one per process and attempt) of :func:`lifelog`: pid, first and last
     sign of life, in the order the runs began."""

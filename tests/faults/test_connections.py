@@ -10,6 +10,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterator
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -251,3 +252,82 @@ async def test_a_run_whose_lease_renewal_hangs_stops_before_its_lease_can_lapse(
     assert job.attempts == 2
     (_, _, _, first_end, _), (_, _, second_start, _, _) = jobs.runs
     assert first_end <= second_start
+
+
+@pytest.mark.timeout(30)
+async def test_the_pools_failed_reconnects_are_one_line_with_their_cause(
+    dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # asyncpg's pool reopens its floor of connections (min_size) by itself when
+    # one is lost, and logs each failed try at WARNING with a traceback: in an
+    # outage, a traceback a second in the worker's log for a refused connection.
+    from koyojobs import Database
+    from tests.proxy import BlackholeProxy
+
+    proxy = BlackholeProxy(dsn)
+    await proxy.start()
+    database = Database(proxy.dsn, min_size=1, max_size=2)
+    await database.start()
+    logger = logging.getLogger("asyncpg.pool")
+    logger.addHandler(caplog.handler)
+    try:
+        await proxy.stop()  # the pool's connection is lost, and a new one refused
+        await until(
+            lambda: [r for r in caplog.records if r.name == "asyncpg.pool"],
+            what="the pool's failed reconnect logged",
+        )
+    finally:
+        logger.removeHandler(caplog.handler)
+        await database.stop()
+    [record, *_] = [r for r in caplog.records if r.name == "asyncpg.pool"]
+    assert record.levelno == logging.WARNING
+    assert record.exc_info is None, "a traceback for a refused connection"
+    assert "cause=ConnectionRefusedError" in record.getMessage(), record.getMessage()
+
+
+@pytest.mark.timeout(60)
+async def test_a_stop_that_cannot_reach_the_database_logs_one_line_per_failure(
+    dsn: str, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    # Outcomes to write and a run to put back, and the database out of reach:
+    # a refused connection is one line with its cause, as everywhere else.
+    from tests.proxy import BlackholeProxy
+
+    proxy = BlackholeProxy(dsn)
+    await proxy.start()
+    finish = tmp_path / "finish"
+    logger = logging.getLogger("koyojobs.worker")
+    logger.addHandler(caplog.handler)
+    try:
+        async with Broker(proxy.dsn) as broker:
+            worker = Worker(broker, lease=5.0, poll_interval=0.2, shutdown_grace=0.5)
+            await worker.start()
+            try:
+                quick = await broker.enqueue(jobs.finish_when_file(str(finish)))
+                stuck = await broker.enqueue(jobs.hang())
+                async with Broker(dsn, migrate=False) as direct:
+                    await until(
+                        lambda: direct.pool.fetchval(
+                            "SELECT count(*) = 2 FROM koyojobs_jobs"
+                            " WHERE id = ANY($1::bigint[]) AND status = 'running'",
+                            [quick, stuck],
+                        ),
+                        what="both jobs running",
+                    )
+                await proxy.stop()  # every connection closed, every new one refused
+                finish.touch()  # an outcome that cannot be written
+            finally:
+                await worker.stop()
+    finally:
+        logger.removeHandler(caplog.handler)
+    stopping = [
+        r
+        for r in caplog.records
+        if r.getMessage().startswith(("recording outcomes at stop failed", "could not put"))
+    ]
+    assert {r.getMessage().split(";")[0] for r in stopping} == {
+        "recording outcomes at stop failed",
+        "could not put unfinished jobs back",
+    }, [r.getMessage() for r in stopping]
+    assert all(r.exc_info is None for r in stopping), "a traceback for a refused connection"
+    assert all(getattr(r, "cause", None) for r in stopping), "no cause on the line"

@@ -71,9 +71,9 @@ async def test_a_blackholed_path_stalls_no_worker_it_reconnects_and_says_so(
         assert listener is not None
         await until(lambda: listener.reconnects >= 1, timeout=30, what="LISTEN reconnected")
 
-    # Connection trouble is one line whose cause= says why (no traceback).
     warnings = [
-        r.getMessage() + str(getattr(r, "cause", ""))
+        # The cause of connection trouble is on the line (cause=), not in a traceback.
+        f"{r.getMessage()} {getattr(r, 'cause', '')} {getattr(r, 'exc_text', '')}"
         for r in worker_log.records
         if r.levelno == logging.WARNING
     ]

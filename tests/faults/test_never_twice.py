@@ -82,3 +82,29 @@ async def test_a_def_job_past_its_timeout_is_not_retried_while_its_thread_runs(
     spans = jobs.life_spans(str(log))
     assert len(spans) == 2, spans
     assert jobs.overlaps(spans) == []
+
+
+@pytest.mark.timeout(60)
+async def test_a_def_job_outliving_the_grace_keeps_its_concurrency_slot_while_its_thread_may_run(
+    broker: Broker, worker_processes: StartProcess, tmp_path: Path
+) -> None:
+    # concurrency=1: the job cut short by the stop must hold its key until its
+    # thread is gone, or another job of the key starts beside it.
+    first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
+    queue = jobs.LIMITED_QUEUE
+    stopping = await worker_processes(queue=queue, lease=2.0, **{"shutdown-grace": 0.5})
+    first = await jobs.limited_lifelog(str(first_log), 3.0)
+    await until(lambda: _started(first_log), what="the first job started")
+    second = await jobs.limited_lifelog(str(second_log), 0.5)  # held back by the limit
+    await worker_processes(queue=queue, lease=2.0)  # waiting, woken by a NOTIFY
+    stopping.signal(signal.SIGTERM)
+    assert await stopping.wait(15) == 0, stopping.output()
+    await wait_for_status(broker, second, Status.DONE, timeout=30)
+    await wait_for_status(broker, first, Status.DONE, timeout=30)
+    cut_short = [run for run in jobs.life_spans(str(first_log)) if run[0] == stopping.pid]
+    [(_, _, last_sign)] = cut_short
+    [(_, second_began, _)] = jobs.life_spans(str(second_log))
+    assert second_began > last_sign, (
+        f"the second job began {last_sign - second_began:.3f}s before the first's thread "
+        "last showed life"
+    )

@@ -11,15 +11,16 @@ RETURNING id;
 
 -- name: release_jobs
 -- Graceful stop: unfinished runs go back to ready and do not count as attempts.
--- Those whose thread may still run ($3) are due only $4 seconds from now, once
--- the stopping process has exited and taken the thread with it.
+-- A run whose thread may still run ($3) cannot be stopped: its job stays
+-- running, renewed by no one, for $4 more seconds, so that no worker starts
+-- it and it keeps its concurrency slot until the stopping process has exited
+-- and taken the thread with it; then the rescue puts it back. worker_id NULL
+-- tells the rescue that the lapse is a stop's, not a lost run's.
 UPDATE koyojobs_jobs
-   SET status = 'ready',
+   SET status = CASE WHEN id = ANY($3::bigint[]) THEN 'running' ELSE 'ready' END,
        attempts = attempts - 1,
-       scheduled_at = CASE WHEN id = ANY($3::bigint[])
-                           THEN greatest(scheduled_at, now() + make_interval(secs => $4))
-                           ELSE scheduled_at END,
-       lease_expires_at = NULL,
+       lease_expires_at = CASE WHEN id = ANY($3::bigint[])
+                               THEN now() + make_interval(secs => $4) END,
        worker_id = NULL
  WHERE id = ANY($1::bigint[]) AND worker_id = $2 AND status = 'running'
 RETURNING id, queue;
@@ -50,7 +51,8 @@ WITH lapsed AS (
     UPDATE koyojobs_jobs AS j
        SET status = CASE WHEN j.attempts >= j.max_attempts THEN 'failed' ELSE 'ready' END,
            finished_at = CASE WHEN j.attempts >= j.max_attempts THEN now() END,
-           last_error = 'lease lapsed',
+           -- A run cut short by a graceful stop (worker_id NULL) was not lost.
+           last_error = CASE WHEN j.worker_id IS NULL THEN j.last_error ELSE 'lease lapsed' END,
            last_traceback = NULL,
            lease_expires_at = NULL,
            worker_id = NULL,
