@@ -92,9 +92,9 @@ class _Process:
         for line in self.process.stderr:
             self.lines.put(line)
 
-    def wait_for(self, text: str, timeout: float = 30) -> None:
+    def wait_for(self, text: str, timeout: float = 30, count: int = 1) -> None:
         deadline = time.monotonic() + timeout
-        while not any(text in line for line in self.seen):
+        while sum(text in line for line in self.seen) < count:
             left = deadline - time.monotonic()
             assert left > 0, f"no {text!r} from the process:\n{''.join(self.seen)}"
             try:
@@ -144,6 +144,22 @@ async def test_a_view_enqueues_in_its_transaction_and_the_command_worker_runs_it
     assert await asyncio.to_thread(worker_process.process.wait, 30) == 0
     worker_process.wait_for("stopping gracefully")
     worker_process.wait_for("queues=default:4,emails:2")
+
+
+async def test_the_command_runs_worker_processes_under_a_supervisor(django_db: str) -> None:
+    # The checkout test above proves the jobs run; here, that `manage.py` starts the children.
+    worker = _Process(django_db, "manage.py", "koyojobs", "worker", "--processes", "2")
+    try:
+        # Each child is `manage.py koyojobs worker` again, on the project's settings.
+        worker.wait_for("working", count=2)
+        assert sum("worker process started" in line for line in worker.seen) == 2
+        worker.process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(worker.process.wait, 30) == 0
+        worker.wait_for("all worker processes stopped")
+    finally:
+        if worker.process.poll() is None:
+            worker.process.kill()
+            worker.process.wait()
 
 
 async def _check_checkout(found: dict[str, Any], broker: Broker, secret: str | None) -> None:
@@ -292,7 +308,7 @@ def test_a_malformed_setting_stops_the_project_at_start_in_one_line() -> None:
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         "django.core.exceptions.ImproperlyConfigured: settings.KOYOJOBS: unknown key 'queue' "
-        "(known: database, modules, queues, secret, retention)"
+        "(known: database, modules, queues, secret, retention, processes)"
     )
 
 

@@ -286,3 +286,11 @@ def overlaps(spans: list[tuple[int, float, float]]) -> list[str]:
         for a, b in itertools.pairwise(spans)
         if b[1] <= a[2]
     ]
+
+
+@define_job(name="faults.sleep_and_log", max_attempts=3)
+async def sleep_and_log(path: str, seconds: float) -> int:
+    """Appends 'job_id pid' to ``path`` when it starts, then sleeps ``seconds``."""
+    _append(path, f"{_job().id} {os.getpid()}\n")
+    await asyncio.sleep(seconds)
+    return os.getpid()
