@@ -16,6 +16,7 @@ from pendulum import DateTime
 
 from . import instrumentation, synchronous
 from ._validate import is_count, is_seconds
+from .bulk import copies, copy_jobs
 from .database import Database
 from .enqueuer import Coalescer
 from .errors import PayloadError
@@ -271,6 +272,11 @@ class Broker(Lifecycle):
         self, target: Executor, calls: list[JobCall[Any]], trace_context: str | None
     ) -> list[int]:
         insert = insert_for(calls, self.serializer, trace_context)
+        if copies(insert) and isinstance(target, asyncpg.Pool):
+            # In a transaction of its own only: its ids are read back by xmin,
+            # which a caller's savepoint would change.
+            async with target.acquire() as connection:
+                return await copy_jobs(connection, insert)
         rows = await target.fetch(QUERIES[insert.query], *insert.parameters)
         return ids_from(insert, calls, rows)
 
