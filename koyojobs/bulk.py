@@ -66,7 +66,9 @@ async def copy_jobs(
     names, queues, priorities, attempts, args, scheduled, limits, trace = insert.parameters
     count = len(names)
     async with connection.transaction():
-        now, before = await connection.fetchrow(QUERIES["copy_jobs_begin"])
+        begun = await connection.fetchrow(QUERIES["copy_jobs_begin"])
+        assert begun is not None  # a SELECT without FROM has its row
+        now, before = begun["now"], begun["before"]
         records: Sequence[tuple[Any, ...]] = list(
             zip(
                 names,
