@@ -2,7 +2,8 @@
 
 Each round is one statement on the loop's own connection: it writes the
 outcomes buffered since the last round and claims as many due jobs as there
-are free slots. Each run adds its outcome to that buffer and wakes the loop.
+are free slots (far from the database, several rounds of slots ahead: see
+:mod:`koyojobs.distance`). Each run adds its outcome to that buffer and wakes the loop.
 Between rounds, the loop's :class:`~koyojobs.leases.Leases` renew what it
 holds, one loop per worker runs the :class:`~koyojobs.rescue.Rescue`, and the
 :class:`~koyojobs.maintenance.Vacuum` looks at the table.
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from .distance import claim_depth, round_trip
 from .errors import describe, log_trouble
 from .execution import attempt
 from .leases import TIMER_SLACK, Leases, Run, TrackedExecutor, exit_for_lost_lease, stop_run
@@ -71,6 +73,9 @@ class Lane:
             on_lost_thread=exit_for_lost_lease if worker.exit_on_lost_lease else None,
         )
         self._decisions: list[Outcome] = []
+        self.depth = 1
+        """Rounds of slots claimed at once: 1 near the database, more far from it."""
+        self._slots: asyncio.Semaphore | None = None
         self._one_at_a_time = 0
         """Rounds left that write one outcome each, to find one the database refuses."""
         self._conn: asyncpg.Connection | None = None
@@ -86,6 +91,7 @@ class Lane:
     def start(self, executor: ThreadPoolExecutor) -> None:
         self.stopping = False
         self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(self.pool_size)
         self._executor = executor
         self._tasks = [asyncio.create_task(self._main_loop(), name=f"koyojobs-main-{self.queue}")]
         self.leases.start(self.queue)
@@ -142,7 +148,8 @@ class Lane:
 
     @property
     def free(self) -> int:
-        return self.pool_size - len(self._runs)
+        """Jobs the next round may claim: the free slots, and far away those ahead too."""
+        return self.pool_size * self.depth - len(self._runs)
 
     # -- claiming -----------------------------------------------------------
 
@@ -156,7 +163,7 @@ class Lane:
                 # Cleared before the round: a NOTIFY or a finished run during it
                 # wakes the next one.
                 self._wake.clear()
-                free = self.pool_size - len(self._runs)
+                free = self.free
                 if free > 0 or self._decisions:
                     claimed = await self._exchange(free)
                     if claimed < free:
@@ -299,6 +306,7 @@ class Lane:
                         "statement_timeout": str(int(self.worker.deadline * 1000)),
                     },
                 )
+                await self._measure_distance(self._conn)
             try:
                 async with asyncio.timeout(self.worker.deadline):
                     return await self._conn.fetch(query, *args)
@@ -315,6 +323,21 @@ class Lane:
             ):
                 self._drop_connection()
                 raise
+
+    async def _measure_distance(self, conn: asyncpg.Connection) -> None:
+        async with asyncio.timeout(self.worker.deadline):
+            seconds = await round_trip(conn)
+        depth = claim_depth(seconds)
+        if depth != self.depth:
+            log.info(
+                "far from the database: claiming ahead" if depth > 1 else "near the database",
+                extra={
+                    "queue": self.queue,
+                    "round_trip_ms": round(seconds * 1000, 2),
+                    "depth": depth,
+                },
+            )
+        self.depth = depth
 
     def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
@@ -357,10 +380,15 @@ class Lane:
         job_id: int = row["id"]
         this = self._runs[job_id]
         assert self._executor is not None
+        assert self._slots is not None
         decision: Decision | None = None
+        slot = False
         try:
             if stale is not None:
                 await asyncio.wait([stale])
+            # Claimed ahead (far from the database): wait for a free slot.
+            await self._slots.acquire()
+            slot = True
             # A job that blocks the event loop delays the claim's answer or this
             # first step: the lease may lapse before the run begins, and from
             # then on another worker may hold the job. Never begin it then.
@@ -383,6 +411,8 @@ class Lane:
             log.exception("attempt raised", extra={"job_id": job_id})
             decision = unreadable(f"job could not be run: {type(exc).__name__}")
         finally:
+            if slot:
+                self._slots.release()
             run = self._runs.get(job_id)
             if run is not None and run.task is asyncio.current_task():
                 del self._runs[job_id]
