@@ -1,21 +1,28 @@
-"""How far a worker is from its database, and how far ahead its claim loops claim.
+"""How far ahead of its free slots a claim loop claims: the round trip against the jobs' pace.
 
 A claim loop sends one statement per round: it writes the outcomes of the
-jobs that ended and claims as many jobs as it has free slots. Near the
-database (a round trip well under a millisecond) that round costs little,
-and the loop claims no more than it can start: every other worker gets its
-share. Far from it (a managed database in another zone: 1-6 ms), a round
-trip is longer than running a round of short jobs, and a loop that claims
-only its free slots spends most of its time waiting for the answer.
+jobs that ended and claims jobs. Claiming only its free slots, a loop whose
+jobs are short spends most of its time waiting for the next round's answer:
+a round costs a commit (a WAL flush, about a millisecond on a durable
+server) and, far from the database (a managed database in another zone),
+1 to 6 ms of network more. Its slots stand empty meanwhile.
 
-So each claim loop measures the round trip when it opens its connection
-(the quickest of :data:`PROBES` ``SELECT 1``), and from :data:`NEAR` up claims
-ahead: ``depth`` times its slots, less what it holds. Jobs claimed ahead wait
-in the worker for a free slot, under their lease like any claimed job (their
-leases are renewed with the others; one that waited past its lease is put
-back unbegun, without counting an attempt), and are put back at a graceful
-stop like an unfinished run. A worker killed with jobs claimed ahead loses
-them as it loses its running jobs: they run again once their leases lapse.
+So each loop also claims the jobs its slots will finish while a round is in
+flight: ``ahead = slots x round time / run time``, from two moving averages
+(:class:`Pace`): the time its rounds take, first set by the quickest of
+:data:`PROBES` ``SELECT 1`` when it connects, and the time its jobs run. At
+most :data:`MOST_AHEAD` rounds of slots. Jobs of a second or more claim
+nothing ahead near the database; no-op jobs claim the most; a far worker
+claims more than a near one for the same jobs. Still one statement per round.
+Queues with limits (flow control) claim nothing ahead: a job waiting for a
+slot would hold its key's limit.
+
+Jobs claimed ahead wait in the worker for a free slot, under their lease like
+any claimed job (renewed with the others; one that waited past its lease is
+put back unbegun, without counting an attempt), and are put back at a
+graceful stop like an unfinished run. A worker killed with jobs claimed
+ahead loses them as it loses its running jobs: they run again once their
+leases lapse.
 """
 
 from __future__ import annotations
@@ -26,31 +33,66 @@ from typing import Any
 
 from .sql import QUERIES
 
-__all__ = ["MOST_DEPTH", "NEAR", "PROBES", "claim_depth", "round_trip"]
+__all__ = ["FAR", "MOST_AHEAD", "PROBES", "Pace", "round_trip"]
 
-NEAR = 0.001
-"""A round trip below this (seconds) is near: the loop claims only its free slots."""
+FAR = 0.001
+"""A connection's round trip from which the claim loop says it is far (a log line)."""
 
-MOST_DEPTH = 8
-"""The most rounds of slots a far loop claims at once."""
+MOST_AHEAD = 15
+"""The most rounds of slots a loop claims beyond its free slots."""
 
 PROBES = 3
 
-_PER_DEPTH = 0.001
-"""A round of short jobs takes about this long to run here: one more round
-claimed ahead per such slice of the round trip."""
+_WEIGHT = 0.1
+"""Of each new measure in the moving averages."""
 
 
-def claim_depth(round_trip: float) -> int:
-    """How many times its slots a claim loop claims, ``round_trip`` seconds away.
+class Pace:
+    """A claim loop's round time and its jobs' run time, and what to claim ahead.
 
     Example:
-        >>> claim_depth(0.0002), claim_depth(0.0013), claim_depth(0.0065), claim_depth(0.05)
-        (1, 3, 8, 8)
+        >>> pace = Pace(slots=8)
+        >>> pace.connected(0.0065)  # a database 6.5 ms away
+        >>> pace.ahead  # no job has run yet
+        0
+        >>> pace.ran(0.002)
+        >>> pace.ahead  # 8 slots x 6.5 ms / 2 ms
+        26
+        >>> pace.ran(10.0)  # a long job pulls the average up
+        >>> pace.ahead
+        1
     """
-    if round_trip < NEAR:
-        return 1
-    return min(MOST_DEPTH, 1 + math.ceil(round_trip / _PER_DEPTH))
+
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+        self.round: float | None = None
+        """Seconds a round takes (moving average), ``None`` before the first."""
+        self.run: float | None = None
+        """Seconds a job runs (moving average), ``None`` before the first."""
+
+    def connected(self, round_trip: float) -> None:
+        """A new connection's round trip: a round takes at least that."""
+        self.round = round_trip if self.round is None else max(self.round, round_trip)
+
+    def round_took(self, seconds: float) -> None:
+        self.round = seconds if self.round is None else _average(self.round, seconds)
+
+    def ran(self, seconds: float) -> None:
+        self.run = seconds if self.run is None else _average(self.run, seconds)
+
+    @property
+    def ahead(self) -> int:
+        """Jobs to claim beyond the free slots."""
+        if self.round is None or self.run is None:
+            return 0
+        most = MOST_AHEAD * self.slots
+        if self.run <= 0:
+            return most
+        return min(most, math.ceil(self.slots * self.round / self.run - 1e-9))
+
+
+def _average(old: float, new: float) -> float:
+    return old + _WEIGHT * (new - old)
 
 
 async def round_trip(connection: Any) -> float:

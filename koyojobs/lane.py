@@ -2,8 +2,8 @@
 
 Each round is one statement on the loop's own connection: it writes the
 outcomes buffered since the last round and claims as many due jobs as there
-are free slots (far from the database, several rounds of slots ahead: see
-:mod:`koyojobs.distance`). Each run adds its outcome to that buffer and wakes the loop.
+are free slots, and those its slots will free while a round is in flight
+(see :mod:`koyojobs.distance`). Each run adds its outcome to that buffer and wakes the loop.
 Between rounds, the loop's :class:`~koyojobs.leases.Leases` renew what it
 holds, one loop per worker runs the :class:`~koyojobs.rescue.Rescue`, and the
 :class:`~koyojobs.maintenance.Vacuum` looks at the table.
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from .distance import claim_depth, round_trip
+from .distance import FAR, Pace, round_trip
 from .errors import describe, log_trouble
 from .execution import attempt
 from .leases import TIMER_SLACK, Leases, Run, TrackedExecutor, exit_for_lost_lease, stop_run
@@ -73,8 +73,8 @@ class Lane:
             on_lost_thread=exit_for_lost_lease if worker.exit_on_lost_lease else None,
         )
         self._decisions: list[Outcome] = []
-        self.depth = 1
-        """Rounds of slots claimed at once: 1 near the database, more far from it."""
+        self.pace = Pace(slots)
+        """What to claim beyond the free slots: the round time against the jobs' run time."""
         self._slots: asyncio.Semaphore | None = None
         self._one_at_a_time = 0
         """Rounds left that write one outcome each, to find one the database refuses."""
@@ -148,8 +148,13 @@ class Lane:
 
     @property
     def free(self) -> int:
-        """Jobs the next round may claim: the free slots, and far away those ahead too."""
-        return self.pool_size * self.depth - len(self._runs)
+        """Jobs the next round may claim: the free slots, and those claimed ahead.
+
+        Not ahead in a queue with limits: a job claimed ahead holds its key's
+        limit while it waits for a slot, which a worker with a free slot could use.
+        """
+        ahead = 0 if self.worker.limited else self.pace.ahead
+        return self.pool_size + ahead - len(self._runs)
 
     # -- claiming -----------------------------------------------------------
 
@@ -213,10 +218,14 @@ class Lane:
         # A queue with limited jobs claims through koyojobs_limited_take.
         query = QUERIES["finish_and_claim_limited" if self.worker.limited else "finish_and_claim"]
         sent = time.monotonic()
+        connection = self._conn
         try:
             rows = await self._fetch(
                 query, self.queue, free, self.worker.lease, self.id, *as_columns(batch)
             )
+            if connection is not None and connection is self._conn:
+                # A round on the connection it had (no connecting in it).
+                self.pace.round_took(time.monotonic() - sent)
         except asyncpg.PostgresError as exc:
             self._decisions[:0] = self._refused(batch, exc)
             raise
@@ -327,17 +336,12 @@ class Lane:
     async def _measure_distance(self, conn: asyncpg.Connection) -> None:
         async with asyncio.timeout(self.worker.deadline):
             seconds = await round_trip(conn)
-        depth = claim_depth(seconds)
-        if depth != self.depth:
+        self.pace.connected(seconds)
+        if seconds >= FAR:
             log.info(
-                "far from the database: claiming ahead" if depth > 1 else "near the database",
-                extra={
-                    "queue": self.queue,
-                    "round_trip_ms": round(seconds * 1000, 2),
-                    "depth": depth,
-                },
+                "far from the database: claiming ahead",
+                extra={"queue": self.queue, "round_trip_ms": round(seconds * 1000, 2)},
             )
-        self.depth = depth
 
     def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
@@ -423,7 +427,9 @@ class Lane:
             self.leases.let_go(job_id, row["attempts"])
             return
         self._decisions.append((job_id, row["attempts"], decision))
-        _log_outcome(row, decision, time.monotonic() - started)
+        seconds = time.monotonic() - started
+        self.pace.ran(seconds)
+        _log_outcome(row, decision, seconds)
 
     async def _put_back_unbegun(self, row: asyncpg.Record) -> None:
         # It never ran, so it does not count as an attempt (as a run cut short
