@@ -240,6 +240,10 @@ class Lane:
             self.leases.let_go(job_id, number)
             if decision.status is Status.READY:
                 self.wake()  # a retry may be due before the next poll
+        if len(rows) > 1:
+            # The claim returns its rows in id order; jobs start (and those
+            # claimed ahead take the slots that free) in the queue's order.
+            rows = sorted(rows, key=lambda r: (r["priority"], r["scheduled_at"], r["id"]))
         for row in rows:
             # A job this worker still runs (in this claim loop or the other)
             # may come back: its lease lapsed while the event loop was stalled,
