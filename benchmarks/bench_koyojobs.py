@@ -1,7 +1,8 @@
 """koyojobs adapter for the peer job-queue benchmark (../shared/bench/peers/).
 
-Same flags, same JSON lines, same ``@@BENCH`` worker protocol and the same four
-workloads (enqueue_bulk, enqueue_single, drain, latency) as the peers' ``bench_*.py``
+Same flags, same JSON lines, same ``@@BENCH`` worker protocol and the same five
+workloads (enqueue_bulk, enqueue_single, drain, latency, enqueue_concurrent) as the
+peers' ``bench_*.py``
 scripts, so ``run_all.sh`` can put koyojobs in the same table. The script is
 self-contained: the harness logic is re-implemented here, nothing is imported from
 the shared directory. Run it with the Python that has koyojobs installed:
@@ -23,6 +24,9 @@ Settings (koyojobs' public API, library defaults unless listed):
   ``set_current_broker``. Bulk = one ``broker.enqueue_many(calls)`` call (one unnest
   INSERT, the job calls built inside the timed region); single = ``await noop(i, t)``,
   one awaited job call at a time.
+- concurrent producer (enqueue_concurrent): the same ``Database(dsn)`` (asyncpg pool
+  1..10) + ``Broker(db)``, shared by ``--producers`` tasks, each ``await noop(i, t)``
+  one call at a time; calls awaited at once coalesce (koyojobs.enqueuer).
 - no ``KOYOJOBS_SECRET`` expected; the settings line says whether one was set.
 """
 
@@ -52,7 +56,7 @@ SYSTEM = "koyojobs"
 JOB_NAME = "bench_koyojobs.noop"
 QUEUE = "default"
 TAG = "@@BENCH"
-WORKLOADS = ("enqueue_bulk", "enqueue_single", "drain", "latency")
+WORKLOADS = ("enqueue_bulk", "enqueue_single", "drain", "latency", "enqueue_concurrent")
 
 UNFINISHED_SQL = "SELECT count(*) FROM koyojobs_jobs WHERE status IN ('ready', 'running')"
 SUCCEEDED_SQL = "SELECT count(*) FROM koyojobs_jobs WHERE status = 'done'"
@@ -98,7 +102,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--dsn", default=os.environ.get("BENCH_DSN", "postgresql://root@127.0.0.1:5432/bench")
     )
     parser.add_argument("--n", type=int, default=20000, help="jobs for enqueue_bulk and drain")
-    parser.add_argument("--n-single", type=int, default=2000, help="jobs for enqueue_single")
+    parser.add_argument(
+        "--n-single", type=int, default=2000, help="jobs for enqueue_single, enqueue_concurrent"
+    )
+    parser.add_argument(
+        "--producers", type=int, default=64, help="producer tasks for enqueue_concurrent"
+    )
     parser.add_argument(
         "--concurrency", type=int, default=16, help="worker concurrency (drain, latency)"
     )
@@ -208,6 +217,21 @@ class KoyojobsBench:
         await self.broker.enqueue_many([noop(seq, t) for seq, t in items])
 
     async def enqueue_one(self, seq: int, t_enq: float) -> None:
+        await noop(seq, t_enq)
+
+    def concurrent_settings(self) -> dict[str, Any]:
+        return {
+            "driver": "Broker(Database(dsn)): asyncpg pool min_size=1, max_size=10",
+            "calls": "await noop(i, t) from every task, on set_current_broker(broker)",
+        }
+
+    async def open_concurrent_producer(self) -> None:
+        await self.open_producer()  # one broker for every task: what a web app has
+
+    async def close_concurrent_producer(self) -> None:
+        await self.close_producer()
+
+    async def enqueue_one_concurrent(self, seq: int, t_enq: float) -> None:
         await noop(seq, t_enq)
 
     async def run_worker(
@@ -395,6 +419,52 @@ async def enqueue_single(bench: KoyojobsBench) -> None:
     )
 
 
+async def enqueue_concurrent(bench: KoyojobsBench) -> None:
+    """P producer tasks share N_SINGLE single-job calls, one awaited call at a time each.
+
+    As the peers' harness does: each task makes one untimed call first (the pool
+    has grown as far as P callers make it), the table is reset, then the clock runs.
+    """
+    a = bench.args
+    n, p = a.n_single, max(1, a.producers)
+    await sql_run(a.dsn, RESET_SQL)
+    calls: list[float] = []
+    await bench.open_concurrent_producer()
+    try:
+        await asyncio.gather(*(bench.enqueue_one_concurrent(-1 - k, 0.0) for k in range(p)))
+        await sql_run(a.dsn, RESET_SQL)
+        taken = 0
+
+        async def producer() -> None:
+            nonlocal taken
+            while taken < n:
+                i = taken
+                taken += 1
+                c0 = now()
+                await bench.enqueue_one_concurrent(i, 0.0)
+                calls.append(now() - c0)
+
+        t0 = now()
+        await asyncio.gather(*(producer() for _ in range(p)))
+        elapsed = now() - t0
+    finally:
+        await bench.close_concurrent_producer()
+    found = await sql_value(a.dsn, TOTAL_SQL)
+    if found != n:
+        raise RuntimeError(f"expected {n} jobs after concurrent enqueue, found {found}")
+    emit(
+        "enqueue_concurrent",
+        round(n / elapsed, 1),
+        "jobs/s",
+        n=n,
+        producers=p,
+        seconds=round(elapsed, 4),
+        call_p50_ms=round(percentile(calls, 50) * 1000, 3),
+        call_p99_ms=round(percentile(calls, 99) * 1000, 3),
+        producer=bench.concurrent_settings(),
+    )
+
+
 async def drain(bench: KoyojobsBench, deadline: float) -> None:
     a = bench.args
     await sql_run(a.dsn, RESET_SQL)
@@ -501,6 +571,8 @@ async def producer_main(args: argparse.Namespace) -> int:
             run = enqueue_bulk(bench)
         elif workload == "enqueue_single":
             run = enqueue_single(bench)
+        elif workload == "enqueue_concurrent":
+            run = enqueue_concurrent(bench)
         elif workload == "drain":
             run = drain(bench, deadline)
         else:

@@ -16,7 +16,9 @@ from pendulum import DateTime
 
 from . import instrumentation, synchronous
 from ._validate import is_count, is_seconds
+from .bulk import copies, copy_jobs
 from .database import Database
+from .enqueuer import Coalescer
 from .errors import PayloadError
 from .hooks import Middleware, check_middleware
 from .inserts import ids_from, insert_for
@@ -95,6 +97,7 @@ class Broker(Lifecycle):
         self._listener_lock = asyncio.Lock()
         self._subscribers: dict[str, set[Wake]] = defaultdict(set)
         self._waiters = Waiters(self)
+        self._coalescer = Coalescer(lambda: self.pool, self.serializer)
         self._started = False
 
     # -- life -------------------------------------------------------------
@@ -208,7 +211,10 @@ class Broker(Lifecycle):
 
         Returns the new id. Workers wake when the inserting transaction
         commits. An enqueue that raises because the connection broke may
-        still have committed. In the synchronous mode the job runs now, on
+        still have committed. Without ``connection``, calls awaited at the
+        same moment on one broker (many requests at once) share one INSERT
+        and one commit, each with its own id or its own error; a lone call
+        goes at once (see :mod:`koyojobs.enqueuer`). In the synchronous mode the job runs now, on
         ``connection`` if given (see :mod:`koyojobs.synchronous`), and the id
         is the inline run's.
 
@@ -217,6 +223,16 @@ class Broker(Lifecycle):
             ...     await conn.execute("INSERT INTO orders ...")
             ...     await broker.enqueue(send_receipt(order_id), connection=conn)
         """
+        if (
+            connection is None
+            and isinstance(call, JobCall)
+            and instrumentation.observer is None
+            and not synchronous.enabled()
+        ):
+            # Each caller's span carries its own trace context, which one
+            # statement for many could not: with OpenTelemetry on, no coalescing.
+            call.consume()
+            return await self._coalescer.enqueue(call)
         return (await self._enqueue([call], "a job call", connection))[0]
 
     async def enqueue_many(
@@ -256,6 +272,11 @@ class Broker(Lifecycle):
         self, target: Executor, calls: list[JobCall[Any]], trace_context: str | None
     ) -> list[int]:
         insert = insert_for(calls, self.serializer, trace_context)
+        if copies(insert) and isinstance(target, asyncpg.Pool):
+            # In a transaction of its own only: its ids are read back by xmin,
+            # which a caller's savepoint would change.
+            async with target.acquire() as connection:
+                return await copy_jobs(connection, insert)
         rows = await target.fetch(QUERIES[insert.query], *insert.parameters)
         return ids_from(insert, calls, rows)
 

@@ -12,6 +12,7 @@ imports ``modules`` and runs one worker per declared queue, as Loom's
     listen_dsn_env = "DIRECT_URL"       # behind PgBouncer: LISTEN goes direct
     statement_cache_size = 0            # behind PgBouncer in transaction mode
     pool_size = 40                      # the pool's connections (default: from the queues)
+    processes = 2                       # worker processes under one supervisor (default 1)
 
     [tool.koyojobs.queues]              # queue = concurrency
     default = 8
@@ -67,6 +68,8 @@ class Deployment:
     listen_dsn_env: str | None = None
     statement_cache_size: int | None = None
     pool_size: int | None = None
+    processes: int | None = None
+    """Worker processes ``koyojobs worker`` runs under one supervisor (``None``: one)."""
     queues: dict[str, int] = field(default_factory=dict)
     retention: dict[str, str] = field(default_factory=dict)
     """Per finished status, how long workers keep such jobs, as written (``"1d"``, ``"none"``)."""
@@ -106,6 +109,7 @@ def load_deployment(path: Path) -> Deployment:
         "listen_dsn_env",
         "statement_cache_size",
         "pool_size",
+        "processes",
         "queues",
         "retention",
         "jobs_dir",
@@ -151,6 +155,7 @@ def load_deployment(path: Path) -> Deployment:
         listen_dsn_env=listen_dsn_env,
         statement_cache_size=_optional_count(section, "statement_cache_size", 0, where),
         pool_size=_optional_count(section, "pool_size", 1, where),
+        processes=_optional_count(section, "processes", 1, where),
         queues=dict(queues),
         retention=dict(retention),
         jobs_dir=_folder(section, "jobs_dir", "jobs", where, importable=True),

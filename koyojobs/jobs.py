@@ -82,6 +82,15 @@ class JobDefinition(Generic[P, R]):
             for p in self.signature.parameters.values()
         )
         """Whether every parameter takes a positional argument (no ``*args``, ``**kw``)."""
+        parameters = self.signature.parameters.values()
+        self._positional_range = (
+            (sum(p.default is p.empty for p in parameters), len(parameters))
+            if self.positional_only_simple
+            else None
+        )
+        # Calls with only positional arguments, as many as the parameters
+        # allow, bind without inspect's bind(), which costs more than pickling
+        # the arguments (it is most of building 20,000 calls for enqueue_many).
         self.success_hooks: list[Hook] = []
         """Run in order after an attempt succeeds (see :meth:`on_success`)."""
         self.failure_hooks: list[Hook] = []
@@ -122,10 +131,12 @@ class JobDefinition(Generic[P, R]):
         return hook
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> JobCall[R]:
-        try:
-            self.signature.bind(*args, **kwargs)
-        except TypeError as exc:
-            raise TypeError(f"job {self.name!r} called with bad arguments: {exc}") from None
+        fits = self._positional_range
+        if kwargs or fits is None or not fits[0] <= len(args) <= fits[1]:
+            try:
+                self.signature.bind(*args, **kwargs)
+            except TypeError as exc:
+                raise TypeError(f"job {self.name!r} called with bad arguments: {exc}") from None
         unique_key, limit_key = keys_of(self, args, kwargs)
         payload = dump_arguments(self.name, self.fn, args, kwargs)
         return JobCall(self, args, kwargs, payload, unique_key=unique_key, limit_key=limit_key)

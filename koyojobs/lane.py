@@ -2,7 +2,8 @@
 
 Each round is one statement on the loop's own connection: it writes the
 outcomes buffered since the last round and claims as many due jobs as there
-are free slots. Each run adds its outcome to that buffer and wakes the loop.
+are free slots, and those its slots will free while a round is in flight
+(see :mod:`koyojobs.distance`). Each run adds its outcome to that buffer and wakes the loop.
 Between rounds, the loop's :class:`~koyojobs.leases.Leases` renew what it
 holds, one loop per worker runs the :class:`~koyojobs.rescue.Rescue`, and the
 :class:`~koyojobs.maintenance.Vacuum` looks at the table.
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from .distance import FAR, Pace, round_trip
 from .errors import describe, log_trouble
 from .execution import attempt
 from .leases import TIMER_SLACK, Leases, Run, TrackedExecutor, exit_for_lost_lease, stop_run
@@ -71,6 +73,9 @@ class Lane:
             on_lost_thread=exit_for_lost_lease if worker.exit_on_lost_lease else None,
         )
         self._decisions: list[Outcome] = []
+        self.pace = Pace(slots)
+        """What to claim beyond the free slots: the round time against the jobs' run time."""
+        self._slots: asyncio.Semaphore | None = None
         self._one_at_a_time = 0
         """Rounds left that write one outcome each, to find one the database refuses."""
         self._conn: asyncpg.Connection | None = None
@@ -86,6 +91,7 @@ class Lane:
     def start(self, executor: ThreadPoolExecutor) -> None:
         self.stopping = False
         self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(self.pool_size)
         self._executor = executor
         self._tasks = [asyncio.create_task(self._main_loop(), name=f"koyojobs-main-{self.queue}")]
         self.leases.start(self.queue)
@@ -143,7 +149,13 @@ class Lane:
 
     @property
     def free(self) -> int:
-        return self.pool_size - len(self._runs)
+        """Jobs the next round may claim: the free slots, and those claimed ahead.
+
+        Not ahead in a queue with limits: a job claimed ahead holds its key's
+        limit while it waits for a slot, which a worker with a free slot could use.
+        """
+        ahead = 0 if self.worker.limited else self.pace.ahead
+        return self.pool_size + ahead - len(self._runs)
 
     # -- claiming -----------------------------------------------------------
 
@@ -157,7 +169,7 @@ class Lane:
                 # Cleared before the round: a NOTIFY or a finished run during it
                 # wakes the next one.
                 self._wake.clear()
-                free = self.pool_size - len(self._runs)
+                free = self.free
                 if free > 0 or self._decisions:
                     claimed = await self._exchange(free)
                     if claimed < free:
@@ -207,10 +219,14 @@ class Lane:
         # A queue with limited jobs claims through koyojobs_limited_take.
         query = QUERIES["finish_and_claim_limited" if self.worker.limited else "finish_and_claim"]
         sent = time.monotonic()
+        connection = self._conn
         try:
             rows = await self._fetch(
                 query, self.queue, free, self.worker.lease, self.id, *as_columns(batch)
             )
+            if connection is not None and connection is self._conn:
+                # A round on the connection it had (no connecting in it).
+                self.pace.round_took(time.monotonic() - sent)
         except asyncpg.PostgresError as exc:
             self._decisions[:0] = self._refused(batch, exc)
             raise
@@ -225,6 +241,10 @@ class Lane:
             self.leases.let_go(job_id, number)
             if decision.status is Status.READY:
                 self.wake()  # a retry may be due before the next poll
+        if len(rows) > 1:
+            # The claim returns its rows in id order; jobs start (and those
+            # claimed ahead take the slots that free) in the queue's order.
+            rows = sorted(rows, key=lambda r: (r["priority"], r["scheduled_at"], r["id"]))
         for row in rows:
             # A job this worker still runs (in this claim loop or the other)
             # may come back: its lease lapsed while the event loop was stalled,
@@ -300,6 +320,7 @@ class Lane:
                         "statement_timeout": str(int(self.worker.deadline * 1000)),
                     },
                 )
+                await self._measure_distance(self._conn)
             try:
                 async with asyncio.timeout(self.worker.deadline):
                     return await self._conn.fetch(query, *args)
@@ -316,6 +337,16 @@ class Lane:
             ):
                 self._drop_connection()
                 raise
+
+    async def _measure_distance(self, conn: asyncpg.Connection) -> None:
+        async with asyncio.timeout(self.worker.deadline):
+            seconds = await round_trip(conn)
+        self.pace.connected(seconds)
+        if seconds >= FAR:
+            log.info(
+                "far from the database: claiming ahead",
+                extra={"queue": self.queue, "round_trip_ms": round(seconds * 1000, 2)},
+            )
 
     def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
@@ -354,10 +385,15 @@ class Lane:
         job_id: int = row["id"]
         this = self._runs[job_id]
         assert self._executor is not None
+        assert self._slots is not None
         decision: Decision | None = None
+        slot = False
         try:
             if stale is not None:
                 await asyncio.wait([stale])
+            # Claimed ahead (far from the database): wait for a free slot.
+            await self._slots.acquire()
+            slot = True
             # A job that blocks the event loop delays the claim's answer or this
             # first step: the lease may lapse before the run begins, and from
             # then on another worker may hold the job. Never begin it then.
@@ -381,6 +417,8 @@ class Lane:
             log.exception("attempt raised", extra={"job_id": job_id})
             decision = unreadable(f"job could not be run: {type(exc).__name__}")
         finally:
+            if slot:
+                self._slots.release()
             run = self._runs.get(job_id)
             if run is not None and run.task is asyncio.current_task():
                 del self._runs[job_id]
@@ -391,7 +429,9 @@ class Lane:
             self.leases.let_go(job_id, row["attempts"])
             return
         self._decisions.append((job_id, row["attempts"], decision))
-        _log_outcome(row, decision, time.monotonic() - started)
+        seconds = time.monotonic() - started
+        self.pace.ran(seconds)
+        _log_outcome(row, decision, seconds)
 
     async def _put_back_unbegun(self, row: asyncpg.Record) -> None:
         # It never ran, so it does not count as an attempt (as a run cut short

@@ -6,7 +6,8 @@ whatever transaction it is in: rolled back, the job never existed; committed,
 the workers wake by the same NOTIFY as for the async path (the insert's
 statement trigger sends it). Given none, they use connections of their own to
 ``KOYOJOBS_DSN`` (or the DSN given to :func:`configure`), kept between calls
-and safe to share between threads. The payloads are the async path's bytes,
+and safe to share between threads; single calls from many threads at once
+share statements (see :mod:`koyojobs.coalesce_threads`). The payloads are the async path's bytes,
 signed the same way (``KOYOJOBS_SECRET``, or the secret given to
 :func:`configure`), and the statements are the same named queries.
 
@@ -34,6 +35,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from . import synchronous
+from .coalesce_threads import ThreadCoalescer
 from .database import _redacted, _take_statement_cache_size
 from .inserts import ids_from, insert_for
 from .jobs import JobCall
@@ -133,9 +135,32 @@ def _enqueue(calls: list[JobCall[Any]], connection: Any, function: str, wanted: 
         return [synchronous.run_inline_blocking(call) for call in calls]
     if not calls:
         return []
+    if kind == "own" and function == "enqueue":
+        # Calls of many threads at once share statements (koyojobs.coalesce_threads).
+        return [_coalescer().enqueue(calls[0])]
+    return _insert(kind, connection, calls)
+
+
+def _insert(kind: str, connection: Any, calls: list[JobCall[Any]]) -> list[int]:
     insert = insert_for(calls, Serializer.from_options(_settings.secret))
     rows = _fetch(kind, connection, _STATEMENTS[insert.query], insert.parameters)
     return ids_from(insert, calls, rows)
+
+
+_coalescers: dict[int, ThreadCoalescer] = {}
+
+
+def _coalescer() -> ThreadCoalescer:
+    # One per process: a forked child must not inherit flushers that are not there.
+    pid = os.getpid()
+    coalescer = _coalescers.get(pid)
+    if coalescer is None:
+        with _lock:
+            _coalescers.clear()
+            coalescer = _coalescers.setdefault(
+                pid, ThreadCoalescer(lambda calls: _insert("own", None, calls))
+            )
+    return coalescer
 
 
 def _in_event_loop() -> bool:

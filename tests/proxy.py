@@ -3,11 +3,14 @@
 ``blackhole()`` makes every connection open at that moment drop what it is
 sent, both ways, while staying open: no FIN, no RST, as when a NAT entry or a
 firewall state is lost. Connections opened afterwards are forwarded as usual.
+``delay`` holds every chunk that long in each direction (a database farther
+away: the round trip grows by twice that), chunks pipelined and in order.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
@@ -24,7 +27,8 @@ class _Path:
 class BlackholeProxy:
     """Forwards 127.0.0.1:<port> to the server of ``dsn``; see :meth:`blackhole`."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, delay: float = 0.0) -> None:
+        self.delay = delay
         parts = urlsplit(dsn)
         self._dsn_parts = parts
         self._target = (parts.hostname or "127.0.0.1", parts.port or 5432)
@@ -72,17 +76,51 @@ class BlackholeProxy:
     async def _pump(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: _Path
     ) -> None:
+        loop = asyncio.get_running_loop()
+        held: collections.deque[tuple[float, bytes | None]] = collections.deque()
+        arrived = asyncio.Event()
+        late = asyncio.create_task(self._deliver(held, arrived, writer)) if self.delay else None
         try:
             while data := await reader.read(65536):
                 if path.dropping:
                     continue  # lost on the way: the other side never hears of it
+                if late is not None:
+                    held.append((loop.time() + self.delay, data))
+                    arrived.set()
+                    continue
                 writer.write(data)
                 await writer.drain()
         except (OSError, asyncio.IncompleteReadError):
             pass
         finally:
+            if late is not None:
+                # What is on its way still arrives, then the path closes.
+                held.append((loop.time() + self.delay, None))
+                arrived.set()
+                with contextlib.suppress(asyncio.CancelledError, OSError):
+                    await late
             if not path.dropping:
                 self._close(path)
+
+    async def _deliver(
+        self,
+        held: collections.deque[tuple[float, bytes | None]],
+        arrived: asyncio.Event,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await arrived.wait()
+            arrived.clear()
+            while held:
+                due, data = held[0]
+                if due > loop.time():
+                    await asyncio.sleep(due - loop.time())
+                held.popleft()
+                if data is None:
+                    return
+                writer.write(data)
+                await writer.drain()
 
     def _close(self, path: _Path) -> None:
         self._paths.discard(path)

@@ -27,6 +27,7 @@ from .base import (
     main,
     reason,
 )
+from .supervisor import Supervisor, child_of_supervisor, watch_supervisor
 
 _DEFAULT_CONCURRENCY = 8
 
@@ -93,6 +94,13 @@ def default_pool_size(concurrency: int, queues: int = 1) -> int:
 )
 @click.option("--shutdown-grace", type=click.FloatRange(min=0), default=10.0, show_default=True)
 @click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    help="Worker processes under one supervisor, each with this command's queues, "
+    "concurrency and pool, so CPU-bound def jobs use every core; a process that "
+    "dies is replaced [default: as [tool.koyojobs] declares, else 1].",
+)
+@click.option(
     "--retention",
     "retention_options",
     multiple=True,
@@ -117,6 +125,7 @@ def worker(
     lease: float,
     poll_interval: float,
     shutdown_grace: float,
+    processes: int | None,
     vacuum_threshold: int,
     retention_options: tuple[str, ...],
     connection: Connection,
@@ -130,7 +139,8 @@ def worker(
 
     A second signal during the graceful stop is logged and changes nothing; a
     third stops the process at once (its running jobs run again once their
-    leases lapse).
+    leases lapse). With ``--processes N``, N such workers run under one
+    supervisor that replaces any that dies and passes the signals on.
     """
     # First of all, so that no signal from here to the exit kills the process
     # by default: asyncio's own handlers go with its loop, before the exit.
@@ -160,6 +170,11 @@ def worker(
     for module in modules:
         import_job_module(module)
     log = logging.getLogger("koyojobs.cli")
+    processes = processes or declared.processes or 1
+    if child_of_supervisor():
+        watch_supervisor()
+    elif processes > 1:
+        raise SystemExit(Supervisor(processes).run())
 
     async def serve() -> None:
         stop = signals.attach()

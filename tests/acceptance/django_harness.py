@@ -81,9 +81,10 @@ class Process:
         for line in self.process.stderr:
             self.lines.put(line)
 
-    def wait_for(self, text: str, timeout: float = 30) -> None:
+    def wait_for(self, text: str, timeout: float = 30, count: int = 1) -> None:
+        """Until ``count`` lines of the process's stderr hold ``text``."""
         deadline = time.monotonic() + timeout
-        while not any(text in line for line in self.seen):
+        while sum(text in line for line in self.seen) < count:
             left = deadline - time.monotonic()
             assert left > 0, f"no {text!r} from the process:\n{''.join(self.seen)}"
             try:

@@ -74,6 +74,22 @@ async def test_a_view_enqueues_in_its_transaction_and_the_command_worker_runs_it
     worker_process.wait_for("queues=default:4,emails:2")
 
 
+async def test_the_command_runs_worker_processes_under_a_supervisor(django_db: str) -> None:
+    # The checkout test above proves the jobs run; here, that `manage.py` starts the children.
+    worker = Process(django_db, "manage.py", "koyojobs", "worker", "--processes", "2")
+    try:
+        # Each child is `manage.py koyojobs worker` again, on the project's settings.
+        worker.wait_for("working", count=2)
+        assert sum("worker process started" in line for line in worker.seen) == 2
+        worker.process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(worker.process.wait, 30) == 0
+        worker.wait_for("all worker processes stopped")
+    finally:
+        if worker.process.poll() is None:
+            worker.process.kill()
+            worker.process.wait()
+
+
 async def _check_checkout(found: dict[str, Any], broker: Broker, secret: str | None) -> None:
     assert found["committed"] == 201
     assert found["rolled_back"] == 500  # the view raised: order and job rolled back
@@ -191,7 +207,7 @@ def test_a_malformed_setting_stops_the_project_at_start_in_one_line() -> None:
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         "django.core.exceptions.ImproperlyConfigured: settings.KOYOJOBS: unknown key 'queue' "
-        "(known: database, modules, queues, secret, retention)"
+        "(known: database, modules, queues, secret, retention, processes)"
     )
 
 

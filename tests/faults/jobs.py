@@ -307,3 +307,11 @@ def overlaps(spans: list[tuple[int, float, float]]) -> list[str]:
 def lifelog_past_timeout(path: str, seconds: float) -> str:
     """:func:`lifelog` with a timeout shorter than its run: its thread outlives each attempt."""
     return _live(path, seconds)
+
+
+@define_job(name="faults.sleep_and_log", max_attempts=3)
+async def sleep_and_log(path: str, seconds: float) -> int:
+    """Appends 'job_id pid' to ``path`` when it starts, then sleeps ``seconds``."""
+    _append(path, f"{_job().id} {os.getpid()}\n")
+    await asyncio.sleep(seconds)
+    return os.getpid()

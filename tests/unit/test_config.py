@@ -28,6 +28,7 @@ dsn_env = "DATABASE_URL"
 listen_dsn_env = "DIRECT_URL"
 statement_cache_size = 0
 pool_size = 30
+processes = 2
 
 [tool.koyojobs.queues]
 default = 8
@@ -44,6 +45,7 @@ failed = "none"
         listen_dsn_env="DIRECT_URL",
         statement_cache_size=0,
         pool_size=30,
+        processes=2,
         queues={"default": 8, "long": 2},
         retention={"done": "1h", "failed": "none"},
         path=path,
@@ -72,6 +74,7 @@ def test_no_file_or_no_section_declares_nothing(tmp_path: Path) -> None:
         ("[tool.koyojobs]\nlisten_dsn_env = 5\n", "listen_dsn_env"),
         ("[tool.koyojobs]\nstatement_cache_size = -1\n", "statement_cache_size"),
         ("[tool.koyojobs]\npool_size = 0\n", "pool_size"),
+        ("[tool.koyojobs]\nprocesses = 0\n", "processes"),
         ("[tool.koyojobs]\nqueues = ['default']\n", "queues"),
         ("[tool.koyojobs.queues]\ndefault = 'eight'\n", "queues.default"),
         ("[tool.koyojobs.queues]\nlong = 0\n", "queues.long"),

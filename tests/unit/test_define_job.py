@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import sqlite3
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pendulum
 import pytest
@@ -103,6 +104,28 @@ def test_a_dropped_call_warns_naming_the_job() -> None:
 def test_bad_arguments_fail_at_the_call_site() -> None:
     with pytest.raises(TypeError, match=r"job '.*bare_job' called with bad arguments"):
         bare_job()  # type: ignore[call-arg]
+
+
+def test_positional_calls_are_checked_as_inspect_binds_them() -> None:
+    @define_job(name="unit.defaults")
+    def with_defaults(a: int, b: int = 2, /, c: int = 3) -> None: ...
+
+    @define_job(name="unit.star")
+    def star(a: int, *rest: int) -> None: ...
+
+    for call in (with_defaults(1), with_defaults(1, 2), with_defaults(1, 2, 3), star(1, 2, 3)):
+        assert call.args[0] == 1
+        call.consume()
+    loose: Any = with_defaults
+    for args in ((), (1, 2, 3, 4)):
+        with pytest.raises(TypeError, match="called with bad arguments"):
+            loose(*args)
+    with pytest.raises(TypeError, match="called with bad arguments"):
+        star()  # type: ignore[call-arg]
+    call = with_defaults(1, c=4)  # a keyword: inspect checks it
+    call.consume()
+    with pytest.raises(TypeError, match="called with bad arguments"):
+        with_defaults(1, d=4)  # type: ignore[call-arg]
 
 
 def test_an_unserializable_argument_is_named() -> None:

@@ -23,8 +23,10 @@ def test_defaults_and_a_full_setting() -> None:
             "queues": {"default": 4, "emails": 1},
             "secret": ["new", "old"],
             "retention": timedelta(days=7),
+            "processes": 2,
         }
     )
+    assert (empty.processes, full.processes) == (None, 2)
     assert full.modules == ("a.jobs", "b.jobs")
     assert full.queues == {"default": 4, "emails": 1}
     assert full.secret == ("new", "old")
@@ -44,6 +46,7 @@ def test_defaults_and_a_full_setting() -> None:
         ({"secret": []}, "settings.KOYOJOBS['secret']: secret is an empty list"),
         ({"retention": -1}, "settings.KOYOJOBS['retention']: must be seconds >= 0"),
         ({"database": ""}, "settings.KOYOJOBS['database']: must be an alias of DATABASES"),
+        ({"processes": 0}, "settings.KOYOJOBS['processes']: must be an int >= 1, got 0"),
     ],
 )
 def test_a_malformed_setting_is_one_line_naming_the_key(setting: Any, message: str) -> None:

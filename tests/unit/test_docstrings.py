@@ -10,6 +10,7 @@ import pkgutil
 import pytest
 
 import koyojobs
+from koyojobs import registry
 
 # Runs the command line when imported.
 _NOT_IMPORTED = ("koyojobs.__main__",)
@@ -41,6 +42,18 @@ def test_the_modules_are_found() -> None:
 @pytest.mark.parametrize("name", MODULES)
 def test_the_docstring_examples_run(name: str) -> None:
     module = importlib.import_module(name)
+    # The examples define jobs (a limited one on "default", say): forget them
+    # after, or the workers of later tests would claim as if they ran them.
+    known = {d.name for d in registry.definitions()}
+    try:
+        _run_examples(module, name)
+    finally:
+        for definition in registry.definitions():
+            if definition.name not in known:
+                registry.forget(definition.name)
+
+
+def _run_examples(module: object, name: str) -> None:
     finder = doctest.DocTestFinder(exclude_empty=True)
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     for test in finder.find(module, name, globs=vars(module).copy()):

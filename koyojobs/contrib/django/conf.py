@@ -8,6 +8,7 @@
         "queues": {"default": 8, "emails": 2},  # queue = concurrency (or a list of names)
         "secret": env("KOYOJOBS_SECRET"),        # a key, or a list of keys to rotate
         "retention": 7 * 24 * 3600,      # seconds: `manage.py koyojobs prune`'s default
+        "processes": 2,                  # worker processes of `manage.py koyojobs worker`
     }
 
 Every key is optional. A malformed value is an ``ImproperlyConfigured`` of one
@@ -29,7 +30,7 @@ from ...serializer import Secret, Serializer
 
 __all__ = ["KoyojobsSettings", "dsn_from_database", "read_settings"]
 
-_KNOWN = ("database", "modules", "queues", "secret", "retention")
+_KNOWN = ("database", "modules", "queues", "secret", "retention", "processes")
 _ENGINES = frozenset({"django.db.backends.postgresql", "django.contrib.gis.db.backends.postgis"})
 # Connection options of DATABASES[...]["OPTIONS"] that mean the same to libpq and asyncpg.
 _PASSED_OPTIONS = ("sslmode", "sslrootcert", "sslcert", "sslkey", "application_name")
@@ -54,6 +55,9 @@ class KoyojobsSettings:
     ``manage.py koyojobs worker`` prune older ones (``None``: koyojobs'
     defaults, a day for done jobs and seven for the others), and
     ``manage.py koyojobs prune`` deletes older ones when given no ``--older-than``."""
+    processes: int | None = None
+    """Worker processes ``manage.py koyojobs worker`` runs under one supervisor
+    (``None``: one; ``--processes`` wins)."""
 
 
 def read_settings(value: Any) -> KoyojobsSettings:
@@ -65,7 +69,7 @@ def read_settings(value: Any) -> KoyojobsSettings:
         >>> read_settings({"queue": ["default"]})
         Traceback (most recent call last):
         ...
-        django.core.exceptions.ImproperlyConfigured: settings.KOYOJOBS: unknown key 'queue' (known: database, modules, queues, secret, retention)
+        django.core.exceptions.ImproperlyConfigured: settings.KOYOJOBS: unknown key 'queue' (known: database, modules, queues, secret, retention, processes)
     """  # noqa: E501
     if value is None:
         return KoyojobsSettings()
@@ -88,6 +92,7 @@ def read_settings(value: Any) -> KoyojobsSettings:
         queues=_queues(value.get("queues", {})),
         secret=_secret(value.get("secret")),
         retention=_retention(value.get("retention")),
+        processes=_processes(value.get("processes")),
     )
 
 
@@ -109,6 +114,12 @@ def _queues(queues: Any) -> dict[str, int]:
         if not is_count(concurrency):
             raise _bad("queues", f"{queue}: concurrency must be an int >= 1, got {concurrency!r}")
     return dict(pairs)
+
+
+def _processes(processes: Any) -> int | None:
+    if processes is not None and not is_count(processes):
+        raise _bad("processes", f"must be an int >= 1, got {processes!r}")
+    return processes
 
 
 def _secret(secret: Any) -> Secret | tuple[Secret, ...] | None:

@@ -31,3 +31,23 @@ SELECT id, unique_key
 
 -- name: notify_queue
 SELECT pg_notify('koyojobs', $1);
+
+-- name: copy_jobs_begin
+-- Before a bulk enqueue by COPY (koyojobs/bulk.py): the transaction's now()
+-- for the rows scheduled "now", and a value of the id sequence drawn before
+-- the rows' own (COPY draws theirs as an INSERT would, in the rows' order).
+SELECT now() AS now, nextval('koyojobs_jobs_id_seq'::regclass) AS before;
+
+-- name: copy_jobs_end
+-- After it: the last id this session drew.
+SELECT currval('koyojobs_jobs_id_seq'::regclass);
+
+-- name: copy_jobs_ids
+-- When another session drew ids in between: this transaction's rows in the
+-- range it drew from, in id order.
+SELECT id
+  FROM koyojobs_jobs
+ WHERE id > $1 AND id <= $2
+   -- xmin is the 32-bit transaction id (its form of PostgreSQL 14 has no cast).
+   AND xmin::text::bigint = pg_current_xact_id()::text::bigint % 4294967296
+ ORDER BY id;

@@ -9,6 +9,7 @@ queues and secret of ``settings.KOYOJOBS``; ``prune`` with no
 Example:
     $ python manage.py koyojobs migrate
     $ python manage.py koyojobs worker --queue emails --concurrency 4
+    $ python manage.py koyojobs worker --processes 2
 """
 
 from __future__ import annotations
@@ -70,7 +71,11 @@ def _prepare(arguments: list[str]) -> tuple[list[str], Deployment]:
         retention = {"done": age, "failed": age, "cancelled": age}
     modules = config.modules + tuple(m for m in _task_modules() if m not in config.modules)
     deployment = Deployment(
-        modules=modules, queues=config.queues, secret=config.secret, retention=retention
+        modules=modules,
+        queues=config.queues,
+        secret=config.secret,
+        retention=retention,
+        processes=config.processes,
     )
     return arguments, deployment
 
