@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from . import progress
 from .errors import describe, log_trouble
 from .execution import attempt
 from .leases import TIMER_SLACK, Leases, Run, TrackedExecutor, exit_for_lost_lease, stop_run
@@ -371,6 +373,7 @@ class Lane:
                 this.begun = True
                 started = time.monotonic()
                 executor = TrackedExecutor(self._executor, this)
+                progress.bind(this.progress)  # this task's own context
                 decision = await attempt(row, self.broker.serializer, self.broker, executor)
         except asyncio.CancelledError:
             # Stopped by stop() (released afterwards) or because the job is no
@@ -392,6 +395,12 @@ class Lane:
         if run is None or run.cancelled or decision is None:
             self.leases.let_go(job_id, row["attempts"])
             return
+        if this.progress.fraction is not None:
+            decision = dataclasses.replace(
+                decision,
+                progress=this.progress.fraction,
+                progress_message=this.progress.message,
+            )
         self._decisions.append((job_id, row["attempts"], decision))
         _log_outcome(row, decision, time.monotonic() - started)
 

@@ -169,10 +169,11 @@ async def drain(
         while True:
             rows = await b.pool.fetch(claim, queue, limit, 3600.0, worker_id, *as_columns(outcomes))
             # A retry written by this very statement was not claimable in it
-            # (one snapshot): look once more before calling the queue drained.
-            # Not for a snooze: a job that always snoozes would never let go.
-            retried = any(o[2].status is Status.READY and not o[2].snoozed for o in outcomes)
-            if not rows and not retried:
+            # (one snapshot), nor a workflow step its outcomes released: look
+            # once more before calling the queue drained. Not for a snooze: a
+            # job that always snoozes would never let go.
+            again = any(not o[2].snoozed for o in outcomes)
+            if not rows and not again:
                 return dict(counts)
             outcomes = []
             for row in rows:

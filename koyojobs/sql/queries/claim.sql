@@ -3,7 +3,8 @@
 
 -- name: finished_outcomes
 -- The outcomes of finished attempts, written: the first CTE of finish_and_claim
--- and finish_and_claim_limited ($5..$11). An outcome that arrives after the
+-- and finish_and_claim_limited ($5..$11, and the progress the runs reported,
+-- $12 and $13, NULL where none did). An outcome that arrives after the
 -- rescue put its job back (its lease lapsed in an outage) is still kept while
 -- no later attempt has started: a success is stored as done, not left failed
 -- with "lease lapsed". Once: writing it clears lapsed_attempt.
@@ -21,20 +22,36 @@ finished AS (
            finished_at = CASE WHEN u.status IN ('ready', 'snoozed') THEN NULL ELSE now() END,
            lease_expires_at = NULL,
            worker_id = NULL,
-           lapsed_attempt = NULL
+           lapsed_attempt = NULL,
+           progress = coalesce(u.progress, j.progress),
+           progress_message = CASE WHEN u.progress IS NULL THEN j.progress_message
+                                   ELSE u.progress_message END
       FROM unnest($5::bigint[], $6::integer[], $7::text[], $8::bytea[], $9::text[],
-                  $10::text[], $11::float8[])
-           AS u(id, attempt, status, result, error, traceback, delay)
+                  $10::text[], $11::float8[], $12::real[], $13::text[])
+           AS u(id, attempt, status, result, error, traceback, delay, progress, progress_message)
      WHERE j.id = u.id
        -- The attempt that holds the job, or the one whose lease lapsed while
        -- its outcome was on the way, as long as no later attempt has begun.
+       -- Not a workflow step the rescue failed: its dependents were already
+       -- cancelled for it.
        AND CASE WHEN j.status = 'running' THEN j.attempts = u.attempt
-                WHEN j.status IN ('ready', 'failed')
+                WHEN j.status = 'ready' OR (j.status = 'failed' AND j.workflow_id IS NULL)
                 THEN j.lapsed_attempt = u.attempt AND j.attempts = u.attempt
                 ELSE false END
-    RETURNING CASE WHEN j.waited AND u.status NOT IN ('ready', 'snoozed')
+    RETURNING j.id, j.status, j.step, j.workflow_id,
+              CASE WHEN j.waited AND u.status NOT IN ('ready', 'snoozed')
                    THEN pg_notify('koyojobs_finished', '') END
 )
+
+-- name: finished_steps
+-- The workflow steps that finished_outcomes ended, and what that releases or
+-- cancels (koyojobs.workflows), in the same statement. A batch of plain jobs
+-- ends no step: each CTE below starts from nothing and costs next to nothing.
+, ended AS (
+    SELECT id, status, step FROM finished
+     WHERE workflow_id IS NOT NULL AND status IN ('done', 'failed')
+)
+-- include: release_dependents
 
 -- name: claim_picked
 -- The claim of the rows a CTE "picked" holds, shared by finish_and_claim and
@@ -72,8 +89,9 @@ RETURNING j.id, j.name, j.queue, j.priority, j.args, j.attempts, j.max_attempts,
 -- cluster-wide lock at commit, which slowed a drain by a sixth. A "snoozed"
 -- outcome is ready again with the attempt given back. A paused queue (a row
 -- in koyojobs_queues) claims nothing.
-WITH
+WITH RECURSIVE
 -- include: finished_outcomes
+-- include: finished_steps
 , picked AS (
     SELECT id
       FROM koyojobs_jobs
@@ -102,8 +120,9 @@ SELECT extract(epoch FROM min(scheduled_at) - now())::float8
 -- snapshot fails the re-check of FOR UPDATE and is passed over. The starts of
 -- rate-limited keys are added to their windows: ON CONFLICT reads a window's
 -- latest row, whatever this statement's snapshot holds.
-WITH
+WITH RECURSIVE
 -- include: finished_outcomes
+-- include: finished_steps
 , taken AS (
     SELECT koyojobs_limited_take($1, $2, (SELECT count(*) FROM finished)) AS ids
 ), picked AS (

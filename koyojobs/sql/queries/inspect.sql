@@ -3,21 +3,28 @@
 
 -- name: get_job
 SELECT id, name, queue, priority, status, attempts, max_attempts, scheduled_at,
-       created_at, started_at, finished_at, last_error, last_traceback, result, snoozes
+       created_at, started_at, finished_at, last_error, last_traceback, result, snoozes,
+       workflow_id, step, progress, progress_message
   FROM koyojobs_jobs
  WHERE id = $1;
 
 -- name: cancel_job
--- A running job's worker notices at its next lease renewal and stops it.
-UPDATE koyojobs_jobs
-   SET status = 'cancelled', finished_at = now(), lease_expires_at = NULL, worker_id = NULL
- WHERE id = $1 AND status IN ('ready', 'running')
-RETURNING id, pg_notify('koyojobs_finished', '');
+-- A running job's worker notices at its next lease renewal and stops it. A
+-- workflow step's dependents are cancelled with it (its "always" ones
+-- released), in this statement.
+WITH RECURSIVE ended AS (
+    UPDATE koyojobs_jobs
+       SET status = 'cancelled', finished_at = now(), lease_expires_at = NULL, worker_id = NULL
+     WHERE id = $1 AND status IN ('pending', 'ready', 'running')
+    RETURNING id, status, step, pg_notify('koyojobs_finished', '')
+)
+-- include: release_dependents
+SELECT id FROM ended;
 
 -- name: mark_waited
 -- Broker.wait: from now on, the statement that ends job $1 notifies.
 UPDATE koyojobs_jobs SET waited = true
- WHERE id = $1 AND NOT waited AND status IN ('ready', 'running');
+ WHERE id = $1 AND NOT waited AND status IN ('pending', 'ready', 'running');
 
 -- name: finished_among
 -- Which of the jobs $1 (those Broker.wait waits for) have finished.
@@ -26,11 +33,13 @@ SELECT id FROM koyojobs_jobs
 
 -- name: retry_job
 -- Operator's retry: a finished job runs again with a fresh attempt budget,
--- unless another job holds its unique key now.
+-- unless another job holds its unique key now. Not a workflow step still
+-- waiting for upstream steps (one cancelled with them): it would run before them.
 UPDATE koyojobs_jobs AS j
    SET status = 'ready', scheduled_at = now(), attempts = 0, finished_at = NULL,
        result = NULL, lease_expires_at = NULL, worker_id = NULL
  WHERE id = $1 AND status IN ('failed', 'cancelled', 'done')
+   AND coalesce(upstream_left, 0) <= 0
    AND NOT EXISTS (SELECT FROM koyojobs_jobs AS k
                     WHERE k.unique_key = j.unique_key AND k.status IN ('ready', 'running'))
 RETURNING id, queue;
