@@ -217,11 +217,11 @@ class Broker(Lifecycle):
         """Insert one job; with ``connection``, inside the caller's transaction.
 
         Returns the new id. A :class:`~koyojobs.Workflow` inserts all its
-        steps in one statement and returns a :class:`~koyojobs.WorkflowRun`. Workers wake when the inserting transaction
-        commits. An enqueue that raises because the connection broke may
-        still have committed. In the synchronous mode the job runs now, on
-        ``connection`` if given (see :mod:`koyojobs.synchronous`), and the id
-        is the inline run's.
+        steps in one statement and returns a :class:`~koyojobs.WorkflowRun`.
+        Workers wake when the inserting transaction commits. An enqueue that
+        raises because the connection broke may still have committed. In the
+        synchronous mode the job runs now, on ``connection`` if given (see
+        :mod:`koyojobs.synchronous`), and the id is the inline run's.
 
         Example:
             >>> async with broker.pool.acquire() as conn, conn.transaction():  # doctest: +SKIP

@@ -30,7 +30,7 @@ from .context import current_broker
 from .execution import attempt
 from .jobs import JobDefinition
 from .limits import limited_jobs, register_limits
-from .models import Job, Status
+from .models import Job
 from .outcomes import Outcome, as_columns
 from .sql import QUERIES
 

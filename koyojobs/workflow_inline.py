@@ -63,7 +63,13 @@ class InlineWorkflow:
         return WorkflowRun(self.id, {name: job.id for name, job in self.records.items()})
 
     def _record(
-        self, step: Step, job_id: int, status: Status, *, result: Any = None, error: str | None = None
+        self,
+        step: Step,
+        job_id: int,
+        status: Status,
+        *,
+        result: Any = None,
+        error: str | None = None,
     ) -> Job:
         d = step.call.definition
         now = pendulum.now("UTC")

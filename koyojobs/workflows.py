@@ -143,10 +143,11 @@ class Workflow:
         >>> last = wf.add(notify(42), after=sizes)
         >>> [step.name for step in wf.steps]
         ['doc.wf.fetch', 'resize-64', 'resize-256', 'doc.wf.notify']
-        >>> wf.add(notify(1), name="resize-64")
-        Traceback (most recent call last):
-        ...
-        koyojobs.workflows.WorkflowError: workflow 'onboard user 42': a step is already named 'resize-64'
+        >>> try:
+        ...     wf.add(notify(1), name="resize-64")
+        ... except ValueError as exc:
+        ...     print(exc)
+        workflow 'onboard user 42': a step is already named 'resize-64'
     """
 
     def __init__(self, name: str | None = None) -> None:
@@ -185,10 +186,11 @@ class Workflow:
             ... def a() -> None: ...
             >>> wf, other = Workflow("one"), Workflow("two")
             >>> foreign = other.add(a())
-            >>> wf.add(a(), after=foreign, name="mine")
-            Traceback (most recent call last):
-            ...
-            koyojobs.workflows.WorkflowError: workflow 'one', step 'mine': after= names step 'doc.wf.add.a' of another workflow
+            >>> try:
+            ...     wf.add(a(), after=foreign, name="mine")
+            ... except ValueError as exc:
+            ...     print(exc)
+            workflow 'one', step 'mine': after= names step 'doc.wf.add.a' of another workflow
         """
         if not isinstance(call, JobCall):
             raise TypeError(f"Workflow.add() needs a job call such as my_job(1), got {call!r}")
@@ -209,7 +211,9 @@ class Workflow:
         self._has_dependents.update(u.name for u in upstream)
         return step
 
-    def then(self, call: JobCall[Any], *, name: str | None = None, always: bool = False) -> Workflow:
+    def then(
+        self, call: JobCall[Any], *, name: str | None = None, always: bool = False
+    ) -> Workflow:
         """Add a step after every step that nothing waits for yet; returns the workflow.
 
         For ``group(...).then(report())``: the report waits for every step
@@ -310,8 +314,11 @@ def chain(*calls: JobCall[Any], name: str | None = None) -> Workflow:
         ... def step(n: int) -> int:
         ...     return n
         >>> wf = chain(step(1), step(2), step(3))
-        >>> [(s.name, [u.name for u in s.after]) for s in wf.steps][1:]
-        [('doc.wf.chain.step-2', ['doc.wf.chain.step']), ('doc.wf.chain.step-3', ['doc.wf.chain.step-2'])]
+        >>> for s in wf.steps:
+        ...     print(s.name, [u.name for u in s.after])
+        doc.wf.chain.step []
+        doc.wf.chain.step-2 ['doc.wf.chain.step']
+        doc.wf.chain.step-3 ['doc.wf.chain.step-2']
     """
     wf = Workflow(name)
     previous: Sequence[Step] = ()

@@ -4,8 +4,8 @@ statement, cancellation, always steps, upstream(), fan-in, pruning."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -19,10 +19,9 @@ from tests.integration.conftest import StartWorker
 
 
 @pytest.fixture(autouse=True)
-def _reset() -> Iterator[None]:
+def _reset() -> None:
     wj.runs.clear()
     wj.seen_upstream.clear()
-    yield
 
 
 async def _statuses(broker: Broker, workflow_id: int) -> dict[str, Status]:
@@ -93,7 +92,10 @@ async def test_sync_enqueue_joins_a_psycopg_transaction(broker: Broker, dsn: str
     rolled_back = await asyncio.to_thread(enqueue, False)
     assert await broker.get_workflow(rolled_back) is None
     committed = await asyncio.to_thread(enqueue, True)
-    assert await _statuses(broker, committed) == {"wf.step": Status.READY, "wf.step-2": Status.PENDING}
+    assert await _statuses(broker, committed) == {
+        "wf.step": Status.READY,
+        "wf.step-2": Status.PENDING,
+    }
     assert await drain(broker) == {"done": 2}
     assert wj.runs == ["a", "b"]
 
@@ -107,7 +109,9 @@ async def test_a_failed_step_cancels_its_dependents_transitively_but_always_step
     ok = wf.add(wj.step("thumb"), after=fetch, name="thumb")
     notify = wf.add(wj.step("notify"), after=[bad, ok], name="notify")
     later = wf.add(wj.step("archive"), after=notify, name="archive")
-    wf.add(wj.collect("cleanup"), after=[fetch, bad, ok, notify, later], name="cleanup", always=True)
+    wf.add(
+        wj.collect("cleanup"), after=[fetch, bad, ok, notify, later], name="cleanup", always=True
+    )
     run = await wf.enqueue()
     await drain(broker)
     found = await broker.get_workflow(run.id)
@@ -204,10 +208,8 @@ async def test_a_chain_runs_in_order(broker: Broker, start_worker: StartWorker) 
     last = run.job_ids["wf.step-50"]
     await wait_for_status(broker, last, Status.DONE, timeout=30)
     assert wj.runs == [str(n) for n in range(50)]
-    rows = await broker.pool.fetch(
-        "SELECT started_at, finished_at FROM koyojobs_jobs ORDER BY id"
-    )
-    for before, after in zip(rows, rows[1:], strict=False):
+    rows = await broker.pool.fetch("SELECT started_at, finished_at FROM koyojobs_jobs ORDER BY id")
+    for before, after in itertools.pairwise(rows):
         assert after["started_at"] >= before["finished_at"]
 
 
@@ -236,10 +238,14 @@ async def test_a_step_failed_by_the_rescue_cancels_its_dependents(broker: Broker
 async def test_retention_keeps_the_steps_of_an_unfinished_workflow(broker: Broker) -> None:
     run = await chain(wj.step("a"), wj.step("b"), name="kept").enqueue()
     plain = await broker.enqueue(wj.step("plain"))
-    await broker.pool.execute("UPDATE koyojobs_jobs SET status = 'done', finished_at = now() "
-                              "WHERE id = ANY($1::bigint[])", [run.job_ids["wf.step"], plain])
-    await broker.pool.execute("UPDATE koyojobs_jobs SET finished_at = now() - interval '1 day' "
-                              "WHERE status = 'done'")
+    await broker.pool.execute(
+        "UPDATE koyojobs_jobs SET status = 'done', finished_at = now() "
+        "WHERE id = ANY($1::bigint[])",
+        [run.job_ids["wf.step"], plain],
+    )
+    await broker.pool.execute(
+        "UPDATE koyojobs_jobs SET finished_at = now() - interval '1 day' WHERE status = 'done'"
+    )
     assert await broker.prune(older_than=3600) == 1  # the plain job only
     assert await broker.prune_expired(100) == 0
     assert await broker.get_job(run.job_ids["wf.step"]) is not None
