@@ -156,6 +156,7 @@ class Workflow:
         self.name = name
         self._steps: dict[str, Step] = {}
         self._has_dependents: set[str] = set()
+        self._next_suffix: dict[str, int] = {}
 
     @property
     def steps(self) -> tuple[Step, ...]:
@@ -285,9 +286,12 @@ class Workflow:
     def _unique_name(self, base: str) -> str:
         if base not in self._steps:
             return base
-        n = 2
+        # Where the last search for this base ended: a group of 10,000 calls
+        # of one job must not try every taken suffix again for each new step.
+        n = self._next_suffix.get(base, 2)
         while f"{base}-{n}" in self._steps:
             n += 1
+        self._next_suffix[base] = n + 1
         return f"{base}-{n}"
 
     def _check_name(self, name: object) -> None:
@@ -416,7 +420,8 @@ def insert_parameters(
     steps = wf.steps
     if not steps:
         raise WorkflowError(f"{wf._where()} has no steps to enqueue")
-    edges = [(s.name, u.name, s.always) for s in steps for u in s.after]
+    position = {s.name: n for n, s in enumerate(steps, 1)}
+    edges = [(position[s.name], position[u.name], s.always) for s in steps for u in s.after]
     return (
         wf.name,
         *_columns([s.call for s in steps], serializer),

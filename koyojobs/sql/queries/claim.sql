@@ -89,7 +89,7 @@ RETURNING j.id, j.name, j.queue, j.priority, j.args, j.attempts, j.max_attempts,
 -- cluster-wide lock at commit, which slowed a drain by a sixth. A "snoozed"
 -- outcome is ready again with the attempt given back. A paused queue (a row
 -- in koyojobs_queues) claims nothing.
-WITH RECURSIVE
+WITH
 -- include: finished_outcomes
 -- include: finished_steps
 , picked AS (
@@ -120,7 +120,7 @@ SELECT extract(epoch FROM min(scheduled_at) - now())::float8
 -- snapshot fails the re-check of FOR UPDATE and is passed over. The starts of
 -- rate-limited keys are added to their windows: ON CONFLICT reads a window's
 -- latest row, whatever this statement's snapshot holds.
-WITH RECURSIVE
+WITH
 -- include: finished_outcomes
 -- include: finished_steps
 , taken AS (

@@ -12,7 +12,7 @@ SELECT id, name, queue, priority, status, attempts, max_attempts, scheduled_at,
 -- A running job's worker notices at its next lease renewal and stops it. A
 -- workflow step's dependents are cancelled with it (its "always" ones
 -- released), in this statement.
-WITH RECURSIVE ended AS (
+WITH ended AS (
     UPDATE koyojobs_jobs
        SET status = 'cancelled', finished_at = now(), lease_expires_at = NULL, worker_id = NULL
      WHERE id = $1 AND status IN ('pending', 'ready', 'running')

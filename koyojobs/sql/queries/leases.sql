@@ -55,7 +55,7 @@ RETURNING queue;
 -- counted as an attempt when it was claimed, so a job that kills its worker
 -- every time ends failed instead of looping. A workflow step failed so
 -- cancels its dependents, or releases its "always" ones, in this statement.
-WITH RECURSIVE lapsed AS (
+WITH lapsed AS (
     SELECT id
       FROM koyojobs_jobs
      WHERE status = 'running' AND lease_expires_at < now()

@@ -7,7 +7,7 @@
 -- existed. $1 the workflow's name; $2..$8 the steps' columns as insert_jobs
 -- takes them, $9 the trace context; $10 each step's name and $11 how many
 -- upstream steps it waits for (a step with none is ready at once); $12..$14
--- the edges by step name (step, upstream step, always). Unique keys are not
+-- the edges (the step's position from 1, its upstream step's, always). Unique keys are not
 -- stored: a step belongs to its workflow, never to another job of its key.
 WITH workflow AS (
     INSERT INTO koyojobs_workflows (name) VALUES ($1) RETURNING id
@@ -23,12 +23,16 @@ WITH workflow AS (
                                 limit_key, step, upstream_left, ord)
      ORDER BY u.ord
     RETURNING id, step
+-- Identity values are drawn in insertion order, which follows the input: the
+-- n-th step's id is the n-th smallest. Edges name steps by that position (a
+-- join on the step names would compare every pair).
+), ordered AS (
+    SELECT array_agg(id ORDER BY id) AS ids FROM steps
 ), edges AS (
     INSERT INTO koyojobs_job_edges (job_id, upstream_id, always)
-    SELECT d.id, up.id, e.always
-      FROM unnest($12::text[], $13::text[], $14::boolean[]) AS e(step, upstream, always)
-      JOIN steps AS d ON d.step = e.step
-      JOIN steps AS up ON up.step = e.upstream
+    SELECT o.ids[e.step], o.ids[e.upstream], e.always
+      FROM ordered AS o,
+           unnest($12::integer[], $13::integer[], $14::boolean[]) AS e(step, upstream, always)
 )
 SELECT (SELECT id FROM workflow) AS workflow_id, s.id, s.step FROM steps AS s;
 
@@ -36,25 +40,28 @@ SELECT (SELECT id FROM workflow) AS workflow_id, s.id, s.step FROM steps AS s;
 -- Included after a CTE "ended" (id, status, step) of the steps this statement
 -- ended (done, failed or cancelled), in the statement that ends them: their
 -- dependents are released or cancelled in the same transaction, so no crash
--- can leave one pending. "WITH RECURSIVE" in the including statement.
--- doomed: every pending step that a failed or cancelled one cancels, through
--- any depth, but for "always" steps (which wait for their upstream steps to
--- end in any way); its error names the step that ended badly.
-, doomed(id, cause) AS (
-    SELECT e.job_id, format('upstream step %L %s', en.step, en.status)
-      FROM ended AS en
-      JOIN koyojobs_job_edges AS e ON e.upstream_id = en.id
-     WHERE en.status <> 'done' AND NOT e.always
-    UNION
-    SELECT e.job_id, d.cause
-      FROM doomed AS d
-      JOIN koyojobs_job_edges AS e ON e.upstream_id = d.id
-     WHERE NOT e.always
+-- can leave one pending.
+-- doomed: every step that a failed or cancelled one cancels, through any
+-- depth, but for "always" steps (which wait for their upstream steps to end
+-- in any way); its error names the step that ended badly. Walked by
+-- koyojobs_doomed (a function, so that the planner prices the walk as one
+-- row: priced as a recursive CTE, it made every round of a worker's claim
+-- cost enough to be JIT-compiled, 600 ms a round), and only when one did.
+, doomed AS (
+    SELECT d.id, min(format('upstream step %L %s', en.step, en.status)) AS cause
+      FROM (SELECT ARRAY(SELECT id FROM ended WHERE status <> 'done') AS roots) AS r,
+           LATERAL koyojobs_doomed(r.roots) AS d,
+           ended AS en
+     WHERE cardinality(r.roots) > 0 AND en.id = d.root
+     GROUP BY d.id
+-- Found through the primary key (an array of ids, as the claim does): a join
+-- would scan the table for pending rows, every round, steps or not.
 ), cascaded AS (
     UPDATE koyojobs_jobs AS j
        SET status = 'cancelled', finished_at = now(), last_error = d.cause
-      FROM (SELECT id, min(cause) AS cause FROM doomed GROUP BY id) AS d
+      FROM doomed AS d
      WHERE j.id = d.id AND j.status = 'pending'
+       AND j.id = ANY (ARRAY(SELECT id FROM doomed))
     RETURNING j.id, CASE WHEN j.waited THEN pg_notify('koyojobs_finished', '') END
 -- The count of upstream steps that ended here, per dependent step. A failed
 -- or cancelled one never counts down a step that is not "always": its count

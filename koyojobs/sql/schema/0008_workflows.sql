@@ -61,3 +61,27 @@ BEGIN
     END IF;
 END
 $$;
+
+-- The steps that the failed or cancelled steps p_roots cancel: their
+-- dependents, and theirs, through any depth, but for "always" steps (and
+-- what waits for those). With the root each was reached from (any one). A
+-- function, not a recursive CTE in the statements that end steps: the
+-- planner prices a recursive CTE at many times its input, and that price
+-- made each round of a worker's claim (a generic plan) JIT-compiled. ROWS 1:
+-- most statements doom nothing. VOLATILE so that it is never inlined; it
+-- reads only edges, which never change.
+CREATE FUNCTION koyojobs_doomed(p_roots bigint[]) RETURNS TABLE (id bigint, root bigint)
+LANGUAGE sql VOLATILE ROWS 1 AS $$
+    WITH RECURSIVE doomed(id, root) AS (
+        SELECT e.job_id, e.upstream_id
+          FROM koyojobs_job_edges AS e
+         WHERE e.upstream_id = ANY (p_roots) AND NOT e.always
+        UNION
+        -- One probe of the edges' index per step (OFFSET 0 keeps it one).
+        SELECT x.job_id, d.root
+          FROM doomed AS d,
+               LATERAL (SELECT e.job_id FROM koyojobs_job_edges AS e
+                         WHERE e.upstream_id = d.id AND NOT e.always OFFSET 0) AS x
+    )
+    SELECT doomed.id, doomed.root FROM doomed
+$$;
