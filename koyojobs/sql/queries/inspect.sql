@@ -82,8 +82,14 @@ SELECT coalesce(c.queue, p.queue) AS queue,
 
 -- name: job_waiting
 -- Why the job j, due but not running, waits, if anything but a free worker
--- holds it back: a column of list_jobs and dashboard_job.
-       CASE WHEN j.status = 'ready' AND j.scheduled_at <= now() THEN
+-- holds it back: a column of list_jobs and dashboard_job. For a pending
+-- workflow step, the upstream steps it still waits for.
+       CASE WHEN j.status = 'pending' THEN
+           (SELECT 'upstream steps ' || string_agg(u.step, ', ' ORDER BY u.id)
+              FROM koyojobs_job_edges AS e
+              JOIN koyojobs_jobs AS u ON u.id = e.upstream_id
+             WHERE e.job_id = j.id AND u.status IN ('pending', 'ready', 'running'))
+            WHEN j.status = 'ready' AND j.scheduled_at <= now() THEN
            CASE WHEN EXISTS (SELECT FROM koyojobs_queues AS q WHERE q.queue = j.queue)
                 THEN 'queue paused'
                 WHEN j.limit_key IS NULL THEN NULL
@@ -118,7 +124,8 @@ SELECT coalesce(c.queue, p.queue) AS queue,
 -- or its key's rate window full.
 SELECT j.id, j.name, j.queue, j.priority, j.status, j.attempts, j.max_attempts,
        j.scheduled_at, j.created_at, j.started_at, j.finished_at, j.last_error,
-       j.last_traceback, j.result, j.snoozes,
+       j.last_traceback, j.result, j.snoozes, j.workflow_id, j.step, j.progress,
+       j.progress_message,
 -- include: job_waiting
   FROM koyojobs_jobs AS j
  WHERE ($1::text IS NULL OR j.status = $1) AND ($2::text IS NULL OR j.queue = $2)
