@@ -141,8 +141,8 @@ class Workflow:
         >>> first = wf.add(fetch(42))
         >>> sizes = [wf.add(resize(42, px), after=first, name=f"resize-{px}") for px in (64, 256)]
         >>> last = wf.add(notify(42), after=sizes)
-        >>> [step.name for step in wf.steps]
-        ['doc.wf.fetch', 'resize-64', 'resize-256', 'doc.wf.notify']
+        >>> print(*(step.name for step in wf.steps))
+        doc.wf.fetch resize-64 resize-256 doc.wf.notify
         >>> try:
         ...     wf.add(notify(1), name="resize-64")
         ... except ValueError as exc:
@@ -228,8 +228,8 @@ class Workflow:
             >>> @define_job(name="doc.wf.then.report")
             ... def report() -> None: ...
             >>> wf = group(shard(1), shard(2)).then(report())
-            >>> [s.name for s in wf.steps[-1].after]
-            ['doc.wf.then.shard', 'doc.wf.then.shard-2']
+            >>> print(*(s.name for s in wf.steps[-1].after))
+            doc.wf.then.shard doc.wf.then.shard-2
         """
         leaves = [s for s in self._steps.values() if s.name not in self._has_dependents]
         self.add(call, after=leaves, name=name, always=always)
@@ -318,11 +318,10 @@ def chain(*calls: JobCall[Any], name: str | None = None) -> Workflow:
         ... def step(n: int) -> int:
         ...     return n
         >>> wf = chain(step(1), step(2), step(3))
-        >>> for s in wf.steps:
-        ...     print(s.name, [u.name for u in s.after])
-        doc.wf.chain.step []
-        doc.wf.chain.step-2 ['doc.wf.chain.step']
-        doc.wf.chain.step-3 ['doc.wf.chain.step-2']
+        >>> for s in wf.steps[1:]:
+        ...     print(s.name, "after", *(u.name for u in s.after))
+        doc.wf.chain.step-2 after doc.wf.chain.step
+        doc.wf.chain.step-3 after doc.wf.chain.step-2
     """
     wf = Workflow(name)
     previous: Sequence[Step] = ()
