@@ -74,14 +74,15 @@ async def extract(day: str) -> int:
 
 @define_job(name="docs.wf.transform")
 async def transform(day: str) -> int:
-    [rows] = (await upstream()).values()
-    return rows.result // 2
+    [extracted] = (await upstream()).values()
+    rows: int = extracted.result  # a Job's result is whatever the step returned
+    return rows // 2
 
 
 @define_job(name="docs.wf.load")
 async def load(day: str) -> str:
-    [rows] = (await upstream()).values()
-    return f"loaded {rows.result} rows of {day}"
+    [transformed] = (await upstream()).values()
+    return f"loaded {transformed.result} rows of {day}"
 
 
 async def run_chain(broker: Broker) -> None:
