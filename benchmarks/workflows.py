@@ -14,7 +14,9 @@ itself); medians and ranges.
   after all of them (``group(...).then(...)``), enqueued in one statement and
   drained. Its rate counts the --jobs + 1 steps.
 - ``chain``: --chain steps, each after the previous: seconds per step (a
-  step's end releases the next, whose NOTIFY wakes the worker to claim it).
+  step's end releases the next, whose NOTIFY wakes the worker to claim it),
+  and the gaps between step starts in the chain's first and last tenth (a
+  chain must not slow down as it goes).
 - ``one plain job at a time``: --chain plain jobs, each enqueued once the
   previous is done (``broker.wait``): seconds per job, for the chain's scale.
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import statistics
 import sys
 import time
@@ -45,6 +48,9 @@ SHIPPED = QUERIES["finish_and_claim"]
 _RELEASE_START = SHIPPED.index(", ended AS (")
 _RELEASE_END = SHIPPED.index(", picked AS (")
 WITHOUT_RELEASE = SHIPPED[:_RELEASE_START] + SHIPPED[_RELEASE_END:]
+
+_chain_ends: list[tuple[float, float]] = []
+"""Per chain run: the mean gap between step starts in its first and last tenth."""
 
 DRAINS = ["plain", "plain, no release CTEs", "fan-out + fan-in"]
 LATENCIES = ["chain", "one plain job at a time"]
@@ -92,6 +98,15 @@ async def run_latency(admin_dsn: str, variant: str, n: int, slots: int) -> float
                 last = max(run.job_ids.values())
                 job = await broker.wait(last, timeout=600)
                 assert job.status is Status.DONE
+                elapsed = (time.perf_counter() - started) / n
+                starts = await broker.pool.fetch(
+                    "SELECT extract(epoch FROM started_at)::float8 AS t "
+                    "FROM koyojobs_jobs ORDER BY id"
+                )
+                gaps = [b["t"] - a["t"] for a, b in itertools.pairwise(starts)]
+                tenth = max(1, len(gaps) // 10)
+                _chain_ends.append((statistics.mean(gaps[:tenth]), statistics.mean(gaps[-tenth:])))
+                return elapsed
             else:
                 for i in range(n):
                     job_id = await broker.enqueue(scaling.noop(i))
@@ -143,6 +158,12 @@ async def measure(args: argparse.Namespace) -> None:
     for variant, values in latencies.items():
         ms = [v * 1000 for v in values]
         print(f"| {variant} | {statistics.median(ms):.2f} | {min(ms):.2f} to {max(ms):.2f} |")
+    first = statistics.median(f for f, _ in _chain_ends) * 1000
+    last = statistics.median(v for _, v in _chain_ends) * 1000
+    print(
+        f"\nchain, ms between step starts (median of rounds): first tenth {first:.2f}, "
+        f"last tenth {last:.2f}"
+    )
 
 
 def main() -> None:

@@ -85,3 +85,24 @@ async def blocked(label: str) -> str:
     assert job is not None
     await asyncio.sleep(60)
     return label
+
+
+@define_job(name="wf.limited", queue="wf-limited", concurrency=2)
+async def limited(label: str) -> str:
+    runs.append(label)
+    await asyncio.sleep(0.02)
+    return label
+
+
+retry_counts: dict[str, int] = {}
+
+
+@define_job(name="wf.flaky", max_attempts=3, backoff=lambda attempt: 0.0)
+async def flaky(label: str) -> str:
+    """Fails its first two attempts."""
+    job = current_job()
+    assert job is not None
+    runs.append(f"{label}#{job.attempt}")
+    if job.attempt < 3:
+        raise ValueError(f"{label} attempt {job.attempt}")
+    return label

@@ -282,3 +282,24 @@ async def test_progress_from_async_and_def_jobs_is_written_with_renewals_and_out
         assert (job.progress, job.progress_message) == (1.0, f"{kind} 6 of 6")
     half = await wait_for_status(broker, failing, Status.READY, Status.FAILED)
     assert (half.progress, half.progress_message) == (0.5, "half")
+
+
+async def test_steps_of_limited_jobs_are_released_by_the_limited_claim(
+    broker: Broker, start_worker: StartWorker
+) -> None:
+    wf = group(*(wj.limited(str(n)) for n in range(6)), name="limited").then(
+        wj.limited("after"), name="after"
+    )
+    run = await wf.enqueue()
+    worker = await start_worker(queue="wf-limited", pool_size=8)
+    assert worker.limited  # claims through finish_and_claim_limited
+    await wait_for_status(broker, run.job_ids["after"], Status.DONE, timeout=30)
+    assert wj.runs[-1] == "after" and sorted(wj.runs[:-1]) == [str(n) for n in range(6)]
+
+
+async def test_a_retried_step_releases_its_dependents_only_once_done(broker: Broker) -> None:
+    run = await chain(wj.flaky("first"), wj.step("second")).enqueue()
+    assert await drain(broker) == {"ready": 2, "done": 2}
+    assert wj.runs == ["first#1", "first#2", "first#3", "second"]
+    found = await broker.get_workflow(run.id)
+    assert found is not None and found.status is Status.DONE
