@@ -112,7 +112,8 @@ class Job:
             waiting=row.get("waiting"),
             workflow_id=row.get("workflow_id"),
             step=row.get("step"),
-            progress=row.get("progress"),
+            # Stored as a real: 0.3 reads back as 0.30000001192092896.
+            progress=None if row.get("progress") is None else round(row["progress"], 6),
             progress_message=row.get("progress_message"),
         )
 

@@ -99,6 +99,13 @@ async def test_sync_enqueue_joins_a_psycopg_transaction(broker: Broker, dsn: str
     assert await drain(broker) == {"done": 2}
     assert wj.runs == ["a", "b"]
 
+    def enqueue_one_step() -> int:  # no edges: empty arrays, typed by the statement
+        with psycopg.connect(dsn) as conn:
+            return sync.enqueue(Workflow("solo").then(wj.step("solo")), connection=conn).id
+
+    solo = await asyncio.to_thread(enqueue_one_step)
+    assert await _statuses(broker, solo) == {"wf.step": Status.READY}
+
 
 async def test_a_failed_step_cancels_its_dependents_transitively_but_always_steps_run(
     broker: Broker,
@@ -246,6 +253,11 @@ async def test_retention_keeps_the_steps_of_an_unfinished_workflow(broker: Broke
     await broker.pool.execute(
         "UPDATE koyojobs_jobs SET finished_at = now() - interval '1 day' WHERE status = 'done'"
     )
+    assert await broker.prunable(older_than=3600) == {
+        Status.DONE: 1,
+        Status.FAILED: 0,
+        Status.CANCELLED: 0,
+    }
     assert await broker.prune(older_than=3600) == 1  # the plain job only
     assert await broker.prune_expired(100) == 0
     assert await broker.get_job(run.job_ids["wf.step"]) is not None

@@ -77,7 +77,8 @@ DELETE FROM koyojobs_rate_windows
 -- name: count_prunable
 -- What prune_jobs would delete now, per status (koyojobs prune --dry-run).
 SELECT status, count(*)::bigint AS jobs
-  FROM koyojobs_jobs
+  FROM koyojobs_jobs AS j
  WHERE status IN ('done', 'failed', 'cancelled')
    AND finished_at < now() - make_interval(secs => $1)
+-- include: workflow_finished
  GROUP BY status;
