@@ -73,6 +73,8 @@ class Lane:
             on_lost_thread=exit_for_lost_lease if worker.exit_on_lost_lease else None,
         )
         self._decisions: list[Outcome] = []
+        self._steps: set[int] = set()
+        """Claimed workflow steps whose outcome is not yet written."""
         self._one_at_a_time = 0
         """Rounds left that write one outcome each, to find one the database refuses."""
         self._conn: asyncpg.Connection | None = None
@@ -226,6 +228,11 @@ class Lane:
             self.leases.let_go(job_id, number)
             if decision.status is Status.READY:
                 self.wake()  # a retry may be due before the next poll
+            elif job_id in self._steps:
+                # Its outcome may have released steps (often of this queue):
+                # claim again now, not when its NOTIFY comes back around.
+                self._steps.discard(job_id)
+                self.wake()
         for row in rows:
             # A job this worker still runs (in this claim loop or the other)
             # may come back: its lease lapsed while the event loop was stalled,
@@ -236,6 +243,8 @@ class Lane:
                 stale = stale or sibling._runs.get(row["id"])
             if stale is not None:
                 stop_run(stale)
+            if row["workflow_id"] is not None:
+                self._steps.add(row["id"])
             task = asyncio.create_task(self._run(row, None if stale is None else stale.task))
             self._runs[row["id"]] = Run(task, sent + self.worker.lease)
             self.leases.hold(row["id"], row["attempts"], sent + self.worker.lease)
@@ -266,6 +275,7 @@ class Lane:
                 extra={"job_id": job_id, "error": reason},
             )
             self.leases.let_go(job_id, number)
+            self._steps.discard(job_id)
             return []
         log.warning(
             "the database refused a job's outcome; storing it as failed",
@@ -379,6 +389,7 @@ class Lane:
             # Stopped by stop() (released afterwards) or because the job is no
             # longer ours (cancelled or rescued): nothing to record.
             self.leases.let_go(job_id, row["attempts"])
+            self._steps.discard(job_id)
             return
         except Exception as exc:
             # attempt() decides for every row; should it raise all the same, the
@@ -394,6 +405,7 @@ class Lane:
             self.wake()
         if run is None or run.cancelled or decision is None:
             self.leases.let_go(job_id, row["attempts"])
+            self._steps.discard(job_id)
             return
         if this.progress.fraction is not None:
             decision = dataclasses.replace(

@@ -69,7 +69,7 @@ UPDATE koyojobs_jobs AS j
  -- table and would hash-join it; an array of ids always takes the primary key.
  WHERE j.id = ANY (ARRAY(SELECT id FROM picked))
 RETURNING j.id, j.name, j.queue, j.priority, j.args, j.attempts, j.max_attempts, j.scheduled_at,
-          j.trace_context, j.limit_key
+          j.trace_context, j.limit_key, j.workflow_id
 
 -- name: finish_and_claim
 -- One round trip per batch: records the outcomes of finished attempts ($5..$11,
@@ -156,7 +156,8 @@ WITH
            rate_count = excluded.rate_count,
            rate_seconds = excluded.rate_seconds
 )
-SELECT id, name, queue, priority, args, attempts, max_attempts, scheduled_at, trace_context
+SELECT id, name, queue, priority, args, attempts, max_attempts, scheduled_at, trace_context,
+       workflow_id
   FROM claimed;
 
 -- name: next_due_limited
