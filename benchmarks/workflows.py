@@ -19,6 +19,9 @@ itself); medians and ranges.
   chain must not slow down as it goes).
 - ``one plain job at a time``: --chain plain jobs, each enqueued once the
   previous is done (``broker.wait``): seconds per job, for the chain's scale.
+- the statement alone: ``finish_and_claim`` of plain jobs as shipped and
+  without the workflow CTEs, in turns on one connection (see
+  :func:`statement_cost`): the steadiest view of what plain jobs pay.
 
     python3 benchmarks/workflows.py --dsn postgresql://root@127.0.0.1:5432/postgres --rounds 3
 """
@@ -41,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import scaling  # the drain and enqueue of the scaling benchmark
 
 from koyojobs import Broker, Status, Worker, chain, group
+from koyojobs.outcomes import Outcome, as_columns, succeeded
 from koyojobs.sql import QUERIES
 from koyojobs.testing import TemporaryPostgres
 
@@ -116,6 +120,38 @@ async def run_latency(admin_dsn: str, variant: str, n: int, slots: int) -> float
             await worker.stop()
 
 
+async def statement_cost(admin_dsn: str, blocks: int) -> dict[str, float]:
+    """ms per round of finish_and_claim, as shipped and without the workflow CTEs.
+
+    One connection as a worker's (generic plans), 16 outcomes written and 16
+    plain jobs claimed a round; the two statements take turns, 50 rounds at
+    a time, so that the machine's ups and downs fall on both alike.
+    """
+    async with scaling.fresh_database(admin_dsn) as dsn, Broker(dsn) as broker:
+        for _ in range(6):
+            await broker.enqueue_many([scaling.noop(i) for i in range(20_000)])
+        await broker.pool.execute("ANALYZE koyojobs_jobs")
+        conn = await broker.database.connect(
+            timeout=10, role="koyojobs-worker", settings={"plan_cache_mode": "force_generic_plan"}
+        )
+        try:
+            spent = {"as shipped": 0.0, "without the workflow CTEs": 0.0}
+            outcomes: list[Outcome] = []
+            done = succeeded(b"x")
+            for _ in range(blocks):
+                for name, query in zip(spent, (SHIPPED, WITHOUT_RELEASE), strict=True):
+                    started = time.perf_counter()
+                    for _ in range(50):
+                        rows = await conn.fetch(
+                            query, "default", 16, 30.0, "w", *as_columns(outcomes)
+                        )
+                        outcomes = [(r["id"], r["attempts"], done) for r in rows]
+                    spent[name] += time.perf_counter() - started
+            return {name: seconds / (blocks * 50) * 1000 for name, seconds in spent.items()}
+        finally:
+            await conn.close()
+
+
 @contextlib.asynccontextmanager
 async def _server(dsn: str | None) -> AsyncIterator[str]:
     if dsn:
@@ -130,7 +166,9 @@ async def measure(args: argparse.Namespace) -> None:
     latencies: dict[str, list[float]] = {v: [] for v in LATENCIES}
     async with _server(args.dsn) as admin_dsn:
         for round_ in range(args.rounds):
-            for variant in DRAINS:
+            # Each round starts with another variant: the first of a round
+            # runs on a machine that is not yet warm.
+            for variant in DRAINS[round_ % len(DRAINS) :] + DRAINS[: round_ % len(DRAINS)]:
                 result = await run_drain(admin_dsn, variant, args.jobs, args.concurrency)
                 drains[variant].append(result)
                 print(f"round {round_ + 1} {variant}: {result['rate']:,.0f}/s", file=sys.stderr)
@@ -138,6 +176,10 @@ async def measure(args: argparse.Namespace) -> None:
                 seconds = await run_latency(admin_dsn, variant, args.chain, args.concurrency)
                 latencies[variant].append(seconds)
                 print(f"round {round_ + 1} {variant}: {seconds * 1000:.2f} ms", file=sys.stderr)
+        statement = await statement_cost(admin_dsn, args.blocks)
+    print("\nfinish_and_claim of plain jobs, ms per round (16 written, 16 claimed)")
+    for name, ms in statement.items():
+        print(f"- {name}: {ms:.3f}")
     print(
         f"\n{args.jobs:,} no-op jobs or steps, worker concurrency {args.concurrency}, "
         f"{args.rounds} rounds"
@@ -173,6 +215,7 @@ def main() -> None:
     parser.add_argument("--chain", type=int, default=1_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--blocks", type=int, default=40, help="of 50 rounds, per statement")
     args: Any = parser.parse_args()
     asyncio.run(measure(args))
 

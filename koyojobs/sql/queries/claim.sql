@@ -46,7 +46,7 @@ finished AS (
 -- name: finished_steps
 -- The workflow steps that finished_outcomes ended, and what that releases or
 -- cancels (koyojobs.workflows), in the same statement. A batch of plain jobs
--- ends no step: each CTE below starts from nothing and costs next to nothing.
+-- ends no step, and calls nothing.
 , ended AS (
     SELECT id, status, step FROM finished
      WHERE workflow_id IS NOT NULL AND status IN ('done', 'failed')

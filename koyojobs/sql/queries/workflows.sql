@@ -37,63 +37,21 @@ WITH workflow AS (
 SELECT (SELECT id FROM workflow) AS workflow_id, s.id, s.step FROM steps AS s;
 
 -- name: release_dependents
--- Included after a CTE "ended" (id, status, step) of the steps this statement
--- ended (done, failed or cancelled), in the statement that ends them: their
--- dependents are released or cancelled in the same transaction, so no crash
--- can leave one pending.
--- doomed: every step that a failed or cancelled one cancels, through any
--- depth, but for "always" steps (which wait for their upstream steps to end
--- in any way); its error names the step that ended badly. Walked by
--- koyojobs_doomed (a function, so that the planner prices the walk as one
--- row: priced as a recursive CTE, it made every round of a worker's claim
--- cost enough to be JIT-compiled, 600 ms a round), and only when one did.
-, doomed AS (
-    SELECT d.id, min(format('upstream step %L %s', en.step, en.status)) AS cause
-      FROM (SELECT ARRAY(SELECT id FROM ended WHERE status <> 'done') AS roots) AS r,
-           LATERAL koyojobs_doomed(r.roots) AS d,
-           ended AS en
-     WHERE cardinality(r.roots) > 0 AND en.id = d.root
-     GROUP BY d.id
--- Found through the primary key (an array of ids, as the claim does): a join
--- would scan the table for pending rows, every round, steps or not.
-), cascaded AS (
-    UPDATE koyojobs_jobs AS j
-       SET status = 'cancelled', finished_at = now(), last_error = d.cause
-      FROM doomed AS d
-     WHERE j.id = d.id AND j.status = 'pending'
-       AND j.id = ANY (ARRAY(SELECT id FROM doomed))
-    RETURNING j.id, CASE WHEN j.waited THEN pg_notify('koyojobs_finished', '') END
--- The count of upstream steps that ended here, per dependent step. A failed
--- or cancelled one never counts down a step that is not "always": its count
--- never reaches zero, whoever ends its other upstream steps.
-), counted AS (
-    SELECT e.job_id, count(*)::integer AS n, bool_or(t.bad) AS bad, bool_and(e.always) AS always
-      FROM (SELECT id, status <> 'done' AS bad FROM ended
-            UNION ALL
-            SELECT id, true FROM cascaded) AS t
-      JOIN koyojobs_job_edges AS e ON e.upstream_id = t.id
-     WHERE NOT EXISTS (SELECT FROM doomed WHERE doomed.id = e.job_id)
-     GROUP BY e.job_id
--- Locked in id order: two workers that end steps of one fan-in at once must
--- not take its dependents' rows in opposite orders.
-), locked AS (
-    SELECT j.id
-      FROM koyojobs_jobs AS j
-     WHERE j.id = ANY (ARRAY(SELECT job_id FROM counted WHERE always OR NOT bad))
-       AND j.status = 'pending'
-     ORDER BY j.id
-       FOR UPDATE
--- The count is read from the row as it is now (a concurrent count-down is
--- waited for, then re-read): released at zero, woken by a NOTIFY to its
--- queue (the insert trigger only fires on INSERT).
-), released AS (
-    UPDATE koyojobs_jobs AS j
-       SET upstream_left = j.upstream_left - c.n,
-           status = CASE WHEN j.upstream_left - c.n <= 0 THEN 'ready' ELSE 'pending' END
-      FROM counted AS c
-     WHERE j.id = c.job_id AND j.status = 'pending' AND (c.always OR NOT c.bad)
-       AND j.id = ANY (ARRAY(SELECT id FROM locked))
-    RETURNING CASE WHEN j.status = 'ready' THEN pg_notify('koyojobs', j.queue) END
+-- Included after a CTE "ended" (id, status, step) of the workflow steps the
+-- statement ended (done, failed or cancelled): koyojobs_release_dependents
+-- releases or cancels their dependents in the same transaction, so no crash
+-- can leave one pending. Called only when a step ended. An INSERT that never
+-- inserts (the function counts, never below zero), because PostgreSQL runs
+-- a data-modifying CTE to its end whoever reads it: a SELECT here would run
+-- only if read, and a read from a subquery runs only when a plan gets to it.
+, released AS (
+    INSERT INTO koyojobs_workflows (name)
+    SELECT NULL
+      FROM (SELECT koyojobs_release_dependents(array_agg(id), array_agg(status),
+                                               array_agg(step)) AS changed
+              FROM ended
+            HAVING count(*) > 0) AS r
+     WHERE r.changed < 0
 )
 
 -- name: cancel_workflow

@@ -62,26 +62,84 @@ BEGIN
 END
 $$;
 
--- The steps that the failed or cancelled steps p_roots cancel: their
--- dependents, and theirs, through any depth, but for "always" steps (and
--- what waits for those). With the root each was reached from (any one). A
--- function, not a recursive CTE in the statements that end steps: the
--- planner prices a recursive CTE at many times its input, and that price
--- made each round of a worker's claim (a generic plan) JIT-compiled. ROWS 1:
--- most statements doom nothing. VOLATILE so that it is never inlined; it
--- reads only edges, which never change.
-CREATE FUNCTION koyojobs_doomed(p_roots bigint[]) RETURNS TABLE (id bigint, root bigint)
-LANGUAGE sql VOLATILE ROWS 1 AS $$
+-- What the statements that end workflow steps call, in the same transaction
+-- (the release_dependents block of sql/queries/workflows.sql), with the steps
+-- they ended: p_ids, their statuses (done, failed, cancelled) and names.
+-- First every pending step that a failed or cancelled one cancels, through
+-- any depth, but for "always" steps (which wait for their upstream steps to
+-- end in any way), its error naming the step that ended badly. Then each
+-- dependent's count of upstream steps not yet ended goes down by those that
+-- ended here (a failed or cancelled one never counts down a step that is not
+-- "always": its count never reaches zero); at zero the step is ready, and
+-- its queue is notified (the insert trigger only fires on INSERT). Returns
+-- how many steps it released or cancelled.
+--
+-- A function, called only when a statement ended a step: a batch of plain
+-- jobs pays for none of it (as CTEs of every claim, even empty, they cost
+-- each round a tenth more). Its statements see the latest committed rows:
+-- a count-down of a row that another transaction is counting down waits for
+-- it, then reads its result, so two workers ending a step's last two
+-- upstream steps at once release it once.
+CREATE FUNCTION koyojobs_release_dependents(p_ids bigint[], p_statuses text[], p_steps text[])
+RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_cancelled bigint[];
+    v_released integer;
+BEGIN
     WITH RECURSIVE doomed(id, root) AS (
         SELECT e.job_id, e.upstream_id
-          FROM koyojobs_job_edges AS e
-         WHERE e.upstream_id = ANY (p_roots) AND NOT e.always
+          FROM unnest(p_ids, p_statuses) AS en(id, status)
+          JOIN koyojobs_job_edges AS e ON e.upstream_id = en.id
+         WHERE en.status <> 'done' AND NOT e.always
         UNION
         -- One probe of the edges' index per step (OFFSET 0 keeps it one).
         SELECT x.job_id, d.root
           FROM doomed AS d,
                LATERAL (SELECT e.job_id FROM koyojobs_job_edges AS e
                          WHERE e.upstream_id = d.id AND NOT e.always OFFSET 0) AS x
+    ), causes AS (
+        SELECT d.id, min(format('upstream step %L %s', en.step, en.status)) AS cause
+          FROM doomed AS d
+          JOIN unnest(p_ids, p_statuses, p_steps) AS en(id, status, step) ON en.id = d.root
+         GROUP BY d.id
+    ), cancelled AS (
+        UPDATE koyojobs_jobs AS j
+           SET status = 'cancelled', finished_at = now(), last_error = c.cause
+          FROM causes AS c
+         WHERE j.id = c.id AND j.status = 'pending'
+           AND j.id = ANY (ARRAY(SELECT id FROM causes))
+        RETURNING j.id, CASE WHEN j.waited THEN pg_notify('koyojobs_finished', '') END
     )
-    SELECT doomed.id, doomed.root FROM doomed
+    SELECT coalesce(array_agg(id), '{}') INTO v_cancelled FROM cancelled;
+
+    WITH counted AS (
+        SELECT e.job_id, count(*)::integer AS n, bool_or(t.bad) AS bad,
+               bool_and(e.always) AS always
+          FROM (SELECT u.id, u.status <> 'done' AS bad FROM unnest(p_ids, p_statuses) AS u(id, status)
+                UNION ALL
+                SELECT c, true FROM unnest(v_cancelled) AS c) AS t
+          JOIN koyojobs_job_edges AS e ON e.upstream_id = t.id
+         GROUP BY e.job_id
+    -- Locked in id order: two workers that end steps of one fan-in at once
+    -- must not take its dependents' rows in opposite orders.
+    ), locked AS (
+        SELECT j.id
+          FROM koyojobs_jobs AS j
+         WHERE j.id = ANY (ARRAY(SELECT job_id FROM counted WHERE always OR NOT bad))
+           AND j.status = 'pending'
+         ORDER BY j.id
+           FOR UPDATE
+    ), released AS (
+        UPDATE koyojobs_jobs AS j
+           SET upstream_left = j.upstream_left - c.n,
+               status = CASE WHEN j.upstream_left - c.n <= 0 THEN 'ready' ELSE 'pending' END
+          FROM counted AS c
+         WHERE j.id = c.job_id AND j.status = 'pending' AND (c.always OR NOT c.bad)
+           AND j.id = ANY (ARRAY(SELECT id FROM locked))
+        RETURNING j.id, CASE WHEN j.status = 'ready' THEN pg_notify('koyojobs', j.queue) END
+    )
+    SELECT count(*) INTO v_released FROM released;
+    RETURN v_released + cardinality(v_cancelled);
+END;
 $$;
