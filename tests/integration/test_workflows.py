@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from koyojobs import Broker, Status, Workflow, chain, group, sync
+from koyojobs.outcomes import as_columns, succeeded
 from koyojobs.sql import QUERIES
 from koyojobs.testing import drain
 from tests import workflow_jobs as wj
@@ -205,6 +206,10 @@ async def test_a_fan_in_of_10000_steps_starts_its_next_step_exactly_once(
     job = await wait_for_status(broker, run.job_ids["total"], Status.DONE, timeout=120)
     assert job.result == sum(range(10_000))
     assert job.attempts == 1 and wj.runs == ["total"]
+    last_shard = await broker.pool.fetchval(
+        "SELECT max(finished_at) FROM koyojobs_jobs WHERE id <> $1", run.job_ids["total"]
+    )
+    assert job.started_at is not None and job.started_at >= last_shard
     found = await broker.get_workflow(run.id)
     assert found is not None and found.status is Status.DONE
 
@@ -315,3 +320,21 @@ async def test_a_retried_step_releases_its_dependents_only_once_done(broker: Bro
     assert wj.runs == ["first#1", "first#2", "first#3", "second"]
     found = await broker.get_workflow(run.id)
     assert found is not None and found.status is Status.DONE
+
+
+async def test_a_fan_in_step_is_released_by_its_last_upstream_outcome_and_not_before(
+    broker: Broker,
+) -> None:
+    run = (
+        await group(wj.shard(1), wj.shard(2), wj.shard(3)).then(wj.total(), name="total").enqueue()
+    )
+    claim = QUERIES["finish_and_claim"]
+    rows = await broker.pool.fetch(claim, "default", 3, 30.0, "w", *as_columns([]))
+    assert len(rows) == 3
+    for n, row in enumerate(rows, 1):
+        outcome = [(row["id"], row["attempts"], succeeded(broker.serializer.dump_result(n, "x")))]
+        await broker.pool.fetch(claim, "default", 0, 30.0, "w", *as_columns(outcome))
+        total = await broker.get_job(run.job_ids["total"])
+        assert total is not None
+        expected = Status.READY if n == 3 else Status.PENDING
+        assert total.status is expected, (n, total)
