@@ -38,9 +38,20 @@ from .hooks import CallNext, JobOutcome, Middleware
 from .jobs import JobCall, JobDefinition, define_job, schedule_at
 from .models import Job, QueueStatus, RunningJob, Status
 from .outcomes import default_backoff
+from .progress import report_progress
 from .synchronous import execute_jobs_synchronously
 from .system import System
 from .worker import Worker
+from .workflows import (
+    Step,
+    Workflow,
+    WorkflowError,
+    WorkflowRecord,
+    WorkflowRun,
+    chain,
+    group,
+    upstream,
+)
 
 __all__ = [
     "Broker",
@@ -58,16 +69,25 @@ __all__ = [
     "RunningJob",
     "SerializationError",
     "Status",
+    "Step",
     "System",
     "WiringError",
     "Worker",
+    "Workflow",
+    "WorkflowError",
+    "WorkflowRecord",
+    "WorkflowRun",
+    "chain",
     "current_broker",
     "current_job",
     "default_backoff",
     "define_job",
     "execute_jobs_synchronously",
+    "group",
+    "report_progress",
     "retry",
     "schedule_at",
     "set_current_broker",
     "snooze",
+    "upstream",
 ]

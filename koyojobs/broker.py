@@ -7,7 +7,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, overload
 
 import asyncpg
 import pendulum
@@ -31,6 +31,7 @@ from .schema import migrate
 from .serializer import Secret, Serializer
 from .sql import QUERIES
 from .waiting import DEFAULT_RECHECK, Waiters
+from .workflows import Workflow, WorkflowRecord, WorkflowRun, enqueue_workflow, get_workflow
 
 __all__ = ["Broker"]
 
@@ -206,15 +207,26 @@ class Broker(Lifecycle):
 
     # -- enqueue --------------------------------------------------------------
 
-    async def enqueue(self, call: JobCall[Any], *, connection: Connection | None = None) -> int:
+    @overload
+    async def enqueue(self, call: JobCall[Any], *, connection: Connection | None = None) -> int: ...
+    @overload
+    async def enqueue(
+        self, call: Workflow, *, connection: Connection | None = None
+    ) -> WorkflowRun: ...
+
+    async def enqueue(
+        self, call: JobCall[Any] | Workflow, *, connection: Connection | None = None
+    ) -> int | WorkflowRun:
         """Insert one job; with ``connection``, inside the caller's transaction.
 
-        Returns the new id. Workers wake when the inserting transaction
-        commits. An enqueue that raises because the connection broke may
-        still have committed. Without ``connection``, calls awaited at the
-        same moment on one broker (many requests at once) share one INSERT
-        and one commit, each with its own id or its own error; a lone call
-        goes at once (see :mod:`koyojobs.enqueuer`). In the synchronous mode the job runs now, on
+        Returns the new id. A :class:`~koyojobs.Workflow` inserts all its
+        steps in one statement and returns a :class:`~koyojobs.WorkflowRun`.
+        Workers wake when the inserting transaction commits. An enqueue that
+        raises because the connection broke may still have committed. Without
+        ``connection``, calls awaited at the same moment on one broker (many
+        requests at once) share one INSERT and one commit, each with its own
+        id or its own error; a lone call goes at once (see
+        :mod:`koyojobs.enqueuer`). In the synchronous mode the job runs now, on
         ``connection`` if given (see :mod:`koyojobs.synchronous`), and the id
         is the inline run's.
 
@@ -223,6 +235,8 @@ class Broker(Lifecycle):
             ...     await conn.execute("INSERT INTO orders ...")
             ...     await broker.enqueue(send_receipt(order_id), connection=conn)
         """
+        if isinstance(call, Workflow):
+            return await enqueue_workflow(self, call, connection)
         if (
             connection is None
             and isinstance(call, JobCall)
@@ -326,6 +340,28 @@ class Broker(Lifecycle):
         """
         return await self.pool.fetchval(QUERIES["cancel_job"], job_id) is not None
 
+    async def get_workflow(self, workflow_id: int) -> WorkflowRecord | None:
+        """The workflow ``workflow_id`` with its steps, or ``None`` if there is none.
+
+        Example:
+            >>> wf = await broker.get_workflow(run.id)  # doctest: +SKIP
+            >>> wf.status, {name: job.status for name, job in wf.steps.items()}  # doctest: +SKIP
+            (<Status.DONE: 'done'>, {'fetch': <Status.DONE: 'done'>, ...})
+        """
+        return await get_workflow(self, workflow_id)
+
+    async def cancel_workflow(self, workflow_id: int) -> int:
+        """Cancel every unfinished step of a workflow; returns how many.
+
+        A running step is stopped as :meth:`cancel` stops a job.
+
+        Example:
+            >>> await broker.cancel_workflow(run.id)  # doctest: +SKIP
+            3
+        """
+        rows = await self.pool.fetch(QUERIES["cancel_workflow"], workflow_id)
+        return len(rows)
+
     async def retry_job(self, job_id: int) -> bool:
         """Run a finished (failed, cancelled or done) job again, with fresh attempts.
 
@@ -407,8 +443,8 @@ class Broker(Lifecycle):
         """
         if not is_seconds(older_than, zero=True):
             raise ValueError(f"prune() older_than must be seconds >= 0, got {older_than!r}")
-        status = await self.pool.execute(QUERIES["prune_jobs"], float(older_than))
-        return int(status.split()[-1])
+        deleted: int = await self.pool.fetchval(QUERIES["prune_jobs"], float(older_than))
+        return deleted
 
     async def prune_expired(self, limit: int = BATCH) -> int:
         """Delete at most ``limit`` finished jobs older than :attr:`retention` says; how many.
@@ -428,8 +464,10 @@ class Broker(Lifecycle):
         kept = [s for s in seconds if s is not None]
         if not kept:
             return 0
-        status = await self.pool.execute(QUERIES["prune_expired"], min(kept), *seconds, limit)
-        return int(status.split()[-1])
+        deleted: int = await self.pool.fetchval(
+            QUERIES["prune_expired"], min(kept), *seconds, limit
+        )
+        return deleted
 
     async def prunable(self, older_than: float) -> dict[Status, int]:
         """What :meth:`prune` would delete now: finished jobs per status (0 included).

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from . import progress
 from .distance import FAR, Pace, round_trip
 from .errors import describe, log_trouble
 from .execution import attempt
@@ -76,6 +78,8 @@ class Lane:
         self.pace = Pace(slots)
         """What to claim beyond the free slots: the round time against the jobs' run time."""
         self._slots: asyncio.Semaphore | None = None
+        self._steps: set[int] = set()
+        """Claimed workflow steps whose outcome is not yet written."""
         self._one_at_a_time = 0
         """Rounds left that write one outcome each, to find one the database refuses."""
         self._conn: asyncpg.Connection | None = None
@@ -241,6 +245,11 @@ class Lane:
             self.leases.let_go(job_id, number)
             if decision.status is Status.READY:
                 self.wake()  # a retry may be due before the next poll
+            elif job_id in self._steps:
+                # Its outcome may have released steps (often of this queue):
+                # claim again now, not when its NOTIFY comes back around.
+                self._steps.discard(job_id)
+                self.wake()
         if len(rows) > 1:
             # The claim returns its rows in id order; jobs start (and those
             # claimed ahead take the slots that free) in the queue's order.
@@ -255,6 +264,8 @@ class Lane:
                 stale = stale or sibling._runs.get(row["id"])
             if stale is not None:
                 stop_run(stale)
+            if row["workflow_id"] is not None:
+                self._steps.add(row["id"])
             task = asyncio.create_task(self._run(row, None if stale is None else stale.task))
             self._runs[row["id"]] = Run(task, sent + self.worker.lease)
             self.leases.hold(row["id"], row["attempts"], sent + self.worker.lease)
@@ -285,6 +296,7 @@ class Lane:
                 extra={"job_id": job_id, "error": reason},
             )
             self.leases.let_go(job_id, number)
+            self._steps.discard(job_id)
             return []
         log.warning(
             "the database refused a job's outcome; storing it as failed",
@@ -404,12 +416,14 @@ class Lane:
                 this.begun = True
                 started = time.monotonic()
                 executor = TrackedExecutor(self._executor, this)
+                progress.bind(this.progress)  # this task's own context
                 decision = await attempt(row, self.broker.serializer, self.broker, executor)
                 await _until_threads_end(this, row)
         except asyncio.CancelledError:
             # Stopped by stop() (released afterwards) or because the job is no
             # longer ours (cancelled or rescued): nothing to record.
             self.leases.let_go(job_id, row["attempts"])
+            self._steps.discard(job_id)
             return
         except Exception as exc:
             # attempt() decides for every row; should it raise all the same, the
@@ -427,7 +441,14 @@ class Lane:
             self.wake()
         if run is None or run.cancelled or decision is None:
             self.leases.let_go(job_id, row["attempts"])
+            self._steps.discard(job_id)
             return
+        if this.progress.fraction is not None:
+            decision = dataclasses.replace(
+                decision,
+                progress=this.progress.fraction,
+                progress_message=this.progress.message,
+            )
         self._decisions.append((job_id, row["attempts"], decision))
         seconds = time.monotonic() - started
         self.pace.ran(seconds)

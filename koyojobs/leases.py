@@ -25,6 +25,7 @@ import asyncpg
 
 from .errors import log_trouble
 from .lifecycle import cancel_and_wait
+from .progress import Progress
 from .sql import QUERIES
 
 __all__ = [
@@ -79,6 +80,8 @@ class Run:
     """Set when the job itself starts; until then, stop the run with :func:`stop_run`."""
     threads: list[concurrent.futures.Future[Any]] = field(default_factory=list)
     """What the run handed to the worker's thread pool (a ``def`` job, ``def`` hooks)."""
+    progress: Progress = field(default_factory=Progress)
+    """What the job reported with ``report_progress()``, for the renewals to write."""
 
     def thread_alive(self) -> bool:
         """Whether a thread of this run may still be running: it cannot be stopped."""
@@ -202,12 +205,28 @@ class Leases:
         # Finished runs whose outcome is not yet written stay leased too, or a
         # slow write would let another worker run them again.
         ids = list(self.held)
+        # Progress reported since the last renewal rides along with this one.
+        reported = {job_id: run.progress.take() for job_id, run in runs.items()}
+        fractions = [reported.get(job_id, (None, None))[0] for job_id in ids]
         sent = time.monotonic()
         held: set[Any] | None
         try:
-            rows = await self._fetch(QUERIES["renew_leases"], ids, self._owner, self.lease)
+            if any(fraction is not None for fraction in fractions):
+                messages = [reported.get(job_id, (None, None))[1] for job_id in ids]
+                rows = await self._fetch(
+                    QUERIES["renew_leases_progress"],
+                    ids,
+                    self._owner,
+                    self.lease,
+                    fractions,
+                    messages,
+                )
+            else:
+                rows = await self._fetch(QUERIES["renew_leases"], ids, self._owner, self.lease)
         except Exception as exc:
             log_trouble(log, "lease renewal failed", exc, queue=queue)
+            for run in runs.values():
+                run.progress.unwritten()
             held = None
         else:
             held = {row["id"] for row in rows}

@@ -22,6 +22,8 @@ class Status(enum.StrEnum):
         True
     """
 
+    PENDING = "pending"
+    """A workflow step waiting for its upstream steps; no worker claims it."""
     READY = "ready"
     """Waiting to run, possibly scheduled for later."""
     RUNNING = "running"
@@ -74,6 +76,14 @@ class Job:
     """From ``list_jobs``: for a due job not yet running, what holds it back
     (its queue paused, its key at a concurrency or rate limit); ``None`` when
     only a free worker is missing, or the job is not waiting."""
+    workflow_id: int | None = None
+    """The workflow the job is a step of (:class:`koyojobs.Workflow`), else ``None``."""
+    step: str | None = None
+    """The job's step name in its workflow, else ``None``."""
+    progress: float | None = None
+    """How far the job got, 0 to 1, as it last said with ``report_progress()``."""
+    progress_message: str | None = None
+    """What the job said with its latest ``report_progress()``."""
 
     @classmethod
     def from_row(cls, row: Record, load_result: Callable[[bytes, str], Any]) -> Job:
@@ -100,6 +110,11 @@ class Job:
             result=None if raw is None else load_result(raw, row["name"]),
             snoozes=row.get("snoozes", 0),
             waiting=row.get("waiting"),
+            workflow_id=row.get("workflow_id"),
+            step=row.get("step"),
+            # Stored as a real: 0.3 reads back as 0.30000001192092896.
+            progress=None if row.get("progress") is None else round(row["progress"], 6),
+            progress_message=row.get("progress_message"),
         )
 
 

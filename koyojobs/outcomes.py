@@ -60,6 +60,9 @@ class Decision:
     delay: float = 0.0
     snoozed: bool = False
     """Ready again without spending the attempt (``snooze()``)."""
+    progress: float | None = None
+    """What the run last reported with ``report_progress()`` (``None``: nothing)."""
+    progress_message: str | None = None
 
 
 Outcome = tuple[int, int, Decision]
@@ -67,7 +70,7 @@ Outcome = tuple[int, int, Decision]
 
 
 def as_columns(outcomes: Sequence[Outcome]) -> list[list[Any]]:
-    """The outcomes as the arrays ``finish_and_claim`` takes ($5..$11), in order."""
+    """The outcomes as the arrays ``finish_and_claim`` takes ($5..$13), in order."""
     return [
         [job_id for job_id, _, _ in outcomes],
         [number for _, number, _ in outcomes],
@@ -78,6 +81,8 @@ def as_columns(outcomes: Sequence[Outcome]) -> list[list[Any]]:
         [d.error for _, _, d in outcomes],
         [d.traceback for _, _, d in outcomes],
         [d.delay for _, _, d in outcomes],
+        [d.progress for _, _, d in outcomes],
+        [d.progress_message for _, _, d in outcomes],
     ]
 
 

@@ -32,7 +32,7 @@ import sys
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, overload
 
 from . import synchronous
 from .coalesce_threads import ThreadCoalescer
@@ -41,11 +41,14 @@ from .inserts import ids_from, insert_for
 from .jobs import JobCall
 from .serializer import Secret, Serializer
 from .sql import QUERIES, pyformat
+from .workflow_inline import run_inline_workflow_blocking
+from .workflows import Workflow, WorkflowRun, insert_parameters, run_from
 
 __all__ = ["configure", "enqueue", "enqueue_many"]
 
 _STATEMENTS = {
-    name: pyformat(QUERIES[name]) for name in ("insert_job", "insert_jobs", "insert_jobs_unique")
+    name: pyformat(QUERIES[name])
+    for name in ("insert_job", "insert_jobs", "insert_jobs_unique", "insert_workflow")
 }
 
 _CONNECT_TIMEOUT = 10
@@ -88,8 +91,18 @@ def configure(*, dsn: str | None = None, secret: Secret | Sequence[Secret] | Non
         conn.close()
 
 
-def enqueue(call: JobCall[Any], connection: Any = None) -> int:
+@overload
+def enqueue(call: JobCall[Any], connection: Any = None) -> int: ...
+@overload
+def enqueue(call: Workflow, connection: Any = None) -> WorkflowRun: ...
+
+
+def enqueue(call: JobCall[Any] | Workflow, connection: Any = None) -> int | WorkflowRun:
     """Insert one job from synchronous code; returns its id.
+
+    A :class:`~koyojobs.Workflow` inserts all its steps in one statement
+    (inside ``connection``'s transaction too) and returns a
+    :class:`~koyojobs.WorkflowRun`; in the synchronous mode its steps run now.
 
     With ``connection`` (a psycopg 3 connection, or a Django connection to
     PostgreSQL such as ``django.db.connection``) the job is inserted inside
@@ -103,7 +116,22 @@ def enqueue(call: JobCall[Any], connection: Any = None) -> int:
         >>> from koyojobs.sync import enqueue
         >>> job_id = enqueue(say_hello("Bogdan"))  # doctest: +SKIP
     """
+    if isinstance(call, Workflow):
+        return _enqueue_workflow(call, connection)
     return _enqueue([call], connection, "enqueue", "a job call")[0]
+
+
+def _enqueue_workflow(wf: Workflow, connection: Any) -> WorkflowRun:
+    if _in_event_loop():
+        raise RuntimeError(
+            "koyojobs.sync.enqueue() was called inside a running event loop: "
+            "await wf.enqueue() instead"
+        )
+    kind = _kind_of(connection) if connection is not None else "own"
+    if synchronous.enabled():
+        return run_inline_workflow_blocking(wf)
+    parameters = insert_parameters(wf, Serializer.from_options(_settings.secret), None)
+    return run_from(_fetch(kind, connection, _STATEMENTS["insert_workflow"], parameters))
 
 
 def enqueue_many(calls: Iterable[JobCall[Any]], connection: Any = None) -> list[int]:

@@ -46,8 +46,12 @@ if TYPE_CHECKING:
 __all__ = [
     "SynchronousMode",
     "enabled",
+    "execute",
+    "execute_blocking",
     "execute_jobs_synchronously",
+    "next_id",
     "on_connection",
+    "prepare",
     "run_calls",
     "run_inline",
     "run_inline_blocking",
@@ -57,6 +61,11 @@ Connection = asyncpg.Connection | PoolConnectionProxy
 
 # Ids of inline runs: negative, so that no stored job ever has one.
 _ids = itertools.count(-1, -1)
+
+
+def next_id() -> int:
+    """A fresh negative id, for an inline run (or an inline workflow)."""
+    return next(_ids)
 
 
 class SynchronousMode:
@@ -114,7 +123,7 @@ class _Inline:
     def __init__(self, job_call: JobCall[Any], serializer: Serializer) -> None:
         self.definition = definition = job_call.definition
         self.serializer = serializer
-        self.id = next(_ids)
+        self.id = next_id()
         name = definition.name
         self.args, self.kwargs = serializer.load_arguments(
             serializer.sign_arguments(job_call.payload, name), name
@@ -172,8 +181,20 @@ async def run_inline(job_call: JobCall[Any], broker: Broker | None) -> int:
     once until ``max_attempts`` is spent. ``broker`` (``None``: none started)
     is the one the job sees as ``current_broker()``; its middleware wraps it.
     """
-    inline = _Inline(job_call, broker.serializer if broker is not None else Serializer())
+    inline = prepare(job_call, broker)
+    await execute(inline, broker)
+    return inline.id
+
+
+def prepare(job_call: JobCall[Any], broker: Broker | None) -> _Inline:
+    """An inline run of ``job_call``, its id drawn and its arguments round-tripped."""
+    return _Inline(job_call, broker.serializer if broker is not None else Serializer())
+
+
+async def execute(inline: _Inline, broker: Broker | None) -> Any:
+    """Run ``inline`` as :func:`run_inline` says; returns the job's return value."""
     definition = inline.definition
+    value: Any = None
     for job in inline.attempts():
         try:
             try:
@@ -189,7 +210,7 @@ async def run_inline(job_call: JobCall[Any], broker: Broker | None) -> int:
         with running(job, broker):
             await inline.succeeded(job, value)
         break
-    return inline.id
+    return value
 
 
 def run_inline_blocking(job_call: JobCall[Any]) -> int:
@@ -200,8 +221,15 @@ def run_inline_blocking(job_call: JobCall[Any]) -> int:
     run inside one); an ``async def`` job in an event loop of its own. Its
     hooks run after it, as in :func:`run_inline`.
     """
-    inline = _Inline(job_call, Serializer())
+    inline = prepare(job_call, None)
+    execute_blocking(inline)
+    return inline.id
+
+
+def execute_blocking(inline: _Inline) -> Any:
+    """Run ``inline`` as :func:`run_inline_blocking` says; returns the job's return value."""
     definition = inline.definition
+    value: Any = None
     for job in inline.attempts():
         try:
             try:
@@ -225,7 +253,7 @@ def run_inline_blocking(job_call: JobCall[Any]) -> int:
             with running(job, None):
                 asyncio.run(inline.succeeded(job, value))
         break
-    return inline.id
+    return value
 
 
 async def run_calls(

@@ -30,7 +30,7 @@ from .context import current_broker
 from .execution import attempt
 from .jobs import JobDefinition
 from .limits import limited_jobs, register_limits
-from .models import Job, Status
+from .models import Job
 from .outcomes import Outcome, as_columns
 from .sql import QUERIES
 
@@ -169,10 +169,11 @@ async def drain(
         while True:
             rows = await b.pool.fetch(claim, queue, limit, 3600.0, worker_id, *as_columns(outcomes))
             # A retry written by this very statement was not claimable in it
-            # (one snapshot): look once more before calling the queue drained.
-            # Not for a snooze: a job that always snoozes would never let go.
-            retried = any(o[2].status is Status.READY and not o[2].snoozed for o in outcomes)
-            if not rows and not retried:
+            # (one snapshot), nor a workflow step its outcomes released: look
+            # once more before calling the queue drained. Not for a snooze: a
+            # job that always snoozes would never let go.
+            again = any(not o[2].snoozed for o in outcomes)
+            if not rows and not again:
                 return dict(counts)
             outcomes = []
             for row in rows:

@@ -67,7 +67,9 @@ def jobs(status_: str | None, queue: str | None, limit: int, connection: Connect
     """List the newest jobs, with the first line of their last error.
 
     For a due job that is not running, the last column says instead what
-    holds it back: its queue paused, or its key at a concurrency or rate limit.
+    holds it back: its queue paused, or its key at a concurrency or rate limit;
+    for a pending workflow step, the upstream steps it waits for. A running
+    job that reported its progress shows it beside its status.
     """
 
     async def action(broker: Broker) -> list[Job]:
@@ -81,9 +83,9 @@ def jobs(status_: str | None, queue: str | None, limit: int, connection: Connect
     rows = [
         (
             str(j.id),
-            j.name,
+            j.name if j.step is None else f"{j.name} (step {j.step} of workflow {j.workflow_id})",
             j.queue,
-            j.status.value,
+            _status(j),
             f"{j.attempts}/{j.max_attempts}" + (f" +{j.snoozes} snoozes" if j.snoozes else ""),
             "-" if j.finished_at is None else j.finished_at.to_datetime_string(),
             f"waiting: {j.waiting}"
@@ -95,6 +97,13 @@ def jobs(status_: str | None, queue: str | None, limit: int, connection: Connect
         for j in found
     ]
     table([header, *rows], right=frozenset({0}))
+
+
+def _status(job: Job) -> str:
+    if job.status is not Status.RUNNING or job.progress is None:
+        return job.status.value
+    said = f": {job.progress_message}" if job.progress_message else ""
+    return f"running {job.progress:.0%}{said}"
 
 
 @main.command()

@@ -20,7 +20,7 @@ from ..errors import PayloadError
 from ..models import Status
 from ..periodic import run_now
 from ..registry import lookup
-from . import csrf, data
+from . import csrf, data, workflow_page
 from .formatting import age, label_of, payload_repr, when
 
 if TYPE_CHECKING:
@@ -57,6 +57,8 @@ _NOTICES = {
     "resumed": "The queue is resumed.",
     "enqueued": "The periodic job was enqueued to run now.",
     "still-running": "Not enqueued: its previous run is still ready or running (skip_if_running).",
+    "workflow-cancelled": "The workflow's unfinished steps are cancelled.",
+    "not-workflow-cancelled": "Nothing was cancelled: every step had finished already.",
 }
 
 
@@ -117,6 +119,7 @@ class Dashboard:
                 Route("/jobs", self._jobs, methods=["GET"]),
                 Route("/jobs/{job_id:int}", self._job, methods=["GET"]),
                 Route("/periodic", self._periodic, methods=["GET"]),
+                Route("/workflows/{workflow_id:int}", self._workflow, methods=["GET"]),
                 Route("/static/{asset}", self._asset, methods=["GET"]),
                 # The actions: POST only, so no link, image or redirect can fire one.
                 Route("/jobs/{job_id:int}/retry", self._retry, methods=["POST"]),
@@ -124,6 +127,9 @@ class Dashboard:
                 Route("/queues/pause", self._pause, methods=["POST"]),
                 Route("/queues/resume", self._resume, methods=["POST"]),
                 Route("/periodic/run", self._run_now, methods=["POST"]),
+                Route(
+                    "/workflows/{workflow_id:int}/cancel", self._cancel_workflow, methods=["POST"]
+                ),
             ]
         )
 
@@ -303,6 +309,24 @@ class Dashboard:
             return f"(cannot be shown: {exc})"
         except Exception as exc:  # a payload is anything dill made; say what, never crash
             return f"(cannot be shown: {type(exc).__name__}: {exc})"
+
+    async def _workflow(self, request: Request) -> StarletteResponse:
+        workflow_id: int = request.path_params["workflow_id"]
+        view = None
+        if workflow_id <= _MAX_ID:
+            view = await workflow_page.workflow_view(self.broker, workflow_id)
+        if view is None:
+            return await self._render(request, "missing.html", 404, what=f"workflow {workflow_id}")
+        return await self._render(request, "workflow.html", wf=view)
+
+    async def _cancel_workflow(self, request: Request) -> StarletteResponse:
+        form = await self._guard(request)
+        if isinstance(form, StarletteResponse):
+            return form
+        workflow_id: int = request.path_params["workflow_id"]
+        done = workflow_id <= _MAX_ID and await self.broker.cancel_workflow(workflow_id) > 0
+        notice = "workflow-cancelled" if done else "not-workflow-cancelled"
+        return _back(request, f"/workflows/{workflow_id}", notice)
 
     async def _periodic(self, request: Request) -> StarletteResponse:
         rows = await data.schedule_rows(self.broker)

@@ -164,8 +164,15 @@ def test_python_samples_on_pages_come_from_tested_files() -> None:
                 f"{page.name}: a python sample not included from docs/examples/:\n{block}"
             )
             for line in lines:
-                included = ROOT / line.split('"')[1]
+                # "path" or "path:section" (a section between --8<-- [start:x] and [end:x]).
+                path, _, section = line.split('"')[1].partition(":")
+                included = ROOT / path
                 assert included.exists(), f"{page.name} includes missing {included}"
+                if section:
+                    text = included.read_text()
+                    assert f"[start:{section}]" in text and f"[end:{section}]" in text, (
+                        f"{page.name} includes a missing section {section!r} of {path}"
+                    )
 
 
 async def test_the_operations_page_commands_run(dsn: str) -> None:

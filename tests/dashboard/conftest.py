@@ -107,7 +107,7 @@ class LiveDashboard:
 
     def enqueue(self, call: Any) -> int:
         async def go() -> int:
-            job_id = await self.broker.enqueue(call)
+            job_id: int = await self.broker.enqueue(call)
             assert job_id is not None
             return job_id
 

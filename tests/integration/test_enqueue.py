@@ -103,7 +103,7 @@ async def test_enqueue_many_in_one_statement_keeps_order(broker: Broker) -> None
 
 async def test_enqueue_rejects_what_is_not_a_job_call(broker: Broker) -> None:
     with pytest.raises(TypeError, match="needs a job call"):
-        await broker.enqueue(jobs.echo)  # type: ignore[arg-type]
+        await broker.enqueue(jobs.echo)  # type: ignore[call-overload]
     assert await broker.pool.fetchval("SELECT count(*) FROM koyojobs_jobs") == 0
 
 

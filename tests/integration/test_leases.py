@@ -96,6 +96,8 @@ async def test_a_late_outcome_of_a_rescued_job_is_kept_while_no_later_attempt_be
         [None],
         [None],
         [0.0],
+        [None],
+        [None],
     )
     job = await broker.get_job(job_id)
     assert job is not None
@@ -127,6 +129,8 @@ async def test_recording_outcomes_joins_by_primary_key_even_with_stale_statistic
         [None] * n,
         [None] * n,
         [0.0] * n,
+        [None] * n,
+        [None] * n,
     ]
     async with broker.pool.acquire() as conn:
         for mode in ("force_generic_plan", "force_custom_plan"):

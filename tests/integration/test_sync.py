@@ -190,7 +190,7 @@ async def test_called_in_an_event_loop_it_says_to_await(broker: Broker) -> None:
 
 def test_a_non_job_call_is_named() -> None:
     with pytest.raises(TypeError) as caught:
-        sync.enqueue(jobs.echo.fn)  # type: ignore[arg-type]
+        sync.enqueue(jobs.echo.fn)  # type: ignore[call-overload]
     assert str(caught.value).startswith(
         "koyojobs.sync.enqueue() needs a job call such as my_job(1, 2), got <function echo"
     )

@@ -3,7 +3,8 @@
 
 -- name: finished_outcomes
 -- The outcomes of finished attempts, written: the first CTE of finish_and_claim
--- and finish_and_claim_limited ($5..$11). An outcome that arrives after the
+-- and finish_and_claim_limited ($5..$11, and the progress the runs reported,
+-- $12 and $13, NULL where none did). An outcome that arrives after the
 -- rescue put its job back (its lease lapsed in an outage) is still kept while
 -- no later attempt has started: a success is stored as done, not left failed
 -- with "lease lapsed". Once: writing it clears lapsed_attempt.
@@ -21,20 +22,36 @@ finished AS (
            finished_at = CASE WHEN u.status IN ('ready', 'snoozed') THEN NULL ELSE now() END,
            lease_expires_at = NULL,
            worker_id = NULL,
-           lapsed_attempt = NULL
+           lapsed_attempt = NULL,
+           progress = coalesce(u.progress, j.progress),
+           progress_message = CASE WHEN u.progress IS NULL THEN j.progress_message
+                                   ELSE u.progress_message END
       FROM unnest($5::bigint[], $6::integer[], $7::text[], $8::bytea[], $9::text[],
-                  $10::text[], $11::float8[])
-           AS u(id, attempt, status, result, error, traceback, delay)
+                  $10::text[], $11::float8[], $12::real[], $13::text[])
+           AS u(id, attempt, status, result, error, traceback, delay, progress, progress_message)
      WHERE j.id = u.id
        -- The attempt that holds the job, or the one whose lease lapsed while
        -- its outcome was on the way, as long as no later attempt has begun.
+       -- Not a workflow step the rescue failed: its dependents were already
+       -- cancelled for it.
        AND CASE WHEN j.status = 'running' THEN j.attempts = u.attempt
-                WHEN j.status IN ('ready', 'failed')
+                WHEN j.status = 'ready' OR (j.status = 'failed' AND j.workflow_id IS NULL)
                 THEN j.lapsed_attempt = u.attempt AND j.attempts = u.attempt
                 ELSE false END
-    RETURNING CASE WHEN j.waited AND u.status NOT IN ('ready', 'snoozed')
+    RETURNING j.id, j.status, j.step, j.workflow_id,
+              CASE WHEN j.waited AND u.status NOT IN ('ready', 'snoozed')
                    THEN pg_notify('koyojobs_finished', '') END
 )
+
+-- name: finished_steps
+-- The workflow steps that finished_outcomes ended, and what that releases or
+-- cancels (koyojobs.workflows), in the same statement. A batch of plain jobs
+-- ends no step, and calls nothing.
+, ended AS (
+    SELECT id, status, step FROM finished
+     WHERE workflow_id IS NOT NULL AND status IN ('done', 'failed')
+)
+-- include: release_dependents
 
 -- name: claim_picked
 -- The claim of the rows a CTE "picked" holds, shared by finish_and_claim and
@@ -52,7 +69,7 @@ UPDATE koyojobs_jobs AS j
  -- table and would hash-join it; an array of ids always takes the primary key.
  WHERE j.id = ANY (ARRAY(SELECT id FROM picked))
 RETURNING j.id, j.name, j.queue, j.priority, j.args, j.attempts, j.max_attempts, j.scheduled_at,
-          j.trace_context, j.limit_key
+          j.trace_context, j.limit_key, j.workflow_id
 
 -- name: finish_and_claim
 -- One round trip per batch: records the outcomes of finished attempts ($5..$11,
@@ -74,6 +91,7 @@ RETURNING j.id, j.name, j.queue, j.priority, j.args, j.attempts, j.max_attempts,
 -- in koyojobs_queues) claims nothing.
 WITH
 -- include: finished_outcomes
+-- include: finished_steps
 , picked AS (
     SELECT id
       FROM koyojobs_jobs
@@ -104,6 +122,7 @@ SELECT extract(epoch FROM min(scheduled_at) - now())::float8
 -- latest row, whatever this statement's snapshot holds.
 WITH
 -- include: finished_outcomes
+-- include: finished_steps
 , taken AS (
     SELECT koyojobs_limited_take($1, $2, (SELECT count(*) FROM finished)) AS ids
 ), picked AS (
@@ -137,7 +156,8 @@ WITH
            rate_count = excluded.rate_count,
            rate_seconds = excluded.rate_seconds
 )
-SELECT id, name, queue, priority, args, attempts, max_attempts, scheduled_at, trace_context
+SELECT id, name, queue, priority, args, attempts, max_attempts, scheduled_at, trace_context,
+       workflow_id
   FROM claimed;
 
 -- name: next_due_limited

@@ -3,21 +3,28 @@
 
 -- name: get_job
 SELECT id, name, queue, priority, status, attempts, max_attempts, scheduled_at,
-       created_at, started_at, finished_at, last_error, last_traceback, result, snoozes
+       created_at, started_at, finished_at, last_error, last_traceback, result, snoozes,
+       workflow_id, step, progress, progress_message
   FROM koyojobs_jobs
  WHERE id = $1;
 
 -- name: cancel_job
--- A running job's worker notices at its next lease renewal and stops it.
-UPDATE koyojobs_jobs
-   SET status = 'cancelled', finished_at = now(), lease_expires_at = NULL, worker_id = NULL
- WHERE id = $1 AND status IN ('ready', 'running')
-RETURNING id, pg_notify('koyojobs_finished', '');
+-- A running job's worker notices at its next lease renewal and stops it. A
+-- workflow step's dependents are cancelled with it (its "always" ones
+-- released), in this statement.
+WITH ended AS (
+    UPDATE koyojobs_jobs
+       SET status = 'cancelled', finished_at = now(), lease_expires_at = NULL, worker_id = NULL
+     WHERE id = $1 AND status IN ('pending', 'ready', 'running')
+    RETURNING id, status, step, pg_notify('koyojobs_finished', '')
+)
+-- include: release_dependents
+SELECT id FROM ended;
 
 -- name: mark_waited
 -- Broker.wait: from now on, the statement that ends job $1 notifies.
 UPDATE koyojobs_jobs SET waited = true
- WHERE id = $1 AND NOT waited AND status IN ('ready', 'running');
+ WHERE id = $1 AND NOT waited AND status IN ('pending', 'ready', 'running');
 
 -- name: finished_among
 -- Which of the jobs $1 (those Broker.wait waits for) have finished.
@@ -26,11 +33,13 @@ SELECT id FROM koyojobs_jobs
 
 -- name: retry_job
 -- Operator's retry: a finished job runs again with a fresh attempt budget,
--- unless another job holds its unique key now.
+-- unless another job holds its unique key now. Not a workflow step still
+-- waiting for upstream steps (one cancelled with them): it would run before them.
 UPDATE koyojobs_jobs AS j
    SET status = 'ready', scheduled_at = now(), attempts = 0, finished_at = NULL,
        result = NULL, lease_expires_at = NULL, worker_id = NULL
  WHERE id = $1 AND status IN ('failed', 'cancelled', 'done')
+   AND coalesce(upstream_left, 0) <= 0
    AND NOT EXISTS (SELECT FROM koyojobs_jobs AS k
                     WHERE k.unique_key = j.unique_key AND k.status IN ('ready', 'running'))
 RETURNING id, queue;
@@ -73,8 +82,14 @@ SELECT coalesce(c.queue, p.queue) AS queue,
 
 -- name: job_waiting
 -- Why the job j, due but not running, waits, if anything but a free worker
--- holds it back: a column of list_jobs and dashboard_job.
-       CASE WHEN j.status = 'ready' AND j.scheduled_at <= now() THEN
+-- holds it back: a column of list_jobs and dashboard_job. For a pending
+-- workflow step, the upstream steps it still waits for.
+       CASE WHEN j.status = 'pending' THEN
+           (SELECT 'upstream steps ' || string_agg(u.step, ', ' ORDER BY u.id)
+              FROM koyojobs_job_edges AS e
+              JOIN koyojobs_jobs AS u ON u.id = e.upstream_id
+             WHERE e.job_id = j.id AND u.status IN ('pending', 'ready', 'running'))
+            WHEN j.status = 'ready' AND j.scheduled_at <= now() THEN
            CASE WHEN EXISTS (SELECT FROM koyojobs_queues AS q WHERE q.queue = j.queue)
                 THEN 'queue paused'
                 WHEN j.limit_key IS NULL THEN NULL
@@ -109,7 +124,8 @@ SELECT coalesce(c.queue, p.queue) AS queue,
 -- or its key's rate window full.
 SELECT j.id, j.name, j.queue, j.priority, j.status, j.attempts, j.max_attempts,
        j.scheduled_at, j.created_at, j.started_at, j.finished_at, j.last_error,
-       j.last_traceback, j.result, j.snoozes,
+       j.last_traceback, j.result, j.snoozes, j.workflow_id, j.step, j.progress,
+       j.progress_message,
 -- include: job_waiting
   FROM koyojobs_jobs AS j
  WHERE ($1::text IS NULL OR j.status = $1) AND ($2::text IS NULL OR j.queue = $2)

@@ -9,6 +9,19 @@ UPDATE koyojobs_jobs
  WHERE id = ANY($1::bigint[]) AND worker_id = $2 AND status = 'running'
 RETURNING id;
 
+-- name: renew_leases_progress
+-- renew_leases that also writes the progress some runs reported since the
+-- last renewal ($4, $5 per id; NULL where a run reported none): no round
+-- trip of its own.
+UPDATE koyojobs_jobs AS j
+   SET lease_expires_at = now() + make_interval(secs => $3),
+       progress = coalesce(p.progress, j.progress),
+       progress_message = CASE WHEN p.progress IS NULL THEN j.progress_message
+                               ELSE p.message END
+  FROM unnest($1::bigint[], $4::real[], $5::text[]) AS p(id, progress, message)
+ WHERE j.id = p.id AND j.worker_id = $2 AND j.status = 'running'
+RETURNING j.id;
+
 -- name: release_jobs
 -- Graceful stop: unfinished runs go back to ready and do not count as attempts.
 -- A run whose thread may still run ($3) cannot be stopped: its job stays
@@ -41,7 +54,8 @@ RETURNING queue;
 -- name: rescue_lapsed
 -- Puts back the jobs whose worker stopped renewing its lease. The lost run
 -- counted as an attempt when it was claimed, so a job that kills its worker
--- every time ends failed instead of looping.
+-- every time ends failed instead of looping. A workflow step failed so
+-- cancels its dependents, or releases its "always" ones, in this statement.
 WITH lapsed AS (
     SELECT id
       FROM koyojobs_jobs
@@ -59,7 +73,10 @@ WITH lapsed AS (
            lapsed_attempt = j.attempts
       FROM lapsed
      WHERE j.id = lapsed.id
-    RETURNING j.id, j.queue, j.status,
+    RETURNING j.id, j.queue, j.status, j.step, j.workflow_id,
               CASE WHEN j.status = 'failed' THEN pg_notify('koyojobs_finished', '') END
+), ended AS (
+    SELECT id, status, step FROM rescued WHERE workflow_id IS NOT NULL AND status = 'failed'
 )
+-- include: release_dependents
 SELECT id, queue, status FROM rescued;

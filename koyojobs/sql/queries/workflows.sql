@@ -1,0 +1,94 @@
+-- Workflows (koyojobs.workflows): enqueueing one, releasing and cancelling
+-- the steps that wait for an ended one, reading and cancelling a workflow.
+-- Blocks start with "-- name: NAME"; Python asks for them by that name.
+
+-- name: insert_workflow
+-- A workflow and all its steps in one statement: rolled back, none of it
+-- existed. $1 the workflow's name; $2..$8 the steps' columns as insert_jobs
+-- takes them, $9 the trace context; $10 each step's name and $11 how many
+-- upstream steps it waits for (a step with none is ready at once); $12..$14
+-- the edges (the step's position from 1, its upstream step's, always). Unique keys are not
+-- stored: a step belongs to its workflow, never to another job of its key.
+WITH workflow AS (
+    INSERT INTO koyojobs_workflows (name) VALUES ($1) RETURNING id
+), steps AS (
+    INSERT INTO koyojobs_jobs (name, queue, priority, max_attempts, args, scheduled_at,
+                               limit_key, trace_context, workflow_id, step, upstream_left, status)
+    SELECT u.name, u.queue, u.priority, u.max_attempts, u.args, coalesce(u.scheduled_at, now()),
+           u.limit_key, $9, (SELECT id FROM workflow), u.step, u.upstream_left,
+           CASE WHEN u.upstream_left > 0 THEN 'pending' ELSE 'ready' END
+      FROM unnest($2::text[], $3::text[], $4::integer[], $5::integer[], $6::bytea[],
+                  $7::timestamptz[], $8::text[], $10::text[], $11::integer[])
+           WITH ORDINALITY AS u(name, queue, priority, max_attempts, args, scheduled_at,
+                                limit_key, step, upstream_left, ord)
+     ORDER BY u.ord
+    RETURNING id, step
+-- Identity values are drawn in insertion order, which follows the input: the
+-- n-th step's id is the n-th smallest. Edges name steps by that position (a
+-- join on the step names would compare every pair).
+), ordered AS (
+    SELECT array_agg(id ORDER BY id) AS ids FROM steps
+), edges AS (
+    INSERT INTO koyojobs_job_edges (job_id, upstream_id, always)
+    SELECT o.ids[e.step], o.ids[e.upstream], e.always
+      FROM ordered AS o,
+           unnest($12::integer[], $13::integer[], $14::boolean[]) AS e(step, upstream, always)
+)
+SELECT (SELECT id FROM workflow) AS workflow_id, s.id, s.step FROM steps AS s;
+
+-- name: release_dependents
+-- Included after a CTE "ended" (id, status, step) of the workflow steps the
+-- statement ended (done, failed or cancelled): koyojobs_release_dependents
+-- releases or cancels their dependents in the same transaction, so no crash
+-- can leave one pending. Called only when a step ended. An INSERT that never
+-- inserts (the function counts, never below zero), because PostgreSQL runs
+-- a data-modifying CTE to its end whoever reads it: a SELECT here would run
+-- only if read, and a read from a subquery runs only when a plan gets to it.
+, released AS (
+    INSERT INTO koyojobs_workflows (name)
+    SELECT NULL
+      FROM (SELECT koyojobs_release_dependents(array_agg(id), array_agg(status),
+                                               array_agg(step)) AS changed
+              FROM ended
+            HAVING count(*) > 0) AS r
+     WHERE r.changed < 0
+)
+
+-- name: cancel_workflow
+-- Every unfinished step of workflow $1, cancelled; a running one's worker
+-- stops it at its next lease renewal. Nothing is left to release.
+UPDATE koyojobs_jobs
+   SET status = 'cancelled', finished_at = now(), lease_expires_at = NULL, worker_id = NULL,
+       last_error = 'workflow cancelled'
+ WHERE workflow_id = $1 AND status IN ('pending', 'ready', 'running')
+RETURNING id, CASE WHEN waited THEN pg_notify('koyojobs_finished', '') END;
+
+-- name: get_workflow
+SELECT id, name, created_at FROM koyojobs_workflows WHERE id = $1;
+
+-- name: workflow_steps
+-- A workflow's steps in the order they were added, each with the names of
+-- the steps it waits for.
+SELECT j.id, j.name, j.queue, j.priority, j.status, j.attempts, j.max_attempts, j.scheduled_at,
+       j.created_at, j.started_at, j.finished_at, j.last_error, j.last_traceback, j.result,
+       j.snoozes, j.workflow_id, j.step, j.progress, j.progress_message,
+       ARRAY(SELECT u.step
+               FROM koyojobs_job_edges AS e
+               JOIN koyojobs_jobs AS u ON u.id = e.upstream_id
+              WHERE e.job_id = j.id
+              ORDER BY u.id) AS after,
+       coalesce((SELECT bool_and(e.always) FROM koyojobs_job_edges AS e WHERE e.job_id = j.id),
+                false) AS always
+  FROM koyojobs_jobs AS j
+ WHERE j.workflow_id = $1
+ ORDER BY j.id;
+
+-- name: upstream_steps
+-- The direct upstream steps of step $1 (upstream()).
+SELECT j.id, j.name, j.queue, j.priority, j.status, j.attempts, j.max_attempts, j.scheduled_at,
+       j.created_at, j.started_at, j.finished_at, j.last_error, j.last_traceback, j.result,
+       j.snoozes, j.workflow_id, j.step, j.progress, j.progress_message
+  FROM koyojobs_job_edges AS e
+  JOIN koyojobs_jobs AS j ON j.id = e.upstream_id
+ WHERE e.job_id = $1
+ ORDER BY j.id;

@@ -1,0 +1,35 @@
+"""koyojobs jobs with workflow steps: pending steps say what they wait for; progress shows."""
+
+from __future__ import annotations
+
+import asyncio
+
+from koyojobs import Broker, Workflow
+from tests import workflow_jobs as wj
+from tests.acceptance.test_cli import koyojobs
+
+
+async def test_jobs_shows_pending_steps_with_what_they_wait_for_and_progress(
+    dsn: str, broker: Broker
+) -> None:
+    wf = Workflow("onboard")
+    fetch = wf.add(wj.step("fetch"), name="fetch")
+    sizes = [wf.add(wj.step(f"r{px}"), after=fetch, name=f"resize-{px}") for px in (64, 256)]
+    wf.add(wj.step("notify"), after=sizes, name="notify")
+    run = await wf.enqueue()
+    await broker.pool.execute(
+        "UPDATE koyojobs_jobs SET status = 'running', progress = 0.4, "
+        "progress_message = 'fetched 4 of 10' WHERE id = $1",
+        run.job_ids["fetch"],
+    )
+    result = await asyncio.to_thread(koyojobs, "jobs", "--dsn", dsn)
+    assert result.returncode == 0, result.stderr
+    lines = {line.split()[0]: line for line in result.stdout.splitlines()[1:]}
+    notify = lines[str(run.job_ids["notify"])]
+    assert f"(step notify of workflow {run.id})" in notify
+    assert notify.endswith("waiting: upstream steps resize-64, resize-256")
+    assert "pending" in notify.split()
+    assert "running 40%: fetched 4 of 10" in lines[str(run.job_ids["fetch"])]
+    assert lines[str(run.job_ids["resize-64"])].endswith("waiting: upstream steps fetch")
+    pending = await asyncio.to_thread(koyojobs, "jobs", "--status", "pending", "--dsn", dsn)
+    assert len(pending.stdout.splitlines()) == 4  # a header and three steps
