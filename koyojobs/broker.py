@@ -364,6 +364,16 @@ class Broker(Lifecycle):
         """
         await self.pool.execute(QUERIES["resume_queue"], _queue_name(queue, "resume"))
 
+    async def queue_known(self, queue: str) -> bool:
+        """Whether any job, pause or live worker has named ``queue`` (a typo has not).
+
+        Example:
+            >>> await broker.queue_known("emials")  # doctest: +SKIP
+            False
+        """
+        known: bool = await self.pool.fetchval(QUERIES["queue_known"], queue)
+        return known
+
     async def paused_queues(self) -> dict[str, DateTime]:
         """The paused queues, with when each was paused.
 

@@ -6,9 +6,10 @@ import logging
 
 import asyncpg
 
+from .errors import SchemaError
 from .sql import MIGRATIONS, QUERIES
 
-__all__ = ["migrate"]
+__all__ = ["migrate", "require_schema"]
 
 log = logging.getLogger("koyojobs.schema")
 
@@ -35,3 +36,21 @@ async def migrate(pool: asyncpg.Pool) -> list[int]:
                 extra={"version": migration.version, "migration": migration.name},
             )
     return applied
+
+
+async def require_schema(pool: asyncpg.Pool) -> None:
+    """Raise :class:`SchemaError` unless every migration this koyojobs knows is applied.
+
+    For uses that must not change the schema (the read-only commands, the
+    dashboard): reads the migrations table, creates nothing.
+    """
+    async with pool.acquire() as conn:
+        if not await conn.fetchval(QUERIES["migrations_table_exists"]):
+            raise SchemaError("the koyojobs schema is not in this database: run koyojobs migrate")
+        version: int | None = await conn.fetchval(QUERIES["schema_version"])
+    latest = MIGRATIONS[-1].version
+    if version is None or version < latest:
+        raise SchemaError(
+            f"the koyojobs schema is at migration {version or 0} and this koyojobs needs "
+            f"{latest}: run koyojobs migrate"
+        )

@@ -8,11 +8,13 @@ from typing import Any
 
 import click
 
+from .._text import escape_controls, hidden_characters
 from ..broker import Broker
 from ..models import Status
 from .base import (
     Connection,
     Failure,
+    UsageError,
     connects,
     duration_seconds,
     main,
@@ -67,6 +69,9 @@ def prune(older_than: str, dry_run: bool, connection: Connection) -> None:
     click.echo(f"deleted {with_broker(connection, delete)} finished jobs")
 
 
+_JOB_ID = click.IntRange(1, 2**63 - 1)
+"""A job id: a positive PostgreSQL bigint (a bigger number names no job: a usage error)."""
+
 _FINISHED = frozenset({Status.DONE, Status.FAILED, Status.CANCELLED})
 
 
@@ -77,7 +82,7 @@ def _job_command(
     done: str,
     refused: Callable[[int, Status], str],
 ) -> Callable[..., None]:
-    @click.argument("job_id", type=int)
+    @click.argument("job_id", type=_JOB_ID)
     @connects
     def command(job_id: int, connection: Connection) -> None:
         async def action(broker: Broker) -> str | None:
@@ -138,13 +143,26 @@ main.command("cancel")(
 
 def _queue_command(verb: str, method: Callable[[Broker, str], Awaitable[None]]) -> Any:
     @click.argument("queue")
+    @click.option(
+        "--force", is_flag=True, help="Even a queue no job or worker has named (a typo?)."
+    )
     @connects
-    def command(queue: str, connection: Connection) -> None:
-        async def action(broker: Broker) -> None:
-            await method(broker, queue)
+    def command(queue: str, force: bool, connection: Connection) -> None:
+        if hidden_characters(queue):
+            raise UsageError(f"queue {queue!r} holds a control or invisible character")
 
-        with_broker(connection, action)
-        click.echo(f"queue {queue!r} {verb}")
+        async def action(broker: Broker) -> bool:
+            if not force and verb == "paused" and not await broker.queue_known(queue):
+                return False
+            await method(broker, queue)
+            return True
+
+        if not with_broker(connection, action):
+            raise UsageError(
+                f"no job or worker has named queue {queue!r}: check its spelling, or pass --force "
+                "to pause it before its first job"
+            )
+        click.echo(f"queue {escape_controls(repr(queue))} {verb}")
 
     return command
 

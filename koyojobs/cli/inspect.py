@@ -32,7 +32,7 @@ def status(connection: Connection) -> None:
     async def action(broker: Broker) -> list[QueueStatus]:
         return await broker.queue_status()
 
-    queues = with_broker(connection, action)
+    queues = with_broker(connection, action, read_only=True)
     if not queues:
         click.echo("no jobs")
         return
@@ -73,7 +73,7 @@ def jobs(status_: str | None, queue: str | None, limit: int, connection: Connect
     async def action(broker: Broker) -> list[Job]:
         return await broker.list_jobs(status=status_, queue=queue, limit=limit)
 
-    found = with_broker(connection, action)
+    found = with_broker(connection, action, read_only=True)
     if not found:
         click.echo("no jobs")
         return
@@ -120,7 +120,7 @@ def schedules(modules: tuple[str, ...], connection: Connection) -> None:
         now = await broker.database_now()
         return now, await broker.schedule_states([job.name for job in jobs])
 
-    now, known = with_broker(connection, action)
+    now, known = with_broker(connection, action, read_only=True)
     header = ("job", "queue", "schedule", "zone", "last tick", "last enqueued", "next tick")
     lines: list[tuple[str, ...]] = [header]
     for job in jobs:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode
 
+import asyncpg
 from jinja2 import Environment, PackageLoader
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -16,12 +18,14 @@ from starlette.responses import Response as StarletteResponse
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
+from .._text import hidden_characters
 from ..errors import PayloadError
 from ..models import Status
 from ..periodic import run_now
 from ..registry import lookup
 from . import csrf, data
-from .formatting import age, label_of, payload_repr, when
+from .formatting import age, label_of, payload_repr, size, visible, visible_text, when
+from .guard import Guard
 
 if TYPE_CHECKING:
     from ..broker import Broker
@@ -44,6 +48,10 @@ _SECURITY_HEADERS = [
     (b"referrer-policy", b"same-origin"),
     (b"x-frame-options", b"DENY"),
 ]
+# Pages hold arguments, tracebacks and tokens: no cache, shared or not, keeps them.
+_NO_STORE = (b"cache-control", b"no-store")
+_SHOWN_PAYLOAD = 1_000_000
+"""Bytes of arguments or result the job page loads to show, at most (bigger: its size)."""
 # Job ids are PostgreSQL bigints: a bigger one names no job (and the driver
 # would refuse it).
 _MAX_ID = 2**63 - 1
@@ -74,7 +82,14 @@ class Dashboard:
     async), if given, must be true for any page to show (else 403): an app's
     dependencies and route guards do not reach a mounted app, so this is
     where its login check goes. ``csrf_key`` shares the token key between
-    processes (by default each process draws its own).
+    processes (by default each process draws its own); a token is accepted
+    for ``csrf_lifetime`` seconds, from the browser session it was given to.
+    ``allowed_hosts`` lists the host names the dashboard answers to
+    (``"*.example.com"`` for subdomains); ``None`` (the default) answers to
+    any host the enclosing app routes to it, so an app that limits its hosts
+    (Starlette's ``TrustedHostMiddleware``, Django's ``ALLOWED_HOSTS``)
+    limits the dashboard's. ``basic_auth=(user, password)`` asks every
+    request for that login (``koyojobs dashboard --auth`` uses it).
 
     Example:
         >>> from fastapi import FastAPI
@@ -93,21 +108,32 @@ class Dashboard:
         *,
         can_view: CanAct | None = None,
         csrf_key: bytes | None = None,
+        csrf_lifetime: float = csrf.LIFETIME,
+        allowed_hosts: Sequence[str] | None = None,
+        basic_auth: tuple[str, str] | None = None,
     ) -> None:
         self.broker = broker
+        self._checks = Guard(allowed_hosts, basic_auth)
         self._can_view = can_view
         self._indexed = False
         """Whether 0006's indexes were seen: then they are not looked for again."""
         self.show_payloads = show_payloads
         self._can_act = can_act
-        self._tokens = csrf.TokenMinter(csrf_key)
+        self._tokens = csrf.TokenMinter(csrf_key, csrf_lifetime)
         self._templates = Environment(
             loader=PackageLoader("koyojobs.dashboard", "templates"),
             autoescape=True,  # every value, in every template
             trim_blocks=True,
             lstrip_blocks=True,
         )
-        self._templates.filters.update(when=when, age=age, label=label_of)
+        self._templates.filters.update(
+            when=when,
+            age=age,
+            label=label_of,
+            visible=visible,
+            visible_text=visible_text,
+            size=size,
+        )
         folder = resources.files(__package__).joinpath("static")
         self._assets = {name: folder.joinpath(name).read_bytes() for name in _ASSETS}
         self._app = Starlette(
@@ -124,7 +150,11 @@ class Dashboard:
                 Route("/queues/pause", self._pause, methods=["POST"]),
                 Route("/queues/resume", self._resume, methods=["POST"]),
                 Route("/periodic/run", self._run_now, methods=["POST"]),
-            ]
+            ],
+            exception_handlers={
+                asyncpg.UndefinedTableError: _no_schema,
+                asyncpg.UndefinedFunctionError: _no_schema,
+            },
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -134,15 +164,34 @@ class Dashboard:
 
         async def secured(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], *_SECURITY_HEADERS]
+                headers = [*message.get("headers", []), *_SECURITY_HEADERS]
+                if not any(name.lower() == b"cache-control" for name, _ in headers):
+                    headers.append(_NO_STORE)
+                message["headers"] = headers
             await send(message)
 
-        if self._can_view is not None and not await _asks(self._can_view, Request(scope)):
-            response = PlainTextResponse("forbidden: you may not see this dashboard", 403)
-            await response(scope, receive, secured)
+        refusal = await self._refusal(Request(scope))
+        if refusal is not None:
+            await refusal(scope, receive, secured)
             return
         await self._app(scope, receive, secured)
+
+    async def _refusal(self, request: Request) -> StarletteResponse | None:
+        """The answer to a request that gets no page, if it is one."""
+        if not self._checks.host_allowed(request.headers.get("host")):
+            return PlainTextResponse("bad request: this dashboard does not serve that host", 400)
+        if not self._checks.authenticated(request.headers):
+            return PlainTextResponse(
+                "log in to see this dashboard",
+                401,
+                headers={"www-authenticate": 'Basic realm="koyojobs", charset="UTF-8"'},
+            )
+        if self._can_view is not None and not await _asks(self._can_view, request):
+            return PlainTextResponse("forbidden: you may not see this dashboard", 403)
+        malformed = self._checks.malformed_query(request.scope)
+        if malformed is not None:
+            return PlainTextResponse(f"bad request: {malformed}", 400)
+        return None
 
     # -- who may act ------------------------------------------------------------
 
@@ -167,10 +216,34 @@ class Dashboard:
             body += chunk
             if len(body) > _MAX_FORM:
                 return PlainTextResponse("request too large", 413)
-        form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
-        if not self._tokens.matches(request.cookies.get(csrf.COOKIE), form.get(csrf.FIELD)):
-            return PlainTextResponse("forbidden: missing or wrong anti-forgery token", 403)
+        if not self._checks.same_origin(request.headers):
+            return PlainTextResponse("forbidden: an action must come from this dashboard", 403)
+        try:
+            fields = parse_qs(body.decode("utf-8"), errors="strict")
+        except (UnicodeDecodeError, ValueError):
+            return PlainTextResponse("bad request: the form is not UTF-8", 400)
+        form = {k: v[0] for k, v in fields.items()}
+        refused = self._tokens.check(form.get(csrf.FIELD), self._session(request))
+        if refused is not None:
+            return PlainTextResponse(f"forbidden: {refused}", 403)
+        if any(hidden_characters(k) or hidden_characters(v) for k, v in form.items()):
+            return PlainTextResponse("bad request: a form field holds a control character", 400)
         return form
+
+    @staticmethod
+    def _session(request: Request, cookie: str | None = None) -> str:
+        """Who the request is: its session cookie, its login, the app's user."""
+        parts = [cookie or request.cookies.get(csrf.COOKIE, "")]
+        # Hashed: the token's MAC covers it; the header itself is never kept.
+        login = request.headers.get("authorization", "")
+        parts.append(hashlib.sha256(login.encode()).hexdigest() if login else "")
+        user = request.scope.get("user")
+        if getattr(user, "is_authenticated", False):
+            try:
+                parts.append(str(user.display_name))  # type: ignore[union-attr]
+            except Exception:
+                parts.append(repr(user))
+        return "\x00".join(parts)
 
     # -- rendering ------------------------------------------------------------------
 
@@ -178,25 +251,28 @@ class Dashboard:
         self, request: Request, template: str, status_code: int = 200, **context: Any
     ) -> HTMLResponse:
         acting = await self._may_act(request)
-        token = request.cookies.get(csrf.COOKIE)
-        fresh = acting and not self._tokens.valid(token)
-        if fresh:
-            token = self._tokens.mint()
+        session = request.cookies.get(csrf.COOKIE)
+        fresh = acting and not session
+        token = None
+        if acting:
+            if fresh:
+                session = self._tokens.new_session()
+            token = self._tokens.mint(self._session(request, session))
         notice = _NOTICES.get(request.query_params.get("notice", ""))
         html = self._templates.get_template(template).render(
             base=_base(request),
             can_act=acting,
             csrf_field=csrf.FIELD,
-            csrf_token=token if acting else None,
+            csrf_token=token,
             notice=notice,
             **context,
         )
         response = HTMLResponse(html, status_code)
         if fresh:
-            assert token is not None
+            assert session is not None
             response.set_cookie(
                 csrf.COOKIE,
-                token,
+                session,
                 path=_base(request) or "/",
                 httponly=True,
                 samesite="strict",
@@ -275,24 +351,31 @@ class Dashboard:
         shown = self.show_payloads or self.broker.serializer.signs
         fields = []
         for column, value in row.items():
-            if column in ("args", "result", "last_traceback", "last_error", "waiting"):
+            if column in ("last_traceback", "last_error", "waiting", "args_bytes", "result_bytes"):
                 continue
             fields.append((column, value))
+        arguments = result = None
+        if shown:
+            raw_args, raw_result = await data.job_payloads(self.broker, job_id, _SHOWN_PAYLOAD)
+            arguments = self._payload(row, "args", raw_args)
+            result = self._payload(row, "result", raw_result)
         return await self._render(
             request,
             "job.html",
             job=row,
             fields=fields,
             payloads_shown=shown,
-            arguments=self._payload(row, "args") if shown else None,
-            result=self._payload(row, "result") if shown else None,
+            arguments=arguments,
+            result=result,
             finished=Status(row["status"]).finished,
         )
 
-    def _payload(self, row: dict[str, Any], column: str) -> str | None:
-        raw: bytes | None = row[column]
-        if raw is None:
+    def _payload(self, row: dict[str, Any], column: str, raw: bytes | None) -> str | None:
+        stored: int | None = row[f"{column}_bytes"]
+        if stored is None:
             return None
+        if raw is None:
+            return f"(not shown: {size(stored)}, more than a page shows)"
         serializer = self.broker.serializer
         try:
             if column == "args":
@@ -363,6 +446,13 @@ class Dashboard:
         if job_id is None:
             return _back(request, "/periodic", "still-running")
         return _back(request, f"/jobs/{job_id}", "enqueued")
+
+
+async def _no_schema(request: Request, exc: Exception) -> StarletteResponse:
+    return PlainTextResponse(
+        f"the koyojobs schema is missing or behind in this database: run koyojobs migrate ({exc})",
+        503,
+    )
 
 
 async def _asks(decide: CanAct, request: Request) -> bool:

@@ -31,6 +31,7 @@ __all__ = [
     "ScheduleRow",
     "indexed",
     "job_page",
+    "job_payloads",
     "job_row",
     "queue_rows",
     "schedule_rows",
@@ -209,9 +210,15 @@ async def job_page(
 
 
 async def job_row(broker: Broker, job_id: int) -> dict[str, Any] | None:
-    """Every column of one job, in the table's order; ``None`` for an unknown id."""
+    """Every column of one job but its payloads (their sizes instead); ``None``: no such job."""
     row = await broker.pool.fetchrow(QUERIES["dashboard_job"], job_id)
     return None if row is None else dict(row)
+
+
+async def job_payloads(broker: Broker, job_id: int, most: int) -> tuple[bytes | None, bytes | None]:
+    """A job's arguments and result, each ``None`` if missing or bigger than ``most`` bytes."""
+    row = await broker.pool.fetchrow(QUERIES["dashboard_job_payloads"], job_id, most)
+    return (None, None) if row is None else (row["args"], row["result"])
 
 
 @dataclass(frozen=True, slots=True)
