@@ -14,7 +14,7 @@ import pendulum
 from asyncpg.pool import PoolConnectionProxy
 from pendulum import DateTime
 
-from . import instrumentation, synchronous
+from . import bulk, instrumentation, synchronous
 from ._validate import is_count, is_seconds
 from .database import Database
 from .errors import PayloadError
@@ -324,6 +324,68 @@ class Broker(Lifecycle):
             return False
         await self.pool.execute(QUERIES["notify_queue"], row["queue"])
         return True
+
+    async def retry_many(
+        self,
+        queue: str | None = None,
+        name: str | None = None,
+        status: Status | str | Sequence[Status | str] | None = "failed",
+        **more: Any,
+    ) -> int:
+        """Retry every finished job of ``status`` (``None``: any finished one), ``queue`` and
+        ``name``; returns how many. In batches that never wait for a worker's row
+        (:mod:`koyojobs.bulk`); ``name_prefix=``, ``names=`` and ``ids=`` narrow further.
+
+        Example:
+            >>> await broker.retry_many(queue="emails", status="failed")  # doctest: +SKIP
+            5000
+        """
+        return await self._bulk("retry", queue, name, status, more)
+
+    async def cancel_many(
+        self,
+        queue: str | None = None,
+        name: str | None = None,
+        status: Status | str | Sequence[Status | str] | None = None,
+        **more: Any,
+    ) -> int:
+        """Cancel every ready or running job (or only those of ``status``) of ``queue`` and
+        ``name``; returns how many. As :meth:`retry_many`, in batches.
+
+        Example:
+            >>> await broker.cancel_many(queue="reports")  # doctest: +SKIP
+            120
+        """
+        return await self._bulk("cancel", queue, name, status, more)
+
+    async def delete_many(
+        self,
+        queue: str | None = None,
+        name: str | None = None,
+        status: Status | str | Sequence[Status | str] | None = "failed",
+        **more: Any,
+    ) -> int:
+        """Delete every job of ``status`` (ready or finished; never a running one), ``queue``
+        and ``name``; returns how many. As :meth:`retry_many`, in batches.
+
+        Example:
+            >>> await broker.delete_many(queue="emails", status="cancelled")  # doctest: +SKIP
+            42
+        """
+        return await self._bulk("delete", queue, name, status, more)
+
+    async def _bulk(
+        self,
+        action: str,
+        queue: str | None,
+        name: str | None,
+        status: Status | str | Sequence[Status | str] | None,
+        more: dict[str, Any],
+    ) -> int:
+        batch = more.pop("batch", bulk.BATCH)
+        statuses = [status] if isinstance(status, Status | str) else status
+        selection = bulk.Selection(statuses=statuses, queue=queue, name=name, **more)
+        return await bulk.run_bulk(self, action, selection, batch)
 
     async def job_status(self, job_id: int) -> Status | None:
         """The status of job ``job_id`` alone (``None``: no such job); no payload is read.

@@ -7,7 +7,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs
 
 import asyncpg
 from jinja2 import Environment, PackageLoader
@@ -23,7 +23,8 @@ from ..errors import PayloadError
 from ..models import Status
 from ..periodic import run_now
 from ..registry import lookup
-from . import csrf, data
+from . import console, csrf, data
+from .filters import MAX_ID, BadFilterError, JobFilter
 from .formatting import age, label_of, payload_repr, size, visible, visible_text, when
 from .guard import Guard
 
@@ -52,9 +53,17 @@ _SECURITY_HEADERS = [
 _NO_STORE = (b"cache-control", b"no-store")
 _SHOWN_PAYLOAD = 1_000_000
 """Bytes of arguments or result the job page loads to show, at most (bigger: its size)."""
-# Job ids are PostgreSQL bigints: a bigger one names no job (and the driver
-# would refuse it).
-_MAX_ID = 2**63 - 1
+_MAX_ID = MAX_ID
+# What a filter's matches can undergo at once, by the status filtered on
+# (without a status: cancel the unfinished, retry or delete the finished).
+_BULK_VERBS: dict[Status | None, tuple[str, ...]] = {
+    None: ("retry", "cancel", "delete"),
+    Status.READY: ("cancel", "delete"),
+    Status.RUNNING: ("cancel",),
+    Status.DONE: ("retry", "delete"),
+    Status.FAILED: ("retry", "delete"),
+    Status.CANCELLED: ("retry", "delete"),
+}
 
 _NOTICES = {
     "retried": "The job will run again.",
@@ -65,6 +74,10 @@ _NOTICES = {
     "resumed": "The queue is resumed.",
     "enqueued": "The periodic job was enqueued to run now.",
     "still-running": "Not enqueued: its previous run is still ready or running (skip_if_running).",
+    "bulk-retried": "Retried {count} jobs: they will run again.",
+    "bulk-cancelled": "Cancelled {count} jobs.",
+    "bulk-deleted": "Deleted {count} jobs.",
+    "bulk-none-selected": "No jobs were selected.",
 }
 
 
@@ -117,6 +130,7 @@ class Dashboard:
         self._can_view = can_view
         self._indexed = False
         """Whether 0006's indexes were seen: then they are not looked for again."""
+        self._console_indexed = False
         self.show_payloads = show_payloads
         self._can_act = can_act
         self._tokens = csrf.TokenMinter(csrf_key, csrf_lifetime)
@@ -150,6 +164,7 @@ class Dashboard:
                 Route("/queues/pause", self._pause, methods=["POST"]),
                 Route("/queues/resume", self._resume, methods=["POST"]),
                 Route("/periodic/run", self._run_now, methods=["POST"]),
+                Route("/jobs/bulk", self._bulk, methods=["POST"]),
             ],
             exception_handlers={
                 asyncpg.UndefinedTableError: _no_schema,
@@ -222,7 +237,8 @@ class Dashboard:
             fields = parse_qs(body.decode("utf-8"), errors="strict")
         except (UnicodeDecodeError, ValueError):
             return PlainTextResponse("bad request: the form is not UTF-8", 400)
-        form = {k: v[0] for k, v in fields.items()}
+        # Ticked rows come as one "ids" field each: joined, as they are all digits.
+        form = {k: ",".join(v) if k == "ids" else v[0] for k, v in fields.items()}
         refused = self._tokens.check(form.get(csrf.FIELD), self._session(request))
         if refused is not None:
             return PlainTextResponse(f"forbidden: {refused}", 403)
@@ -259,6 +275,9 @@ class Dashboard:
                 session = self._tokens.new_session()
             token = self._tokens.mint(self._session(request, session))
         notice = _NOTICES.get(request.query_params.get("notice", ""))
+        count = request.query_params.get("count", "")
+        if notice is not None:
+            notice = notice.format(count=int(count) if count.isdigit() else "some")
         html = self._templates.get_template(template).render(
             base=_base(request),
             can_act=acting,
@@ -279,6 +298,11 @@ class Dashboard:
                 secure=request.url.scheme == "https",
             )
         return response
+
+    async def _has_console_indexes(self) -> bool:
+        if not self._console_indexed:
+            self._console_indexed = await data.console_indexed(self.broker)
+        return self._console_indexed
 
     async def _has_indexes(self) -> bool:
         # Built CONCURRENTLY by an operator at any time: looked for until found.
@@ -307,40 +331,41 @@ class Dashboard:
         return JSONResponse({"queues": {row.queue: row.as_json() for row in rows}})
 
     async def _jobs(self, request: Request) -> StarletteResponse:
-        params = request.query_params
-        status_text = params.get("status") or None
         try:
-            status = None if status_text is None else Status(status_text)
-            before = int(params["before"]) if params.get("before") else None
-            if before is not None and not 0 <= before <= _MAX_ID:
-                raise ValueError(before)
-        except ValueError:
-            return PlainTextResponse("bad filter: status or before", 400)
-        queue = params.get("queue") or None
-        name = params.get("name") or None
-        page = await data.job_page(
-            self.broker,
-            status=status,
-            queue=queue,
-            name=name,
-            before=before,
-            indexed=await self._has_indexes(),
-        )
-        older = None
-        if page.older is not None:
-            query = {k: v for k, v in (("status", status_text), ("queue", queue), ("name", name))}
-            query = {k: v for k, v in query.items() if v}
-            older = urlencode({**query, "before": page.older})
+            chosen = JobFilter.read(request.query_params)
+        except BadFilterError as exc:
+            return PlainTextResponse(str(exc), 400)
+        exact = await self._has_console_indexes()
+        if exact and chosen.narrows:
+            page = await data.exact_page(
+                self.broker,
+                status=chosen.status,
+                queue=chosen.queue,
+                name=chosen.name,
+                label=chosen.label,
+                before=chosen.before,
+            )
+        else:
+            # Unfiltered, the primary key's order is the page (exact); without
+            # 0009's indexes, a filter looks through a bounded stretch.
+            page = await data.job_page(
+                self.broker,
+                status=chosen.status,
+                queue=chosen.queue,
+                name=chosen.name,
+                before=chosen.before,
+                indexed=await self._has_indexes(),
+            )
         return await self._render(
             request,
             "jobs.html",
             page=page,
             statuses=[s.value for s in Status],
-            status=status_text or "",
-            queue=queue or "",
-            name=name or "",
-            older=older,
-            budget=data.SCAN_BUDGET,
+            chosen=chosen,
+            filters=chosen.fields(),
+            older=None if page.older is None else chosen.query(before=page.older),
+            exact=exact,
+            bulk=_BULK_VERBS.get(chosen.status, ()) if chosen.narrows else (),
         )
 
     async def _job(self, request: Request) -> StarletteResponse:
@@ -402,6 +427,9 @@ class Dashboard:
         )
 
     # -- actions ------------------------------------------------------------------------
+
+    async def _bulk(self, request: Request) -> StarletteResponse:
+        return await console.bulk_action(self, request)
 
     async def _retry(self, request: Request) -> StarletteResponse:
         return await self._on_job(request, self.broker.retry_job, "retried")

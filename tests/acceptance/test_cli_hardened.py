@@ -170,3 +170,20 @@ async def test_secret_option_rotates_keys_from_the_command_line(dsn: str, broker
         )
         == "signed by old"
     )
+
+
+async def test_retry_and_cancel_every_job_of_a_queue(dsn: str, broker: Broker) -> None:
+    await broker.pool.execute(
+        "INSERT INTO koyojobs_jobs (name, queue, status, args, finished_at) "
+        "SELECT 'bulk.job', 'mail', s, '\\x00', CASE WHEN s = 'failed' THEN now() END "
+        "FROM unnest(ARRAY['failed', 'failed', 'failed', 'ready', 'ready']) AS s"
+    )
+    result = await asyncio.to_thread(
+        koyojobs, "retry", "--queue", "mail", "--status", "failed", "--dsn", dsn
+    )
+    assert (result.returncode, result.stdout) == (0, "retried 3 jobs\n"), result.stderr
+    result = await asyncio.to_thread(koyojobs, "cancel", "--queue", "mail", "--dsn", dsn)
+    assert (result.returncode, result.stdout) == (0, "cancelled 5 jobs\n"), result.stderr
+    for wrong in (["retry"], ["retry", "1", "--queue", "mail"], ["cancel", "--status", "ready"]):
+        result = await asyncio.to_thread(koyojobs, *wrong, "--dsn", dsn)
+        assert result.returncode == 2, wrong

@@ -22,6 +22,3 @@ INSERT INTO koyojobs_migrations (version, name) VALUES ($1, $2);
 -- Whether koyojobs_migrations exists, read without touching it (a read-only
 -- command must not create it).
 SELECT to_regclass('koyojobs_migrations') IS NOT NULL;
-
--- name: schema_version
-SELECT max(version) FROM koyojobs_migrations;
