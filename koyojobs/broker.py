@@ -18,6 +18,7 @@ from . import bulk, instrumentation, synchronous
 from ._validate import is_count, is_seconds
 from .database import Database
 from .errors import PayloadError
+from .heartbeat import WorkerProcess
 from .hooks import Middleware, check_middleware
 from .inserts import ids_from, insert_for
 from .jobs import JobCall
@@ -425,6 +426,16 @@ class Broker(Lifecycle):
             >>> await broker.resume("emails")  # doctest: +SKIP
         """
         await self.pool.execute(QUERIES["resume_queue"], _queue_name(queue, "resume"))
+
+    async def workers(self) -> list[WorkerProcess]:
+        """Every live worker process (seen within three heartbeats), by host and pid.
+
+        Example:
+            >>> [(w.host, w.queues, w.running) for w in await broker.workers()]  # doctest: +SKIP
+            [('web-1', ['default', 'emails'], 3)]
+        """
+        rows = await self.pool.fetch(QUERIES["live_workers"])
+        return [WorkerProcess(**dict(row)) for row in rows]
 
     async def queue_known(self, queue: str) -> bool:
         """Whether any job, pause or live worker has named ``queue`` (a typo has not).

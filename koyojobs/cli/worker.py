@@ -12,6 +12,7 @@ import sys
 import threading
 from datetime import timedelta
 from types import FrameType
+from typing import Any
 
 import click
 
@@ -108,6 +109,18 @@ def default_pool_size(concurrency: int, queues: int = 1) -> int:
     show_default=True,
     help="VACUUM the jobs table past this many dead rows; 0 leaves it to autovacuum.",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    help="Serve Prometheus metrics of this process's attempts at "
+    "http://--metrics-host:PORT/metrics (needs the extra: koyojobs[metrics]).",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="The address --metrics-port listens on.",
+)
 @connects
 def worker(
     modules: tuple[str, ...],
@@ -119,6 +132,8 @@ def worker(
     shutdown_grace: float,
     vacuum_threshold: int,
     retention_options: tuple[str, ...],
+    metrics_port: int | None,
+    metrics_host: str,
     connection: Connection,
 ) -> None:
     """Import MODULES (which define jobs) and work QUEUEs until SIGINT or SIGTERM.
@@ -160,6 +175,7 @@ def worker(
     for module in modules:
         import_job_module(module)
     log = logging.getLogger("koyojobs.cli")
+    metrics_server = None if metrics_port is None else _serve_metrics(metrics_host, metrics_port)
 
     async def serve() -> None:
         stop = signals.attach()
@@ -197,7 +213,29 @@ def worker(
         finally:
             signals.detach()
 
-    asyncio.run(serve())
+    try:
+        asyncio.run(serve())
+    finally:
+        if metrics_server is not None:
+            metrics_server.shutdown()
+
+
+def _serve_metrics(host: str, port: int) -> Any:
+    try:
+        from .. import metrics
+    except ImportError as exc:
+        raise Failure(
+            f"--metrics-port needs the extra: pip install 'koyojobs[metrics]' ({exc})"
+        ) from None
+    try:
+        server = metrics.serve(port, host)
+    except OSError as exc:
+        raise Failure(f"cannot serve metrics on {host}:{port}: {reason(exc)}") from None
+    metrics.install()
+    logging.getLogger("koyojobs.cli").info(
+        "serving metrics", extra={"url": f"http://{host}:{server.server_port}/metrics"}
+    )
+    return server
     _exit_past_stuck_job_threads()
 
 

@@ -157,6 +157,9 @@ class Dashboard:
                 Route("/jobs", self._jobs, methods=["GET"]),
                 Route("/jobs/{job_id:int}", self._job, methods=["GET"]),
                 Route("/periodic", self._periodic, methods=["GET"]),
+                Route("/workers", self._workers, methods=["GET"]),
+                Route("/charts", self._charts, methods=["GET"]),
+                Route("/metrics", self._metrics, methods=["GET"]),
                 Route("/static/{asset}", self._asset, methods=["GET"]),
                 # The actions: POST only, so no link, image or redirect can fire one.
                 Route("/jobs/{job_id:int}/retry", self._retry, methods=["POST"]),
@@ -427,6 +430,16 @@ class Dashboard:
         )
 
     # -- actions ------------------------------------------------------------------------
+
+    async def _workers(self, request: Request) -> StarletteResponse:
+        workers = await self.broker.workers()
+        return await self._render(request, "workers.html", workers=workers)
+
+    async def _charts(self, request: Request) -> StarletteResponse:
+        return await console.charts_page(self, request)
+
+    async def _metrics(self, request: Request) -> StarletteResponse:
+        return await console.metrics(self, request)
 
     async def _bulk(self, request: Request) -> StarletteResponse:
         return await console.bulk_action(self, request)

@@ -1,4 +1,5 @@
-"""The console's pages and actions: bulk retry, cancel and delete (confirmed with the count).
+"""The console's pages and actions: bulk retry, cancel and delete (confirmed with the count),
+charts, and the Prometheus metrics.
 
 A bulk action is two POSTs: the first (from the jobs page: everything its
 filter matches, or the rows ticked) shows what would be done and to how many
@@ -15,13 +16,15 @@ from starlette.responses import PlainTextResponse, RedirectResponse
 from starlette.responses import Response as StarletteResponse
 
 from ..bulk import Selection, count_matching, run_bulk
+from ..charts import SPANS, queue_charts
+from . import svg
 from .data import names_labelled
 from .filters import MAX_ID, BadFilterError, JobFilter
 
 if TYPE_CHECKING:
     from .app import Dashboard
 
-__all__ = ["COUNT_SHOWN", "bulk_action"]
+__all__ = ["COUNT_SHOWN", "bulk_action", "charts_page", "metrics"]
 
 COUNT_SHOWN = 1_000_000
 """A confirmation counts the matching jobs up to this many."""
@@ -98,3 +101,33 @@ def _back_to_jobs(
     return RedirectResponse(
         f"{base}/jobs?{query}{separator}notice=bulk-{notice}&count={count}", status_code=303
     )
+
+
+async def charts_page(dashboard: Dashboard, request: Request) -> StarletteResponse:
+    """``GET /charts?span=hour|day``: per queue, jobs finished and failed, and time waited."""
+    span = request.query_params.get("span", "hour")
+    if span not in SPANS:
+        return PlainTextResponse("bad request: span is hour or day", 400)
+    charts = await queue_charts(dashboard.broker, span)
+    return await dashboard._render(
+        request,
+        "charts.html",
+        charts=charts,
+        span=span,
+        spans=list(SPANS),
+        unit="minute" if span == "hour" else "10 minutes",
+        throughput=svg.throughput,
+        waiting=svg.waiting,
+    )
+
+
+async def metrics(dashboard: Dashboard, request: Request) -> StarletteResponse:
+    """``GET /metrics``: the queues' depth and oldest wait, in Prometheus' exposition format."""
+    try:
+        from .. import metrics as prometheus
+    except ImportError as exc:
+        return PlainTextResponse(
+            f"metrics need the extra: pip install 'koyojobs[metrics]' ({exc})", 501
+        )
+    body = await prometheus.queue_exposition(dashboard.broker)
+    return StarletteResponse(body, media_type=prometheus.CONTENT_TYPE)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -92,7 +93,7 @@ async def test_jobs_and_status_escape_what_a_job_wrote(dsn: str, broker: Broker)
         result = await asyncio.to_thread(koyojobs, *command, "--dsn", dsn)
         assert result.returncode == 0, result.stderr
         assert not {"\x1b", "\r", "\x07"} & set(result.stdout)
-        assert len(result.stdout.splitlines()) == 2, result.stdout
+        assert result.stdout.splitlines()[2:] in ([], ["", "no live workers"]), result.stdout
     result = await asyncio.to_thread(koyojobs, "jobs", "--dsn", dsn)
     assert "evil\\x1b]0;pwned\\x07name" in result.stdout
     assert "boom\\x1b[31m red" in result.stdout  # the error's first line: up to the \r
@@ -187,3 +188,21 @@ async def test_retry_and_cancel_every_job_of_a_queue(dsn: str, broker: Broker) -
     for wrong in (["retry"], ["retry", "1", "--queue", "mail"], ["cancel", "--status", "ready"]):
         result = await asyncio.to_thread(koyojobs, *wrong, "--dsn", dsn)
         assert result.returncode == 2, wrong
+
+
+async def test_status_lists_the_live_workers(dsn: str, broker: Broker) -> None:
+    from koyojobs import Worker
+
+    async with Worker(broker, queue="emails", pool_size=3, poll_interval=0.2):
+        deadline = asyncio.get_running_loop().time() + 10
+        while not await broker.workers():
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.02)
+        result = await asyncio.to_thread(koyojobs, "status", "--dsn", dsn)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:2] == ["no jobs", ""]
+    assert lines[2].split() == ["worker", "pid", "queues", "running", "started", "last", "seen"]
+    assert lines[3].split()[1:4] == [str(os.getpid()), "emails", "0/3"]
+    result = await asyncio.to_thread(koyojobs, "status", "--dsn", dsn)
+    assert result.stdout.splitlines()[-1] == "no live workers"

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 from koyojobs import Broker, Status
 from koyojobs.dashboard import Dashboard
 from koyojobs.dashboard.csrf import FIELD
+from koyojobs.rollup import roll_up
 from tests.dashboard.test_pages import client, insert_finished, token_of
+from tests.integration.test_heartbeat import until
 
 
 def ids_on(html: str) -> list[int]:
@@ -87,3 +90,59 @@ async def test_bulk_actions_refuse_what_cannot_be_meant(broker: Broker) -> None:
         refused = await c.post("/jobs/bulk", data={"bulk": "retry-matching", "status": "failed"})
         assert refused.status_code == 403
     assert await broker.job_status(1) is Status.FAILED
+
+
+async def test_the_workers_page_lists_live_worker_processes(broker: Broker) -> None:
+    from koyojobs import Worker
+
+    async with client(Dashboard(broker)) as c:
+        assert 'id="no-workers"' in (await c.get("/workers")).text
+        async with Worker(broker, queue="emails", pool_size=2, poll_interval=0.2):
+            await until(broker.workers)
+            page = (await c.get("/workers")).text
+    assert f'<td class="num">{os.getpid()}</td>' in page
+    assert 'href="/jobs?queue=emails">emails</a>' in page
+
+
+async def test_charts_draw_finished_failed_and_waited_as_inline_svg(broker: Broker) -> None:
+    await broker.pool.execute(
+        "INSERT INTO koyojobs_jobs (name, queue, status, args, scheduled_at, started_at,"
+        " finished_at) SELECT 'c', 'charted', CASE WHEN g % 5 = 0 THEN 'failed' ELSE 'done' END,"
+        " '\\x00', now() - interval '5 minutes' - interval '2 seconds',"
+        " now() - interval '5 minutes', now() - interval '5 minutes'"
+        " FROM generate_series(1, 25) AS g"
+    )
+    await roll_up(broker)  # some minutes rolled up, the last ones read live
+    async with client(Dashboard(broker)) as c:
+        for span in ("hour", "day"):
+            page = (await c.get(f"/charts?span={span}")).text
+            assert '<section class="queue-chart" data-queue="charted">' in page
+            assert "20 done, 5 failed" in page
+            assert page.count('<svg class="chart') == 2
+            assert 'class="failed"' in page and 'class="wait"' in page
+            assert "waited 2s on average" in page
+        assert (await c.get("/charts?span=week")).status_code == 400
+
+
+async def test_metrics_scraped_and_parsed(broker: Broker) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    await insert_finished(broker, 3, "failed", queue="emails")
+    await broker.pool.execute(
+        "INSERT INTO koyojobs_jobs (name, queue, args, scheduled_at)"
+        " VALUES ('m', 'emails', '\\x00', now() - interval '90 seconds')"
+    )
+    async with client(Dashboard(broker)) as c:
+        response = await c.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=")
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+    }
+    assert samples[("koyojobs_jobs", (("queue", "emails"), ("status", "failed")))] == 3
+    assert samples[("koyojobs_jobs", (("queue", "emails"), ("status", "ready")))] == 1
+    assert samples[("koyojobs_jobs", (("queue", "emails"), ("status", "done")))] == 0
+    oldest = samples[("koyojobs_oldest_ready_seconds", (("queue", "emails"),))]
+    assert 90 <= oldest < 120

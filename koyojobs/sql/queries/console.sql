@@ -10,7 +10,8 @@ SELECT EXISTS (SELECT FROM koyojobs_jobs WHERE queue = $1 AND status = 'ready')
     OR EXISTS (SELECT FROM koyojobs_jobs WHERE queue = $1 AND status = 'running')
     OR EXISTS (SELECT FROM koyojobs_jobs
                 WHERE queue = $1 AND status IN ('done', 'failed', 'cancelled'))
-    OR EXISTS (SELECT FROM koyojobs_queues WHERE queue = $1);
+    OR EXISTS (SELECT FROM koyojobs_queues WHERE queue = $1)
+    OR EXISTS (SELECT FROM koyojobs_workers WHERE $1 = ANY (queues));
 
 -- name: console_indexed
 -- Whether the indexes of 0009_console exist and are usable.
@@ -230,3 +231,106 @@ SELECT count(*) FROM (
 -- name: notify_finished
 -- Wakes Broker.wait callers after a bulk cancel or delete.
 SELECT pg_notify('koyojobs_finished', '');
+
+-- name: worker_beat
+-- A worker process's heartbeat: its row written (or written again, after an
+-- outage that let others think it gone), and the rows of processes not seen
+-- for three of their own heartbeats deleted.
+WITH beat AS (
+    INSERT INTO koyojobs_workers AS w
+           (id, host, pid, queues, concurrency, running, started_at, last_seen, interval_s)
+    VALUES ($1, $2, $3, $4::text[], $5, $6, $7, now(), $8)
+    ON CONFLICT (id) DO UPDATE
+       SET queues = excluded.queues, concurrency = excluded.concurrency,
+           running = excluded.running, last_seen = now(), interval_s = excluded.interval_s
+)
+DELETE FROM koyojobs_workers
+ WHERE last_seen < now() - make_interval(secs => 3 * interval_s) AND id <> $1;
+
+-- name: worker_gone
+-- A worker process stopping: its row goes at once.
+DELETE FROM koyojobs_workers WHERE id = $1;
+
+-- name: live_workers
+-- Every worker process seen within three of its heartbeats.
+SELECT id, host, pid, queues, concurrency, running, started_at, last_seen,
+       extract(epoch FROM now() - last_seen)::float8 AS seen_ago
+  FROM koyojobs_workers
+ WHERE last_seen >= now() - make_interval(secs => 3 * interval_s)
+ ORDER BY host, pid, started_at;
+
+-- name: rollup_claim
+-- The rollup's one row, locked for this transaction unless another process
+-- rolls up now (then no row: this one leaves it). Returns the span to roll:
+-- from where the last rollup ended (at most two days back) to the end of the
+-- minute before the last, an hour at most per call.
+SELECT lo, least(lo + interval '1 hour', date_trunc('minute', now()) - interval '1 minute') AS hi
+  FROM (SELECT greatest(rolled_until, date_trunc('minute', now()) - interval '2 days') AS lo
+          FROM koyojobs_rollup
+           FOR UPDATE SKIP LOCKED) AS s;
+
+-- name: finished_in_span
+-- The jobs that finished done or failed in [$1, $2), with their queue, minute
+-- and the time they waited from due to start, read through 0006's index of
+-- finished rows by queue (a probe per queue, then each queue's range of the
+-- span): CTEs of rollup_minutes and chart_tail, after WITH RECURSIVE.
+queues(queue) AS (
+    (SELECT queue FROM koyojobs_jobs
+      WHERE status IN ('done', 'failed', 'cancelled') ORDER BY queue LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.queue FROM koyojobs_jobs AS j
+             WHERE j.status IN ('done', 'failed', 'cancelled') AND j.queue > q.queue
+             ORDER BY j.queue LIMIT 1)
+      FROM queues AS q
+     WHERE q.queue IS NOT NULL
+), finished AS (
+    SELECT q.queue, date_trunc('minute', j.finished_at) AS minute, j.status,
+           greatest(extract(epoch FROM j.started_at - j.scheduled_at), 0)::float8 AS waited
+      FROM queues AS q
+     CROSS JOIN LATERAL (
+           SELECT j.finished_at, j.status, j.started_at, j.scheduled_at
+             FROM koyojobs_jobs AS j
+            WHERE j.queue = q.queue AND j.status IN ('done', 'failed')
+              AND j.finished_at >= $1 AND j.finished_at < $2) AS j
+     WHERE q.queue IS NOT NULL
+), per_minute AS (
+    SELECT minute, queue,
+           count(*) FILTER (WHERE status = 'done') AS done,
+           count(*) FILTER (WHERE status = 'failed') AS failed,
+           coalesce(sum(waited), 0) AS waited_sum, count(waited) AS waited_count,
+           coalesce(max(waited), 0) AS waited_max
+      FROM finished
+     GROUP BY minute, queue
+)
+
+-- name: rollup_minutes
+-- The minutes of [$1, $2) per queue, written over whatever they held.
+WITH RECURSIVE
+-- include: finished_in_span
+INSERT INTO koyojobs_minutes AS m
+       (minute, queue, done, failed, waited_sum, waited_count, waited_max)
+SELECT * FROM per_minute
+ON CONFLICT (minute, queue) DO UPDATE
+   SET done = excluded.done, failed = excluded.failed, waited_sum = excluded.waited_sum,
+       waited_count = excluded.waited_count, waited_max = excluded.waited_max;
+
+-- name: chart_mark
+-- Where the rolled-up minutes end, and the database's clock.
+SELECT rolled_until, now() AS now FROM koyojobs_rollup;
+
+-- name: chart_rolled
+-- The rolled-up minutes from $1 until $2, every queue (the primary key's range).
+SELECT minute, queue, done, failed, waited_sum, waited_count, waited_max
+  FROM koyojobs_minutes
+ WHERE minute >= $1 AND minute < $2;
+
+-- name: chart_tail
+-- The minutes of [$1, $2) not rolled up yet, read from the jobs table.
+WITH RECURSIVE
+-- include: finished_in_span
+SELECT * FROM per_minute;
+
+-- name: rollup_done
+-- Where the next rollup starts; minutes older than two days are dropped.
+WITH moved AS (UPDATE koyojobs_rollup SET rolled_until = $1)
+DELETE FROM koyojobs_minutes WHERE minute < now() - interval '2 days';

@@ -62,7 +62,7 @@ CREATE TABLE koyojobs_minutes (
     waited_sum   float8 NOT NULL DEFAULT 0,
     waited_count integer NOT NULL DEFAULT 0,
     waited_max   float8 NOT NULL DEFAULT 0,
-    PRIMARY KEY (queue, minute)
+    PRIMARY KEY (minute, queue)
 );
 
 CREATE TABLE koyojobs_rollup (

@@ -1,0 +1,94 @@
+"""Charts drawn as inline SVG on the server: no script, no CDN, nothing to load.
+
+Colours come from classes in ``dashboard.css`` (the content security policy
+allows no inline style).
+"""
+
+from __future__ import annotations
+
+from markupsafe import Markup
+
+from ..charts import QueueChart
+from .formatting import age
+
+__all__ = ["throughput", "waiting"]
+
+_WIDTH, _HEIGHT, _TOP = 600, 120, 14
+
+
+def _frame(label: str, peak: str, bars: list[Markup], kind: str) -> Markup:
+    return Markup(
+        '<svg class="chart {kind}" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" '
+        'aria-label="{label}"><title>{label}</title>'
+        '<line class="axis" x1="0" y1="{h}" x2="{w}" y2="{h}"></line>'
+        '<text class="peak" x="2" y="11">{peak}</text>{bars}</svg>'
+    ).format(kind=kind, w=_WIDTH, h=_HEIGHT, label=label, peak=peak, bars=Markup("").join(bars))
+
+
+def _bar(cls: str, index: int, count: int, low: float, high: float, title: str) -> Markup:
+    step = _WIDTH / count
+    return Markup(
+        '<rect class="{cls}" x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" height="{hgt:.1f}">'
+        "<title>{title}</title></rect>"
+    ).format(
+        cls=cls,
+        x=index * step,
+        y=_HEIGHT - high,
+        w=max(step - 1, 1),
+        hgt=high - low,
+        title=title,
+    )
+
+
+def throughput(chart: QueueChart, unit: str) -> Markup:
+    """Jobs done and failed per bucket, stacked (failed on top, in red).
+
+    Example:
+        >>> from datetime import datetime, UTC
+        >>> from koyojobs.charts import Bucket
+        >>> bucket = Bucket(datetime(2026, 1, 1, tzinfo=UTC), 3, 1)
+        >>> svg = throughput(QueueChart("q", [bucket]), "minute")
+        >>> svg.count('class="done"'), svg.count('class="failed"')
+        (1, 1)
+    """
+    peak = max((b.done + b.failed for b in chart.buckets), default=0)
+    scale = (_HEIGHT - _TOP) / peak if peak else 0.0
+    bars = []
+    count = len(chart.buckets)
+    for i, b in enumerate(chart.buckets):
+        when = b.start.strftime("%H:%M")
+        if b.done:
+            bars.append(_bar("done", i, count, 0, b.done * scale, f"{when}: {b.done} done"))
+        if b.failed:
+            low = b.done * scale
+            title = f"{when}: {b.failed} failed"
+            bars.append(_bar("failed", i, count, low, low + b.failed * scale, title))
+    label = f"{chart.queue}: jobs finished per {unit} (peak {peak})"
+    return _frame(label, f"{peak} per {unit}", bars, "throughput")
+
+
+def waiting(chart: QueueChart) -> Markup:
+    """The time jobs waited from due to start, on average per bucket.
+
+    Example:
+        >>> from datetime import datetime, UTC
+        >>> from koyojobs.charts import Bucket
+        >>> b = Bucket(datetime(2026, 1, 1, tzinfo=UTC), 2, 0, 8.0, 2, 6.0)
+        >>> 'class="wait"' in waiting(QueueChart("q", [b]))
+        True
+    """
+    averages = [b.waited_average for b in chart.buckets]
+    peak = max((a for a in averages if a is not None), default=0.0)
+    scale = (_HEIGHT - _TOP) / peak if peak else 0.0
+    bars = []
+    count = len(chart.buckets)
+    for i, (b, average) in enumerate(zip(chart.buckets, averages, strict=True)):
+        if average is None:
+            continue
+        title = (
+            f"{b.start.strftime('%H:%M')}: waited {age(average)} on average, "
+            f"{age(b.waited_max)} at most"
+        )
+        bars.append(_bar("wait", i, count, 0, max(average * scale, 1), title))
+    label = f"{chart.queue}: time waited from due to start (peak {age(peak)})"
+    return _frame(label, f"waited {age(peak)} at most on average", bars, "waiting")
