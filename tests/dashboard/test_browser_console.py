@@ -91,14 +91,14 @@ def attacker_site(page: bytes, cookie: str) -> Iterator[str]:
     """Another port of 127.0.0.1 (same site, another origin) serving ``page`` and a cookie."""
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        def do_GET(self) -> None:
             self.send_response(200)
             self.send_header("content-type", "text/html")
             self.send_header("set-cookie", f"{cookie}; Path=/")
             self.end_headers()
             self.wfile.write(page)
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: object) -> None:
             pass
 
     server = HTTPServer(("127.0.0.1", 0), Handler)
