@@ -135,8 +135,12 @@ class Guard:
         parts = urlsplit(origin)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             return False
-        host = headers.get("host", "")
-        return _netloc(parts.scheme, parts.netloc) == _netloc(parts.scheme, host)
+        # A proxy may send its own name as Host and the browser's in
+        # X-Forwarded-Host; a cross-site form can set neither header.
+        hosts = [headers.get("host", "")]
+        hosts += [h.strip() for h in headers.get("x-forwarded-host", "").split(",") if h.strip()]
+        origin_netloc = _netloc(parts.scheme, parts.netloc)
+        return any(origin_netloc == _netloc(parts.scheme, host) for host in hosts)
 
 
 def _netloc(scheme: str, netloc: str) -> str:

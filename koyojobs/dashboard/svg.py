@@ -91,4 +91,4 @@ def waiting(chart: QueueChart) -> Markup:
         )
         bars.append(_bar("wait", i, count, 0, max(average * scale, 1), title))
     label = f"{chart.queue}: time waited from due to start (peak {age(peak)})"
-    return _frame(label, f"waited {age(peak)} at most on average", bars, "waiting")
+    return _frame(label, f"average wait, up to {age(peak)}", bars, "waiting")

@@ -106,6 +106,20 @@ async def test_a_post_from_another_origin_is_refused(broker: Broker) -> None:
         )
         assert refused.status_code == 403
         assert await broker.job_status(job_id) is Status.FAILED
+        # Behind a proxy that sends its own Host, the browser's is forwarded.
+        proxied = await c.post(
+            f"/jobs/{job_id}/retry",
+            data={FIELD: token},
+            headers={
+                "origin": "https://jobs.example.com",
+                "host": "127.0.0.1:18431",
+                "x-forwarded-host": "jobs.example.com",
+            },
+        )
+        assert proxied.status_code == 303
+        await broker.pool.execute(
+            "UPDATE koyojobs_jobs SET status = 'failed' WHERE id = $1", job_id
+        )
         accepted = await c.post(
             f"/jobs/{job_id}/retry",
             data={FIELD: token},
