@@ -72,7 +72,7 @@ async def queue_charts(broker: Broker, span: str = "hour") -> list[QueueChart]:
         now: datetime = mark["now"]
         start = _floor(now - length, width) + width
         rolled_until: datetime = max(mark["rolled_until"], start)
-        rows = list(await conn.fetch(QUERIES["chart_rolled"], start, rolled_until))
+        rows = list(await conn.fetch(QUERIES["chart_rolled"], start, rolled_until, width))
         rows += await conn.fetch(QUERIES["chart_tail"], rolled_until, now + timedelta(minutes=1))
     count = int(length / width)
     charts: dict[str, QueueChart] = {}

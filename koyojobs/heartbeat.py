@@ -74,6 +74,8 @@ class Heartbeat:
         self._started: datetime | None = None
         self._rolled = -_ROLLUP_EVERY
         self._woken = asyncio.Event()
+        self._answering = False
+        """Whether the last beat went through (else a stop does not wait on the database)."""
 
     @property
     def interval(self) -> float:
@@ -90,6 +92,8 @@ class Heartbeat:
     async def stop(self) -> None:
         task, self._task = self._task, None
         await cancel_and_wait(task)
+        if not self._answering:
+            return  # its row lapses on its own after three beats
         try:
             await self.broker.database.fetch_within(1.0, QUERIES["worker_gone"], self.id)
         except Exception as exc:  # its row lapses on its own after three beats
@@ -119,7 +123,9 @@ class Heartbeat:
         loop = asyncio.get_running_loop()
         while True:
             try:
+                self._answering = False
                 await self.beat()
+                self._answering = True
                 if loop.time() - self._rolled >= _ROLLUP_EVERY:
                     self._rolled = loop.time()
                     for _ in range(50):  # catching up two days, an hour a call

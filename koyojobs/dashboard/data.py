@@ -118,7 +118,9 @@ async def indexed(broker: Broker) -> bool:
     return present
 
 
-async def queue_rows(broker: Broker, *, indexed: bool = True) -> list[QueueRow]:
+async def queue_rows(
+    broker: Broker, *, indexed: bool = True, bound: int = COUNT_BOUND
+) -> list[QueueRow]:
     """Every queue that has jobs or is paused, with its counts.
 
     Without the indexes of 0006 (``indexed=False``), the counts of finished
@@ -130,7 +132,7 @@ async def queue_rows(broker: Broker, *, indexed: bool = True) -> list[QueueRow]:
     """
     query = QUERIES["dashboard_queues" if indexed else "dashboard_queues_unindexed"]
     async with _reading(broker) as conn:
-        rows = await conn.fetch(query, COUNT_BOUND)
+        rows = await conn.fetch(query, bound)
     return [QueueRow(**dict(row)) for row in rows]
 
 

@@ -6,7 +6,7 @@ allows no inline style).
 
 from __future__ import annotations
 
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from ..charts import QueueChart
 from .formatting import age
@@ -16,27 +16,24 @@ __all__ = ["throughput", "waiting"]
 _WIDTH, _HEIGHT, _TOP = 600, 120, 14
 
 
-def _frame(label: str, peak: str, bars: list[Markup], kind: str) -> Markup:
+def _frame(label: str, peak: str, bars: list[str], kind: str) -> Markup:
+    # Built as one string (a day's charts hold a thousand bars): every text
+    # in it is escaped here, the rest are numbers.
+    text, top = escape(label), escape(peak)
     return Markup(
-        '<svg class="chart {kind}" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" '
-        'aria-label="{label}"><title>{label}</title>'
-        '<line class="axis" x1="0" y1="{h}" x2="{w}" y2="{h}"></line>'
-        '<text class="peak" x="2" y="11">{peak}</text>{bars}</svg>'
-    ).format(kind=kind, w=_WIDTH, h=_HEIGHT, label=label, peak=peak, bars=Markup("").join(bars))
+        f'<svg class="chart {kind}" viewBox="0 0 {_WIDTH} {_HEIGHT}" width="{_WIDTH}" '
+        f'height="{_HEIGHT}" role="img" aria-label="{text}"><title>{text}</title>'
+        f'<line class="axis" x1="0" y1="{_HEIGHT}" x2="{_WIDTH}" y2="{_HEIGHT}"></line>'
+        f'<text class="peak" x="2" y="11">{top}</text>{"".join(bars)}</svg>'
+    )
 
 
-def _bar(cls: str, index: int, count: int, low: float, high: float, title: str) -> Markup:
+def _bar(cls: str, index: int, count: int, low: float, high: float, title: str) -> str:
     step = _WIDTH / count
-    return Markup(
-        '<rect class="{cls}" x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" height="{hgt:.1f}">'
-        "<title>{title}</title></rect>"
-    ).format(
-        cls=cls,
-        x=index * step,
-        y=_HEIGHT - high,
-        w=max(step - 1, 1),
-        hgt=high - low,
-        title=title,
+    return (
+        f'<rect class="{cls}" x="{index * step:.1f}" y="{_HEIGHT - high:.1f}" '
+        f'width="{max(step - 1, 1):.1f}" height="{high - low:.1f}">'
+        f"<title>{escape(title)}</title></rect>"
     )
 
 

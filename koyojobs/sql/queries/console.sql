@@ -319,10 +319,14 @@ ON CONFLICT (minute, queue) DO UPDATE
 SELECT rolled_until, now() AS now FROM koyojobs_rollup;
 
 -- name: chart_rolled
--- The rolled-up minutes from $1 until $2, every queue (the primary key's range).
-SELECT minute, queue, done, failed, waited_sum, waited_count, waited_max
+-- The rolled-up minutes from $1 until $2, every queue (the primary key's
+-- range), summed into bars of $3 from $1.
+SELECT date_bin($3::interval, minute, $1) AS minute, queue,
+       sum(done) AS done, sum(failed) AS failed, sum(waited_sum) AS waited_sum,
+       sum(waited_count) AS waited_count, max(waited_max) AS waited_max
   FROM koyojobs_minutes
- WHERE minute >= $1 AND minute < $2;
+ WHERE minute >= $1 AND minute < $2
+ GROUP BY 1, 2;
 
 -- name: chart_tail
 -- The minutes of [$1, $2) not rolled up yet, read from the jobs table.
