@@ -253,22 +253,34 @@ async def _timed(work: Any) -> tuple[int, float]:
     return done, time.perf_counter() - started
 
 
-async def write_cost(admin_dsn: str, pairs: int, jobs: int = 20_000) -> None:
+CONSOLE_INDEXES = ["koyojobs_jobs_finished_filter_idx", "koyojobs_jobs_ready_filter_idx"]
+
+
+async def write_cost(
+    admin_dsn: str, pairs: int, jobs: int = 20_000, indexes: list[str] | None = None
+) -> None:
     rates: dict[bool, list[float]] = {True: [], False: []}
+    entered: dict[bool, list[float]] = {True: [], False: []}
     for i in range(pairs * 2):
         with_indexes = i % 4 in (0, 3)  # ABBA: neither side always goes first
         async with fresh_database(admin_dsn) as dsn, Broker(dsn) as broker:
             if not with_indexes:
-                for name in INDEXES:
+                for name in indexes or list(INDEXES):
                     await broker.pool.execute(f"DROP INDEX {name}")
-            await enqueue(broker, _noops(jobs, ["default"]))
+            enqueued = await enqueue(broker, _noops(jobs, ["default"]))
             rate = await drain(broker, jobs, ["default"], 16)
         rates[with_indexes].append(rate)
-        print(f"drain {'with' if with_indexes else 'without'} the indexes: {rate:,.0f} jobs/s")
+        entered[with_indexes].append(enqueued)
+        print(
+            f"{'with' if with_indexes else 'without'} the indexes: enqueue {enqueued:,.0f} "
+            f"jobs/s, drain {rate:,.0f} jobs/s",
+            flush=True,
+        )
     for side in (True, False):
         print(
-            f"{'with' if side else 'without'}: median {statistics.median(rates[side]):,.0f} "
-            f"jobs/s of {[round(r) for r in rates[side]]}"
+            f"{'with' if side else 'without'}: drain median {statistics.median(rates[side]):,.0f} "
+            f"jobs/s of {[round(r) for r in rates[side]]}; enqueue median "
+            f"{statistics.median(entered[side]):,.0f} of {[round(r) for r in entered[side]]}"
         )
 
 
@@ -293,7 +305,17 @@ async def main() -> None:
     )
     parser.add_argument("--admin-dsn", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--bulk-beside-drain", type=int, metavar="PAIRS", default=0)
+    parser.add_argument(
+        "--write-cost-console",
+        type=int,
+        metavar="PAIRS",
+        default=0,
+        help="what 0009's filter indexes cost a drain",
+    )
     options = parser.parse_args()
+    if options.write_cost_console:
+        await write_cost(options.admin_dsn, options.write_cost_console, indexes=CONSOLE_INDEXES)
+        return
     if options.bulk_beside_drain:
         await bulk_beside_drain(options.admin_dsn, options.bulk_beside_drain)
         return
