@@ -39,8 +39,9 @@ __all__ = ["INTERVAL", "Heartbeat", "WorkerProcess", "join", "leave"]
 log = logging.getLogger("koyojobs.heartbeat")
 
 INTERVAL = 5.0
-"""Seconds between heartbeats (shorter for a worker that polls more often)."""
+"""Seconds between heartbeats."""
 _ROLLUP_EVERY = 60.0
+_ROLLUP_DEADLINE = 30.0  # an hour of a busy table's finished jobs, read through an index
 
 _beats: weakref.WeakKeyDictionary[Broker, Heartbeat] = weakref.WeakKeyDictionary()
 
@@ -79,7 +80,13 @@ class Heartbeat:
 
     @property
     def interval(self) -> float:
-        return min([INTERVAL, *(max(0.2, w.poll_interval) for w in self.workers)])
+        # Read at each beat: a test may shorten it.
+        return INTERVAL
+
+    @property
+    def deadline(self) -> float:
+        """The workers' bound on a round trip: a beat on a dead path gives up as a claim does."""
+        return min([INTERVAL, *(w.deadline for w in self.workers)])
 
     def start(self) -> None:
         if self._task is None:
@@ -106,7 +113,7 @@ class Heartbeat:
             rows = await database.fetch_within(5.0, QUERIES["database_now"])
             self._started = rows[0][0]
         await database.fetch_within(
-            max(1.0, self.interval),
+            self.deadline,
             QUERIES["worker_beat"],
             self.id,
             socket.gethostname(),
@@ -129,7 +136,7 @@ class Heartbeat:
                 if loop.time() - self._rolled >= _ROLLUP_EVERY:
                     self._rolled = loop.time()
                     for _ in range(50):  # catching up two days, an hour a call
-                        if not await roll_up(self.broker):
+                        if not await roll_up(self.broker, _ROLLUP_DEADLINE):
                             break
                 failures = 0
             except Exception as exc:
@@ -137,8 +144,11 @@ class Heartbeat:
                 if failures == 1:
                     log_trouble(log, "heartbeat failed; retrying", exc)
             # The period between beats, cut short when a worker joins or leaves.
+            # (asyncio.timeout, not wait_for: on 3.11 wait_for drops a cancel
+            # that arrives as the event is set, and the stop would wait forever.)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._woken.wait(), self.interval)
+                async with asyncio.timeout(self.interval):
+                    await self._woken.wait()
             self._woken.clear()
 
 

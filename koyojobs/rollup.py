@@ -14,6 +14,7 @@ not rolled yet are read from the jobs table itself (:mod:`koyojobs.charts`).
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from .sql import QUERIES
@@ -24,21 +25,31 @@ if TYPE_CHECKING:
 __all__ = ["roll_up"]
 
 
-async def roll_up(broker: Broker) -> bool:
+async def roll_up(broker: Broker, deadline: float | None = None) -> bool:
     """Roll the minutes that ended since the last rollup (an hour at most); whether it did.
 
     Nothing without 0006's index of finished rows (it would read the table).
+    Past ``deadline`` seconds the connection is closed, not given back (a
+    dropped network path would hang its next user too), and ``TimeoutError``
+    is raised.
 
     Example:
         >>> while await roll_up(broker):  # doctest: +SKIP
         ...     pass
     """
-    async with broker.pool.acquire() as conn, conn.transaction():
-        if not await conn.fetchval(QUERIES["dashboard_indexed"]):
-            return False
-        span = await conn.fetchrow(QUERIES["rollup_claim"])
-        if span is None or span["hi"] <= span["lo"]:
-            return False
-        await conn.execute(QUERIES["rollup_minutes"], span["lo"], span["hi"])
-        await conn.execute(QUERIES["rollup_done"], span["hi"])
-    return True
+    conn = await broker.pool.acquire()
+    try:
+        async with asyncio.timeout(deadline), conn.transaction():
+            if not await conn.fetchval(QUERIES["dashboard_indexed"]):
+                return False
+            span = await conn.fetchrow(QUERIES["rollup_claim"])
+            if span is None or span["hi"] <= span["lo"]:
+                return False
+            await conn.execute(QUERIES["rollup_minutes"], span["lo"], span["hi"])
+            await conn.execute(QUERIES["rollup_done"], span["hi"])
+        return True
+    except TimeoutError:
+        conn.terminate()
+        raise
+    finally:
+        await broker.pool.release(conn)

@@ -218,6 +218,7 @@ def worker(
     finally:
         if metrics_server is not None:
             metrics_server.shutdown()
+    _exit_past_stuck_job_threads()
 
 
 def _serve_metrics(host: str, port: int) -> Any:
@@ -236,7 +237,6 @@ def _serve_metrics(host: str, port: int) -> Any:
         "serving metrics", extra={"url": f"http://{host}:{server.server_port}/metrics"}
     )
     return server
-    _exit_past_stuck_job_threads()
 
 
 async def _start_workers(workers: list[Worker], connection: Connection) -> None:

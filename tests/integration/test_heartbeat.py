@@ -7,12 +7,20 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 
-from koyojobs import Broker, Status
+import pytest
+
+from koyojobs import Broker, Status, heartbeat
 from koyojobs.heartbeat import WorkerProcess
 from koyojobs.rollup import roll_up
 from tests import jobs
 from tests.conftest import wait_for_status
 from tests.integration.conftest import StartWorker
+
+
+@pytest.fixture(autouse=True)
+def _quick_heartbeats(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Five seconds between beats in production; the tests watch several beats.
+    monkeypatch.setattr(heartbeat, "INTERVAL", 0.2)
 
 
 async def until(check: Callable[[], Awaitable[object]], timeout: float = 10.0) -> None:
