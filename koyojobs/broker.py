@@ -14,7 +14,7 @@ import pendulum
 from asyncpg.pool import PoolConnectionProxy
 from pendulum import DateTime
 
-from . import bulk, instrumentation, synchronous
+from . import bulk_actions, instrumentation, synchronous
 from ._validate import is_count, is_seconds
 from .database import Database
 from .errors import PayloadError
@@ -335,7 +335,7 @@ class Broker(Lifecycle):
     ) -> int:
         """Retry every finished job of ``status`` (``None``: any finished one), ``queue`` and
         ``name``; returns how many. In batches that never wait for a worker's row
-        (:mod:`koyojobs.bulk`); ``name_prefix=``, ``names=`` and ``ids=`` narrow further.
+        (:mod:`koyojobs.bulk_actions`); ``name_prefix=``, ``names=`` and ``ids=`` narrow further.
 
         Example:
             >>> await broker.retry_many(queue="emails", status="failed")  # doctest: +SKIP
@@ -383,10 +383,10 @@ class Broker(Lifecycle):
         status: Status | str | Sequence[Status | str] | None,
         more: dict[str, Any],
     ) -> int:
-        batch = more.pop("batch", bulk.BATCH)
+        batch = more.pop("batch", bulk_actions.BATCH)
         statuses = [status] if isinstance(status, Status | str) else status
-        selection = bulk.Selection(statuses=statuses, queue=queue, name=name, **more)
-        return await bulk.run_bulk(self, action, selection, batch)
+        selection = bulk_actions.Selection(statuses=statuses, queue=queue, name=name, **more)
+        return await bulk_actions.run_bulk(self, action, selection, batch)
 
     async def job_status(self, job_id: int) -> Status | None:
         """The status of job ``job_id`` alone (``None``: no such job); no payload is read.

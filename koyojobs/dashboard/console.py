@@ -4,7 +4,7 @@ charts, and the Prometheus metrics.
 A bulk action is two POSTs: the first (from the jobs page: everything its
 filter matches, or the rows ticked) shows what would be done and to how many
 jobs; the second, from that confirmation, does it in batches
-(:mod:`koyojobs.bulk`) and goes back to the jobs page saying how many.
+(:mod:`koyojobs.bulk_actions`) and goes back to the jobs page saying how many.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse
 from starlette.responses import Response as StarletteResponse
 
-from ..bulk import Selection, count_matching, run_bulk
+from ..bulk_actions import Selection, count_matching, run_bulk
 from ..charts import SPANS, queue_charts
 from . import svg
 from .data import names_labelled
