@@ -71,6 +71,8 @@ def check_dashboard(env: dict[str, str]) -> None:
             "/jobs/1": 200,
             "/jobs/999999": 404,
             "/periodic": 200,
+            "/workers": 200,
+            "/charts?span=day": 200,
             "/static/dashboard.css": 200,
             "/static/dashboard.js": 200,
         }

@@ -5,13 +5,17 @@
     python3 benchmarks/dashboard.py --keep --without-indexes   # the same, then without 0006's
     python3 benchmarks/dashboard.py --write-cost 3   # what 0006's indexes cost a drain
     python3 benchmarks/dashboard.py --keep --backlog 1000000   # and a paused queue's backlog
+    python3 benchmarks/dashboard.py --jobs 10000000 --backlog 1000000   # the console's target
+    python3 benchmarks/dashboard.py --bulk-beside-drain 2   # a bulk retry of 100,000 beside a drain
 
 Fills the database (dropping its jobs first unless --keep) with --jobs finished
 jobs in one INSERT ... SELECT generate_series: 97% done, 2% failed (with a
 traceback), 1% cancelled, over four queues and twenty names, finished over the
 last 24 hours (the default retention of done jobs), plus 10,000 ready jobs (a
 fifth of them scheduled later), 50 running ones and three periodic jobs. Then
-VACUUM ANALYZE, as autovacuum would after such a load. Each page is requested
+VACUUM ANALYZE, as autovacuum would after such a load, and the per-minute rollup
+the workers' heartbeats keep (the charts read it), with four live workers.
+Each page is requested
 --requests times in-process (httpx over ASGI: the dashboard's own time, with
 the database's, without a network), after a warm-up, and the table gives p50,
 p95 and the maximum in milliseconds.
@@ -24,13 +28,16 @@ import asyncio
 import statistics
 import time
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
 import httpx
+import scaling
 from scaling import _noops, drain, enqueue, fresh_database
 
-from koyojobs import Broker, define_job
+from koyojobs import Broker, Worker, define_job
 from koyojobs.dashboard import Dashboard
+from koyojobs.rollup import roll_up
 
 FILL = """
 INSERT INTO koyojobs_jobs (name, queue, priority, status, args, result, attempts, max_attempts,
@@ -97,11 +104,23 @@ async def hourly() -> None:
     return None
 
 
+@define_job(name="app.jobs.task_7", label="Send the invoice")
+async def task_7() -> None:
+    return None
+
+
+WORKERS = """
+INSERT INTO koyojobs_workers (id, host, pid, queues, concurrency, running, interval_s)
+SELECT 'bench:' || g, 'worker-' || g, 1000 + g, ARRAY['default', 'emails'], 16, g, 3600
+  FROM generate_series(1, 4) AS g
+"""
+
+
 async def fill(broker: Broker, jobs: int) -> None:
     pool = broker.pool
     started = time.perf_counter()
     await pool.execute("TRUNCATE koyojobs_jobs, koyojobs_schedules")
-    await pool.execute(FILL, jobs, timeout=600)
+    await pool.execute(FILL, jobs, timeout=3600)
     await pool.execute(READY)
     await pool.execute(RUNNING)
     await pool.execute(
@@ -111,8 +130,15 @@ async def fill(broker: Broker, jobs: int) -> None:
         "FROM unnest($1::text[]) AS name",
         [nightly.name, sample.name, hourly.name],
     )
-    await pool.execute("VACUUM ANALYZE koyojobs_jobs", timeout=600)
-    print(f"filled {jobs:,} finished jobs in {time.perf_counter() - started:.1f} s")
+    await pool.execute("VACUUM ANALYZE koyojobs_jobs", timeout=1800)
+    print(f"filled {jobs:,} finished jobs in {time.perf_counter() - started:.1f} s", flush=True)
+    started = time.perf_counter()
+    await pool.execute("TRUNCATE koyojobs_minutes, koyojobs_workers")
+    await pool.execute("UPDATE koyojobs_rollup SET rolled_until = now() - interval '1 day'")
+    while await roll_up(broker):
+        pass
+    await pool.execute(WORKERS)
+    print(f"rolled up a day of minutes in {time.perf_counter() - started:.1f} s", flush=True)
 
 
 async def pages(broker: Broker) -> dict[str, str]:
@@ -129,10 +155,19 @@ async def pages(broker: Broker) -> dict[str, str]:
         "jobs, failed": "/jobs?status=failed",
         "jobs, failed in one queue": "/jobs?status=failed&queue=emails",
         "jobs, ready": "/jobs?status=ready",
+        "jobs, ready in the backlog": "/jobs?status=ready&queue=backlog",
+        "jobs, one queue": "/jobs?queue=emails",
         "jobs, one name": "/jobs?name=app.jobs.task_7",
+        "jobs, a name prefix": "/jobs?name=app.jobs.task_1",
+        "jobs, a label": "/jobs?label=Send the",
+        "jobs, failed, name and queue": "/jobs?status=failed&queue=emails&name=app.jobs.task_1",
         "jobs, a name that matches nothing": "/jobs?name=app.jobs.nothing",
         "one failed job": f"/jobs/{failed}",
         "periodic": "/periodic",
+        "workers": "/workers",
+        "charts, last hour": "/charts",
+        "charts, last day": "/charts?span=day",
+        "metrics (Prometheus)": "/metrics",
     }
 
 
@@ -165,25 +200,87 @@ def show(title: str, table: list[tuple[str, float, float, float]]) -> None:
     print(f"| {'page':<36} | {'p50 ms':>7} | {'p95 ms':>7} | {'max ms':>7} |")
     print(f"|{'-' * 38}|{'-' * 8}:|{'-' * 8}:|{'-' * 8}:|")
     for label, p50, p95, worst in table:
-        print(f"| {label:<36} | {p50:7.1f} | {p95:7.1f} | {worst:7.1f} |")
+        print(f"| {label:<36} | {p50:7.1f} | {p95:7.1f} | {worst:7.1f} |", flush=True)
 
 
-async def write_cost(admin_dsn: str, pairs: int, jobs: int = 20_000) -> None:
+async def bulk_beside_drain(
+    admin_dsn: str, pairs: int, failed: int = 100_000, jobs: int = 20_000
+) -> None:
+    """A drain of ``jobs`` no-op jobs, alone and beside a bulk retry of ``failed`` jobs.
+
+    The failed jobs are in another queue, which no worker serves: the retry
+    competes with the drain for the table, not for the workers. ABBA order.
+    """
     rates: dict[bool, list[float]] = {True: [], False: []}
+    for i in range(pairs * 2):
+        beside = i % 4 in (0, 3)
+        async with fresh_database(admin_dsn) as dsn, Broker(dsn) as broker:
+            await broker.pool.execute(
+                "INSERT INTO koyojobs_jobs (name, queue, status, args, finished_at, last_error)"
+                " SELECT 'scaling.noop', 'outage', 'failed', '\\x8004'::bytea, now(),"
+                " 'ConnectionError: refused' FROM generate_series(1, $1)",
+                failed,
+            )
+            await broker.pool.execute("VACUUM ANALYZE koyojobs_jobs")
+            await enqueue(broker, _noops(jobs, ["default"]))
+            scaling._count, scaling._target, scaling._all_ran = 0, jobs, asyncio.Event()
+            worker = Worker(broker, queue="default", pool_size=16)
+            started = time.perf_counter()
+            await worker.start()
+            bulk = None
+            if beside:
+                bulk = asyncio.create_task(_timed(broker.retry_many(queue="outage")))
+            await scaling._all_ran.wait()
+            rate = jobs / (time.perf_counter() - started)
+            await worker.stop()
+            note = ""
+            if bulk is not None:
+                retried, seconds = await bulk
+                assert retried == failed, retried
+                note = f"; retried {retried:,} in {seconds:.1f} s ({retried / seconds:,.0f}/s)"
+        rates[beside].append(rate)
+        print(f"drain {'beside the bulk retry' if beside else 'alone'}: {rate:,.0f} jobs/s{note}")
+    for side in (False, True):
+        print(
+            f"{'beside' if side else 'alone'}: median {statistics.median(rates[side]):,.0f} "
+            f"jobs/s of {[round(r) for r in rates[side]]}"
+        )
+
+
+async def _timed(work: Any) -> tuple[int, float]:
+    started = time.perf_counter()
+    done: int = await work
+    return done, time.perf_counter() - started
+
+
+CONSOLE_INDEXES = ["koyojobs_jobs_finished_filter_idx", "koyojobs_jobs_ready_filter_idx"]
+
+
+async def write_cost(
+    admin_dsn: str, pairs: int, jobs: int = 20_000, indexes: list[str] | None = None
+) -> None:
+    rates: dict[bool, list[float]] = {True: [], False: []}
+    entered: dict[bool, list[float]] = {True: [], False: []}
     for i in range(pairs * 2):
         with_indexes = i % 4 in (0, 3)  # ABBA: neither side always goes first
         async with fresh_database(admin_dsn) as dsn, Broker(dsn) as broker:
             if not with_indexes:
-                for name in INDEXES:
+                for name in indexes or list(INDEXES):
                     await broker.pool.execute(f"DROP INDEX {name}")
-            await enqueue(broker, _noops(jobs, ["default"]))
+            enqueued = await enqueue(broker, _noops(jobs, ["default"]))
             rate = await drain(broker, jobs, ["default"], 16)
         rates[with_indexes].append(rate)
-        print(f"drain {'with' if with_indexes else 'without'} the indexes: {rate:,.0f} jobs/s")
+        entered[with_indexes].append(enqueued)
+        print(
+            f"{'with' if with_indexes else 'without'} the indexes: enqueue {enqueued:,.0f} "
+            f"jobs/s, drain {rate:,.0f} jobs/s",
+            flush=True,
+        )
     for side in (True, False):
         print(
-            f"{'with' if side else 'without'}: median {statistics.median(rates[side]):,.0f} "
-            f"jobs/s of {[round(r) for r in rates[side]]}"
+            f"{'with' if side else 'without'}: drain median {statistics.median(rates[side]):,.0f} "
+            f"jobs/s of {[round(r) for r in rates[side]]}; enqueue median "
+            f"{statistics.median(entered[side]):,.0f} of {[round(r) for r in entered[side]]}"
         )
 
 
@@ -207,7 +304,21 @@ async def main() -> None:
         help="add this many ready jobs to a paused queue (an incident's backlog) first",
     )
     parser.add_argument("--admin-dsn", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--bulk-beside-drain", type=int, metavar="PAIRS", default=0)
+    parser.add_argument(
+        "--write-cost-console",
+        type=int,
+        metavar="PAIRS",
+        default=0,
+        help="what 0009's filter indexes cost a drain",
+    )
     options = parser.parse_args()
+    if options.write_cost_console:
+        await write_cost(options.admin_dsn, options.write_cost_console, indexes=CONSOLE_INDEXES)
+        return
+    if options.bulk_beside_drain:
+        await bulk_beside_drain(options.admin_dsn, options.bulk_beside_drain)
+        return
     if options.write_cost:
         await write_cost(options.admin_dsn, options.write_cost)
         return
@@ -215,7 +326,7 @@ async def main() -> None:
         if not options.keep:
             await fill(broker, options.jobs)
         if options.backlog:
-            await broker.pool.execute(BACKLOG, options.backlog, timeout=600)
+            await broker.pool.execute(BACKLOG, options.backlog, timeout=1800)
             await broker.pause("backlog")
             await broker.pool.execute("VACUUM ANALYZE koyojobs_jobs", timeout=600)
         rows = await broker.pool.fetchval("SELECT count(*) FROM koyojobs_jobs")

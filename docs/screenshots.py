@@ -25,6 +25,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from koyojobs import Broker, Status, Worker, define_job, set_current_broker
 from koyojobs.dashboard import Dashboard
+from koyojobs.rollup import roll_up
 
 IMAGES = Path(__file__).resolve().parent / "images"
 
@@ -66,7 +67,24 @@ async def sample_metrics() -> None:
 
 async def fill(broker: Broker) -> int:
     await broker.pool.execute(
-        "TRUNCATE koyojobs_jobs, koyojobs_schedules, koyojobs_queues RESTART IDENTITY"
+        "TRUNCATE koyojobs_jobs, koyojobs_schedules, koyojobs_queues, koyojobs_workers,"
+        " koyojobs_minutes RESTART IDENTITY"
+    )
+    await broker.pool.execute("UPDATE koyojobs_rollup SET rolled_until = now() - interval '1 day'")
+    # An hour of history for the charts: a steady flow, a burst of failures.
+    await broker.pool.execute(
+        "INSERT INTO koyojobs_jobs (name, queue, status, last_error, attempts, args,"
+        " scheduled_at, started_at, finished_at)"
+        " SELECT n, q, CASE WHEN f THEN 'failed' ELSE 'done' END,"
+        "        CASE WHEN f THEN 'TimeoutError: the card gateway did not answer in 10s' END,"
+        "        CASE WHEN f THEN 3 ELSE 1 END, '\\x00',"
+        "        t - make_interval(secs => (m % 17) * 0.4 + g % 3), t, t + interval '1 second'"
+        " FROM (VALUES ('shop.send_receipt', 'emails'), ('shop.charge_card', 'default'))"
+        "      AS k(n, q),"
+        "      generate_series(1, 60) AS m, generate_series(1, 12) AS g,"
+        "      LATERAL (SELECT now() - make_interval(mins => m) + g * interval '4 seconds' AS t,"
+        "                      q = 'default' AND m BETWEEN 20 AND 24 AND g % 3 = 0 AS f) AS s"
+        " WHERE g <= 4 + (m * 7) % 9"
     )
     await broker.resume("reports")
     rng = random.Random(7)
@@ -87,6 +105,8 @@ async def fill(broker: Broker) -> int:
     await broker.pause("reports")
     await broker.enqueue_many([render_invoice(n) for n in range(11, 17)])
     await broker.enqueue_many([send_receipt(n) for n in range(41, 45)])
+    while await roll_up(broker):
+        pass
     failed = await broker.list_jobs(status=Status.FAILED, limit=1)
     return failed[0].id
 
@@ -100,13 +120,19 @@ def shoot(url: str, failed_id: int) -> None:
     try:
         for name, path in (
             ("queues", "/"),
-            ("jobs", "/jobs"),
+            ("jobs", "/jobs?status=failed&queue=default"),
             ("job", f"/jobs/{failed_id}"),
             ("periodic", "/periodic"),
+            ("workers", "/workers"),
+            ("charts", "/charts"),
+            ("bulk", "/jobs?status=failed&queue=default"),
         ):
             driver.set_window_size(1280, 480)  # the page's height is then its content's
             driver.get(url + path)
             WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.TAG_NAME, "h1"))
+            if name == "bulk":  # the confirmation of a bulk retry, with its count
+                driver.find_element(By.ID, "bulk-retry-matching").click()
+                WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.ID, "confirm"))
             height, frame = driver.execute_script(
                 "return [document.body.scrollHeight, window.outerHeight - window.innerHeight]"
             )
@@ -129,7 +155,14 @@ async def main(dsn: str) -> None:
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
         serving = asyncio.create_task(server.serve(sockets=[sock]))
         try:
-            await asyncio.to_thread(shoot, f"http://127.0.0.1:{port}", failed_id)
+            # Workers running while the pages are shot: the workers page lists them.
+            async with (
+                Worker(broker, queue="emails", pool_size=4),
+                Worker(broker, queue="default", pool_size=8),
+            ):
+                while len(await broker.workers()) < 1:
+                    await asyncio.sleep(0.05)
+                await asyncio.to_thread(shoot, f"http://127.0.0.1:{port}", failed_id)
         finally:
             server.should_exit = True
             await serving

@@ -14,12 +14,13 @@ import pendulum
 from asyncpg.pool import PoolConnectionProxy
 from pendulum import DateTime
 
-from . import instrumentation, synchronous
+from . import bulk_actions, instrumentation, synchronous
 from ._validate import is_count, is_seconds
 from .bulk import copies, copy_jobs
 from .database import Database
 from .enqueuer import Coalescer
 from .errors import PayloadError
+from .heartbeat import WorkerProcess
 from .hooks import Middleware, check_middleware
 from .inserts import ids_from, insert_for
 from .jobs import JobCall
@@ -382,6 +383,68 @@ class Broker(Lifecycle):
         await self.pool.execute(QUERIES["notify_queue"], row["queue"])
         return True
 
+    async def retry_many(
+        self,
+        queue: str | None = None,
+        name: str | None = None,
+        status: Status | str | Sequence[Status | str] | None = "failed",
+        **more: Any,
+    ) -> int:
+        """Retry every finished job of ``status`` (``None``: any finished one), ``queue`` and
+        ``name``; returns how many. In batches that never wait for a worker's row
+        (:mod:`koyojobs.bulk_actions`); ``name_prefix=``, ``names=`` and ``ids=`` narrow further.
+
+        Example:
+            >>> await broker.retry_many(queue="emails", status="failed")  # doctest: +SKIP
+            5000
+        """
+        return await self._bulk("retry", queue, name, status, more)
+
+    async def cancel_many(
+        self,
+        queue: str | None = None,
+        name: str | None = None,
+        status: Status | str | Sequence[Status | str] | None = None,
+        **more: Any,
+    ) -> int:
+        """Cancel every ready or running job (or only those of ``status``) of ``queue`` and
+        ``name``; returns how many. As :meth:`retry_many`, in batches.
+
+        Example:
+            >>> await broker.cancel_many(queue="reports")  # doctest: +SKIP
+            120
+        """
+        return await self._bulk("cancel", queue, name, status, more)
+
+    async def delete_many(
+        self,
+        queue: str | None = None,
+        name: str | None = None,
+        status: Status | str | Sequence[Status | str] | None = "failed",
+        **more: Any,
+    ) -> int:
+        """Delete every job of ``status`` (ready or finished; never a running one), ``queue``
+        and ``name``; returns how many. As :meth:`retry_many`, in batches.
+
+        Example:
+            >>> await broker.delete_many(queue="emails", status="cancelled")  # doctest: +SKIP
+            42
+        """
+        return await self._bulk("delete", queue, name, status, more)
+
+    async def _bulk(
+        self,
+        action: str,
+        queue: str | None,
+        name: str | None,
+        status: Status | str | Sequence[Status | str] | None,
+        more: dict[str, Any],
+    ) -> int:
+        batch = more.pop("batch", bulk_actions.BATCH)
+        statuses = [status] if isinstance(status, Status | str) else status
+        selection = bulk_actions.Selection(statuses=statuses, queue=queue, name=name, **more)
+        return await bulk_actions.run_bulk(self, action, selection, batch)
+
     async def job_status(self, job_id: int) -> Status | None:
         """The status of job ``job_id`` alone (``None``: no such job); no payload is read.
 
@@ -420,6 +483,26 @@ class Broker(Lifecycle):
             >>> await broker.resume("emails")  # doctest: +SKIP
         """
         await self.pool.execute(QUERIES["resume_queue"], _queue_name(queue, "resume"))
+
+    async def workers(self) -> list[WorkerProcess]:
+        """Every live worker process (seen within three heartbeats), by host and pid.
+
+        Example:
+            >>> [(w.host, w.queues, w.running) for w in await broker.workers()]  # doctest: +SKIP
+            [('web-1', ['default', 'emails'], 3)]
+        """
+        rows = await self.pool.fetch(QUERIES["live_workers"])
+        return [WorkerProcess(**dict(row)) for row in rows]
+
+    async def queue_known(self, queue: str) -> bool:
+        """Whether any job, pause or live worker has named ``queue`` (a typo has not).
+
+        Example:
+            >>> await broker.queue_known("emials")  # doctest: +SKIP
+            False
+        """
+        known: bool = await self.pool.fetchval(QUERIES["queue_known"], queue)
+        return known
 
     async def paused_queues(self) -> dict[str, DateTime]:
         """The paused queues, with when each was paused.

@@ -11,6 +11,7 @@ __all__ = [
     "JobDefinitionError",
     "KoyojobsError",
     "PayloadError",
+    "SchemaError",
     "SerializationError",
     "WiringError",
     "describe",
@@ -58,6 +59,15 @@ class JobDefinitionError(KoyojobsError, ValueError):
     Example:
         >>> str(JobDefinitionError("job name 'x' is already defined by m.f"))
         "job name 'x' is already defined by m.f"
+    """
+
+
+class SchemaError(KoyojobsError, RuntimeError):
+    """The database lacks koyojobs' schema, or has an older one, and this use may not change it.
+
+    Example:
+        >>> str(SchemaError("the koyojobs schema is not in this database: run koyojobs migrate"))
+        'the koyojobs schema is not in this database: run koyojobs migrate'
     """
 
 

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from . import synchronous
+from ._text import code_point, hidden_characters
 from ._validate import INT_LIMIT, is_count, is_seconds
 from .context import current_broker
 from .errors import JobDefinitionError
@@ -254,6 +255,19 @@ def _check_options(
 
     if not isinstance(queue, str) or not queue or len(queue) > _MAX_QUEUE_LENGTH:
         raise bad("queue", queue, f"a non-empty string of at most {_MAX_QUEUE_LENGTH} characters")
+    if hidden_characters(name):
+        raise JobDefinitionError(
+            f"job {name!r}: the name holds a control or invisible character "
+            f"({', '.join(map(code_point, hidden_characters(name)))}): PostgreSQL refuses a NUL, "
+            "and the others disguise the name in logs and the dashboard"
+        )
+    if hidden_characters(queue):
+        raise bad(
+            "queue",
+            queue,
+            f"it holds a control or invisible character "
+            f"({', '.join(map(code_point, hidden_characters(queue)))})",
+        )
     if not is_count(priority, least=0, below=INT_LIMIT):
         raise bad("priority", priority, "an int >= 0 (0 runs first)")
     if not is_count(max_attempts, below=INT_LIMIT):

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from . import progress
+from ._text import escape_controls
 from .distance import FAR, Pace, round_trip
 from .errors import describe, log_trouble
 from .execution import attempt
@@ -551,10 +552,12 @@ def _log_outcome(row: asyncpg.Record, decision: Decision, seconds: float) -> Non
     level = logging.WARNING if decision.status is Status.FAILED else logging.INFO
     if not log.isEnabledFor(level):
         return
+    # Escaped here too, not only by koyojobs' own formatter: an app's handler
+    # writes these as they are, and a job's name must not start a new line.
     extra = {
         "job_id": row["id"],
-        "job": row["name"],
-        "queue": row["queue"],
+        "job": escape_controls(row["name"]),
+        "queue": escape_controls(row["queue"]),
         "attempt": row["attempts"],
         "duration": f"{seconds:.3f}s",
     }
@@ -565,7 +568,15 @@ def _log_outcome(row: asyncpg.Record, decision: Decision, seconds: float) -> Non
     elif decision.status is Status.READY:
         log.info(
             "job attempt failed; will retry",
-            extra={**extra, "error": decision.error, "retry_in": f"{decision.delay:.1f}s"},
+            extra={
+                **extra,
+                "error": _escaped(decision.error),
+                "retry_in": f"{decision.delay:.1f}s",
+            },
         )
     else:
-        log.warning("job failed", extra={**extra, "error": decision.error})
+        log.warning("job failed", extra={**extra, "error": _escaped(decision.error)})
+
+
+def _escaped(text: str | None) -> str | None:
+    return None if text is None else escape_controls(text)

@@ -6,9 +6,10 @@ import logging
 
 import asyncpg
 
+from .errors import SchemaError
 from .sql import MIGRATIONS, QUERIES
 
-__all__ = ["migrate"]
+__all__ = ["migrate", "require_schema"]
 
 log = logging.getLogger("koyojobs.schema")
 
@@ -35,3 +36,52 @@ async def migrate(pool: asyncpg.Pool) -> list[int]:
                 extra={"version": migration.version, "migration": migration.name},
             )
     return applied
+
+
+async def require_schema(pool: asyncpg.Pool) -> None:
+    """Raise :class:`SchemaError` unless every migration this koyojobs knows is applied.
+
+    For uses that must not change the schema (the read-only commands, the
+    dashboard): reads the migrations table, creates nothing.
+    """
+    async with pool.acquire() as conn:
+        if not await conn.fetchval(QUERIES["migrations_table_exists"]):
+            raise SchemaError("the koyojobs schema is not in this database: run koyojobs migrate")
+        applied = {row["version"] for row in await conn.fetch(QUERIES["applied_migrations"])}
+    missing = [m.version for m in MIGRATIONS if m.version not in applied]
+    if missing:
+        raise SchemaError(
+            f"the koyojobs schema lacks migration {missing[0]}"
+            f"{f' and {len(missing) - 1} more' if len(missing) > 1 else ''} that this koyojobs "
+            "needs: run koyojobs migrate"
+        )
+
+
+_INDEXES = (
+    ("koyojobs_jobs_finished_queue_idx", "finished_queue_idx"),
+    ("koyojobs_jobs_failed_idx", "failed_idx"),
+    ("koyojobs_jobs_finished_filter_idx", "finished_filter_idx"),
+    ("koyojobs_jobs_ready_filter_idx", "ready_filter_idx"),
+)
+"""The dashboard's and console's indexes that migrations 0006 and 0009 skip on a big table."""
+
+
+async def build_indexes(pool: asyncpg.Pool) -> list[str]:
+    """Build, without blocking writes, the indexes a migration left out; returns their names.
+
+    ``CREATE INDEX CONCURRENTLY`` outside any transaction (each takes as long
+    as reading the table, while enqueues, claims and outcomes go on). An
+    index a failed build left invalid is dropped and built again.
+    """
+    built = []
+    async with pool.acquire() as conn:
+        for index, block in _INDEXES:
+            valid = await conn.fetchval(QUERIES["index_state"], index)
+            if valid:
+                continue
+            if valid is False:
+                await conn.execute(QUERIES[f"drop_{block}"])
+            log.info("building index concurrently", extra={"index": index})
+            await conn.execute(QUERIES[f"build_{block}"])
+            built.append(index)
+    return built

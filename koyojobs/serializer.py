@@ -99,6 +99,9 @@ class Serializer:
     def from_options(cls, secret: Secret | Sequence[Secret] | None) -> Serializer:
         """Build from a ``Broker(secret=...)`` value, falling back to ``KOYOJOBS_SECRET``.
 
+        ``KOYOJOBS_SECRET`` holds one key or several, comma-separated
+        (``"new,old"``): the first signs, every one is accepted.
+
         An empty key, an empty list, or ``KOYOJOBS_SECRET`` set to the empty
         string is an error: each would turn signing off without a word (think
         ``secret=os.environ.get("KEY", "")`` with the variable missing).
@@ -120,7 +123,13 @@ class Serializer:
                 raise ValueError(
                     "KOYOJOBS_SECRET is set but empty: set it to a key, or unset it to run unsigned"
                 )
-            return cls([from_env])
+            keys = from_env.split(",")
+            if not all(keys):
+                raise ValueError(
+                    "KOYOJOBS_SECRET has an empty key: give keys separated by single commas "
+                    "(the first signs)"
+                )
+            return cls(keys)
         if isinstance(secret, str | bytes):
             if not secret:
                 raise ValueError(

@@ -15,6 +15,7 @@ import socket
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+from . import heartbeat
 from ._validate import is_count, is_seconds
 from .broker import Broker
 from .execution import warn_if_unsigned
@@ -154,6 +155,7 @@ class Worker(Lifecycle):
         self._pruner = Pruner(self.broker)
         self._pruner.start()
         warn_if_unsigned(self.broker.serializer)
+        heartbeat.join(self)
         log.info("worker started", extra={"queue": self.queue, "worker_id": self.id})
 
     async def stop(self) -> None:
@@ -164,6 +166,7 @@ class Worker(Lifecycle):
         executor, self._executor = self._executor, None
         if executor is None:
             return
+        await heartbeat.leave(self)
         if self._ticker is not None:
             await self._ticker.stop()
             self._ticker = None

@@ -193,3 +193,35 @@ async def insert_raw_job(broker: Broker, name: str, args: bytes, max_attempts: i
         args,
     )
     return job_id
+
+
+@pytest.fixture
+async def reader_dsn(dsn: str) -> AsyncIterator[str]:
+    """A DSN of the test's database for a role that may only SELECT from its tables.
+
+    The role is the server's, not the database's: it is dropped at the end.
+    """
+    database = urlsplit(dsn).path.lstrip("/")
+    role = f"reader_{database}"
+    admin = await asyncpg.connect(dsn)
+    try:
+        await admin.execute(
+            f'DROP ROLE IF EXISTS "{role}"; CREATE ROLE "{role}" LOGIN PASSWORD \'reader\'; '
+            f'GRANT CONNECT ON DATABASE "{database}" TO "{role}"; '
+            f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{role}"'
+        )
+        parts = urlsplit(dsn)
+        yield urlunsplit(parts._replace(netloc=f"{role}:reader@{parts.hostname}:{parts.port}"))
+    finally:
+        await admin.execute(f'DROP OWNED BY "{role}"')
+        await admin.execute(f'REVOKE CONNECT ON DATABASE "{database}" FROM "{role}"')
+        await admin.close()
+        admin = await asyncpg.connect(dsn)
+        try:
+            # Its sessions may linger a moment after their pools closed.
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", role
+            )
+            await admin.execute(f'DROP ROLE "{role}"')
+        finally:
+            await admin.close()

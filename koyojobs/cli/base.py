@@ -24,10 +24,14 @@ from typing import Any, TypeVar
 import asyncpg
 import click
 
+from .._text import escape_controls
 from .._version import __version__
 from ..broker import Broker
 from ..config import ConfigError, Deployment, load_deployment
 from ..database import Database, _redacted
+from ..errors import SchemaError
+from ..schema import require_schema
+from ..serializer import Secret
 
 T = TypeVar("T")
 
@@ -41,15 +45,21 @@ class UsageError(click.ClickException):
 
 
 class _ExtrasFormatter(logging.Formatter):
-    """Appends a record's ``extra`` details as key=value pairs."""
+    """Appends a record's ``extra`` details as key=value pairs.
 
-    def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+    Control characters in the message and the details (a job's name or
+    error holds whatever its author wrote) are escaped: one record is one
+    line, and no job can forge another or rewrite the terminal. A traceback
+    keeps its lines.
+    """
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        line = escape_controls(super().formatMessage(record))
         extras = {k: v for k, v in vars(record).items() if k not in _RECORD_FIELDS}
         extras.pop("message", None)
         extras.pop("asctime", None)
         if extras:
-            line += " " + " ".join(f"{k}={v}" for k, v in extras.items())
+            line += " " + " ".join(f"{k}={escape_controls(str(v))}" for k, v in extras.items())
         return line
 
 
@@ -86,16 +96,23 @@ class Connection:
     listen_dsn: str | None
     statement_cache_size: int | None
     deployment: Deployment
+    secret: tuple[Secret, ...] | None = None
+    """The keys of --secret (the first signs); ``None``: the deployment's, else $KOYOJOBS_SECRET."""
 
     @contextlib.asynccontextmanager
     async def broker(
         self,
         *,
         migrate: bool = True,
+        read_only: bool = False,
         retention: dict[str, timedelta | None] | None = None,
         **pool_options: Any,
     ) -> AsyncIterator[Broker]:
-        """A started broker on a pool of its own; what fails on the way is one line."""
+        """A started broker on a pool of its own; what fails on the way is one line.
+
+        ``read_only``: the schema is neither created nor changed (a role with
+        SELECT rights only will do); without it, one line says to migrate.
+        """
         where = _redacted(self.dsn)
         try:
             database = Database(
@@ -108,15 +125,22 @@ class Connection:
         except Exception as exc:  # refused, unknown database or role, malformed DSN...
             raise Failure(f"cannot connect to {where}: {reason(exc)}") from None
         try:
-            broker = Broker(
-                database,
-                migrate=migrate,
-                listen_dsn=self.listen_dsn,
-                secret=self.deployment.secret,
-                retention=retention,
-            )
+            try:
+                broker = Broker(
+                    database,
+                    migrate=migrate and not read_only,
+                    listen_dsn=self.listen_dsn,
+                    secret=self.secret if self.secret is not None else self.deployment.secret,
+                    retention=retention,
+                )
+            except ValueError as exc:
+                raise UsageError(reason(exc)) from None
             try:
                 await broker.start()
+                if read_only:
+                    await require_schema(broker.pool)
+            except SchemaError as exc:
+                raise Failure(f"{exc} (on {where})") from None
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
                 raise Failure(f"cannot migrate the schema on {where}: {reason(exc)}") from None
             try:
@@ -144,6 +168,7 @@ def connects(command: Callable[..., T]) -> Callable[..., T]:
         dsn: str | None,
         listen_dsn: str | None,
         statement_cache_size: int | None,
+        secret: str | None,
         **kwargs: Any,
     ) -> T:
         declared = deployment()
@@ -159,7 +184,9 @@ def connects(command: Callable[..., T]) -> Callable[..., T]:
                 f"no database given: pass --dsn, or set KOYOJOBS_DSN or {declared.dsn_env} "
                 f"(dsn_env in {declared.path})"
             )
-        connection = Connection(_require_dsn(dsn), listen_dsn, statement_cache_size, declared)
+        connection = Connection(
+            _require_dsn(dsn), listen_dsn, statement_cache_size, declared, _secret_keys(secret)
+        )
         return command(*args, connection=connection, **kwargs)
 
     options = (
@@ -181,11 +208,25 @@ def connects(command: Callable[..., T]) -> Callable[..., T]:
             "pooler (default: $KOYOJOBS_STATEMENT_CACHE_SIZE, else the DSN's "
             "statement_cache_size, else 100).",
         ),
+        click.option(
+            "--secret",
+            help="Payload signing keys, comma-separated: the first signs, every one is "
+            "accepted (rotation: 'new,old'). Default: $KOYOJOBS_SECRET, read the same way.",
+        ),
     )
     wrapped: Callable[..., T] = with_connection
     for option in reversed(options):
         wrapped = option(wrapped)
     return wrapped
+
+
+def _secret_keys(given: str | None) -> tuple[Secret, ...] | None:
+    if given is None:
+        return None
+    keys = tuple(given.split(","))
+    if not all(keys):
+        raise UsageError("--secret has an empty key: give keys separated by single commas")
+    return keys
 
 
 def deployment() -> Deployment:
@@ -205,10 +246,13 @@ def deployment() -> Deployment:
 
 
 def with_broker(
-    connection: Connection, action: Callable[[Broker], Awaitable[T]], migrate: bool = True
+    connection: Connection,
+    action: Callable[[Broker], Awaitable[T]],
+    migrate: bool = True,
+    read_only: bool = False,
 ) -> T:
     async def main() -> T:
-        async with connection.broker(migrate=migrate) as broker:
+        async with connection.broker(migrate=migrate, read_only=read_only) as broker:
             return await action(broker)
 
     return asyncio.run(main())
@@ -254,6 +298,8 @@ def _where_raised(exc: BaseException) -> str:
 
 
 def table(rows: list[tuple[str, ...]], right: frozenset[int] = frozenset()) -> None:
+    # Cells hold names and errors from jobs: escaped, so none rewrites the terminal.
+    rows = [tuple(escape_controls(cell) for cell in row) for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         cells = [
@@ -282,6 +328,7 @@ def age(seconds: float | None) -> str:
 _DURATION_UNITS = {"s": 1, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"(?P<number>\d+(?:\.\d*)?|\.\d+)\s*(?P<unit>[a-z]*)", re.IGNORECASE)
 _DURATION_HINT = "a duration such as 90s, 30min, 12h, 7d or 2w"
+_LONGEST = 1000 * 366 * 86400.0
 
 
 def duration_seconds(text: str) -> float:
@@ -304,7 +351,12 @@ def duration_seconds(text: str) -> float:
         )
     if unit not in _DURATION_UNITS:
         raise click.BadParameter(f"{text!r} is not {_DURATION_HINT}")
-    return float(number) * _DURATION_UNITS[unit]
+    seconds = float(number) * _DURATION_UNITS[unit]
+    if seconds > _LONGEST:
+        # PostgreSQL's timestamps end (and begin) somewhere: now() minus a
+        # million years is an error, not "every job".
+        raise click.BadParameter(f"{text!r} is longer than 1000 years")
+    return seconds
 
 
 def when(moment: Any) -> str:

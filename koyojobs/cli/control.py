@@ -8,11 +8,14 @@ from typing import Any
 
 import click
 
+from .._text import escape_controls, hidden_characters
 from ..broker import Broker
 from ..models import Status
+from ..schema import build_indexes
 from .base import (
     Connection,
     Failure,
+    UsageError,
     connects,
     duration_seconds,
     main,
@@ -23,13 +26,17 @@ from .base import (
 @main.command()
 @connects
 def migrate(connection: Connection) -> None:
-    """Create or upgrade the schema."""
+    """Create or upgrade the schema, then build, without blocking writes, any index a
+    migration left out on a big table."""
 
-    async def action(broker: Broker) -> list[int]:
-        return await broker.apply_migrations()
+    async def action(broker: Broker) -> tuple[list[int], list[str]]:
+        applied = await broker.apply_migrations()
+        return applied, await build_indexes(broker.pool)
 
-    applied = with_broker(connection, action, migrate=False)
+    applied, built = with_broker(connection, action, migrate=False)
     click.echo(f"applied migrations: {applied}" if applied else "schema is up to date")
+    for index in built:
+        click.echo(f"built index {index} (concurrently)")
 
 
 @main.command()
@@ -67,6 +74,9 @@ def prune(older_than: str, dry_run: bool, connection: Connection) -> None:
     click.echo(f"deleted {with_broker(connection, delete)} finished jobs")
 
 
+_JOB_ID = click.IntRange(1, 2**63 - 1)
+"""A job id: a positive PostgreSQL bigint (a bigger number names no job: a usage error)."""
+
 _FINISHED = frozenset({Status.DONE, Status.FAILED, Status.CANCELLED})
 
 
@@ -77,9 +87,40 @@ def _job_command(
     done: str,
     refused: Callable[[int, Status], str],
 ) -> Callable[..., None]:
-    @click.argument("job_id", type=int)
+    @click.argument("job_id", type=_JOB_ID, required=False)
+    @click.option("--queue", help="Every matching job of this queue (instead of JOB_ID).")
+    @click.option("--name", "name", help="Every matching job of this name (instead of JOB_ID).")
+    @click.option(
+        "--status",
+        "statuses",
+        multiple=True,
+        type=click.Choice(sorted(s.value for s in acts_on)),
+        help="Only jobs of this status (repeatable; default: "
+        f"{'failed' if verb == 'retry' else 'ready and running'}).",
+    )
     @connects
-    def command(job_id: int, connection: Connection) -> None:
+    def command(
+        job_id: int | None,
+        queue: str | None,
+        name: str | None,
+        statuses: tuple[str, ...],
+        connection: Connection,
+    ) -> None:
+        if job_id is None:
+            if queue is None and name is None:
+                raise UsageError(f"{verb} what? Give a JOB_ID, or --queue and/or --name")
+            chosen = list(statuses) or (["failed"] if verb == "retry" else None)
+
+            async def many(broker: Broker) -> int:
+                bulk_method = broker.retry_many if verb == "retry" else broker.cancel_many
+                return await bulk_method(queue=queue, name=name, status=chosen)
+
+            count = with_broker(connection, many)
+            click.echo(f"{'retried' if verb == 'retry' else 'cancelled'} {count} jobs")
+            return
+        if queue is not None or name is not None or statuses:
+            raise UsageError("give either JOB_ID or --queue/--name/--status, not both")
+
         async def action(broker: Broker) -> str | None:
             # The job may change between the refusal and the look at why:
             # try again while the status says it would work now.
@@ -101,7 +142,10 @@ def _job_command(
             raise Failure(failure)
         click.echo(f"job {job_id} {done}")
 
-    command.__doc__ = f"{verb.capitalize()} job JOB_ID."
+    command.__doc__ = (
+        f"{verb.capitalize()} job JOB_ID, or every job --queue and/or --name match "
+        "(in batches that never hold the workers up)."
+    )
     return command
 
 
@@ -138,13 +182,26 @@ main.command("cancel")(
 
 def _queue_command(verb: str, method: Callable[[Broker, str], Awaitable[None]]) -> Any:
     @click.argument("queue")
+    @click.option(
+        "--force", is_flag=True, help="Even a queue no job or worker has named (a typo?)."
+    )
     @connects
-    def command(queue: str, connection: Connection) -> None:
-        async def action(broker: Broker) -> None:
-            await method(broker, queue)
+    def command(queue: str, force: bool, connection: Connection) -> None:
+        if hidden_characters(queue):
+            raise UsageError(f"queue {queue!r} holds a control or invisible character")
 
-        with_broker(connection, action)
-        click.echo(f"queue {queue!r} {verb}")
+        async def action(broker: Broker) -> bool:
+            if not force and verb == "paused" and not await broker.queue_known(queue):
+                return False
+            await method(broker, queue)
+            return True
+
+        if not with_broker(connection, action):
+            raise UsageError(
+                f"no job or worker has named queue {queue!r}: check its spelling, or pass --force "
+                "to pause it before its first job"
+            )
+        click.echo(f"queue {escape_controls(repr(queue))} {verb}")
 
     return command
 

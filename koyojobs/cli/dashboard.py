@@ -16,11 +16,14 @@ import click
 from .base import (
     Connection,
     Failure,
+    UsageError,
     connects,
     import_job_module,
     main,
     reason,
 )
+
+_AUTH_ENV = "KOYOJOBS_DASHBOARD_AUTH"
 
 
 @main.command()
@@ -31,7 +34,22 @@ from .base import (
     "--allow-actions",
     is_flag=True,
     help="Let every visitor retry, cancel, pause, resume and run now (default: read-only). "
-    "The dashboard has no login of its own: put it behind one.",
+    "Give it a login with --auth.",
+)
+@click.option(
+    "--auth",
+    envvar=_AUTH_ENV,
+    metavar="USER:PASSWORD",
+    help=f"Ask every visitor for this login (HTTP basic auth; serve it over TLS, or on "
+    f"127.0.0.1 only). Default: ${_AUTH_ENV}.",
+)
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="Another host name the dashboard answers to (repeatable; '*.example.com' for "
+    "subdomains). Always: 127.0.0.1, localhost, ::1 and --host.",
 )
 @click.option(
     "--show-payloads",
@@ -45,14 +63,26 @@ def dashboard(
     host: str,
     port: int,
     allow_actions: bool,
+    auth: str | None,
+    allowed_hosts: tuple[str, ...],
     show_payloads: bool,
     connection: Connection,
 ) -> None:
     """Serve the web dashboard (read-only unless --allow-actions).
 
     MODULES (default: the modules of [tool.koyojobs]) are imported so that the
-    periodic page knows their schedules and can run them now.
+    periodic page knows their schedules and can run them now. It answers
+    only to the host names 127.0.0.1, localhost, ::1, --host and
+    --allowed-host (a page asked for by any other name is refused: DNS
+    rebinding). It never changes the schema: a role with SELECT rights
+    reads it (actions need more).
     """
+    login = None
+    if auth is not None:
+        user, colon, password = auth.partition(":")
+        if not colon or not user or not password:
+            raise UsageError("--auth must be USER:PASSWORD, both non-empty")
+        login = (user, password)
     try:
         import uvicorn
 
@@ -73,16 +103,35 @@ def dashboard(
         sock.close()
         raise Failure(f"cannot listen on {host}:{port}: {reason(exc)}") from None
 
+    hosts = [*_LOCAL, host, *allowed_hosts]
+    if host in ("0.0.0.0", "::") and not allowed_hosts:
+        click.echo(
+            f"note: listening on {host}, the dashboard answers only to {', '.join(_LOCAL)}: "
+            "name the others with --allowed-host",
+            err=True,
+        )
+    if allow_actions and login is None:
+        click.echo(
+            "warning: --allow-actions without --auth: whoever reaches this port can retry, "
+            "cancel, delete and pause jobs. Give a login with --auth USER:PASSWORD "
+            f"(or ${_AUTH_ENV}).",
+            err=True,
+        )
+
     async def serve() -> None:
-        async with connection.broker() as broker:
+        async with connection.broker(read_only=True) as broker:
             app = Dashboard(
                 broker,
                 can_act=(lambda request: True) if allow_actions else None,
                 show_payloads=show_payloads,
+                allowed_hosts=hosts,
+                basic_auth=login,
             )
             config = uvicorn.Config(app, log_level="warning")
             server = _quiet_server_class()(config)
             mode = "actions allowed" if allow_actions else "read-only"
+            if login is not None:
+                mode += f", login {login[0]!r}"
             click.echo(f"koyojobs dashboard on http://{host}:{port}/ ({mode})")
             await server.serve(sockets=[sock])
 
@@ -115,3 +164,4 @@ def _quiet_server_class() -> type[Any]:
 
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_LOCAL = ("127.0.0.1", "localhost", "::1")

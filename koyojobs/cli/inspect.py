@@ -9,6 +9,7 @@ import click
 from pendulum import DateTime
 
 from ..broker import Broker
+from ..heartbeat import WorkerProcess
 from ..models import Job, QueueStatus, ScheduleState, Status
 from ..periodic import periodic_jobs
 from .base import (
@@ -29,28 +30,45 @@ from .base import (
 def status(connection: Connection) -> None:
     """Show job counts per queue and status, the oldest due job's wait, and pauses."""
 
-    async def action(broker: Broker) -> list[QueueStatus]:
-        return await broker.queue_status()
+    async def action(broker: Broker) -> tuple[list[QueueStatus], list[WorkerProcess]]:
+        return await broker.queue_status(), await broker.workers()
 
-    queues = with_broker(connection, action)
+    queues, workers = with_broker(connection, action, read_only=True)
     if not queues:
         click.echo("no jobs")
+    else:
+        header = ("queue", "ready", "running", "done", "failed", "cancelled", "oldest ready", "")
+        rows = [
+            (
+                q.queue,
+                str(q.ready),
+                str(q.running),
+                str(q.done),
+                str(q.failed),
+                str(q.cancelled),
+                age(q.oldest_ready_seconds),
+                "paused" if q.paused else "",
+            )
+            for q in queues
+        ]
+        table([header, *rows], right=frozenset(range(1, 7)))
+    click.echo("")
+    if not workers:
+        click.echo("no live workers")
         return
-    header = ("queue", "ready", "running", "done", "failed", "cancelled", "oldest ready", "")
-    rows = [
+    lines: list[tuple[str, ...]] = [("worker", "pid", "queues", "running", "started", "last seen")]
+    lines += [
         (
-            q.queue,
-            str(q.ready),
-            str(q.running),
-            str(q.done),
-            str(q.failed),
-            str(q.cancelled),
-            age(q.oldest_ready_seconds),
-            "paused" if q.paused else "",
+            w.host,
+            str(w.pid),
+            ",".join(w.queues),
+            f"{w.running}/{w.concurrency}",
+            when(w.started_at),
+            f"{age(w.seen_ago)} ago",
         )
-        for q in queues
+        for w in workers
     ]
-    table([header, *rows], right=frozenset(range(1, 7)))
+    table(lines, right=frozenset({1, 3}))
 
 
 @main.command()
@@ -75,7 +93,7 @@ def jobs(status_: str | None, queue: str | None, limit: int, connection: Connect
     async def action(broker: Broker) -> list[Job]:
         return await broker.list_jobs(status=status_, queue=queue, limit=limit)
 
-    found = with_broker(connection, action)
+    found = with_broker(connection, action, read_only=True)
     if not found:
         click.echo("no jobs")
         return
@@ -129,7 +147,7 @@ def schedules(modules: tuple[str, ...], connection: Connection) -> None:
         now = await broker.database_now()
         return now, await broker.schedule_states([job.name for job in jobs])
 
-    now, known = with_broker(connection, action)
+    now, known = with_broker(connection, action, read_only=True)
     header = ("job", "queue", "schedule", "zone", "last tick", "last enqueued", "next tick")
     lines: list[tuple[str, ...]] = [header]
     for job in jobs:

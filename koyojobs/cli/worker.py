@@ -12,6 +12,7 @@ import sys
 import threading
 from datetime import timedelta
 from types import FrameType
+from typing import Any
 
 import click
 
@@ -116,6 +117,18 @@ def default_pool_size(concurrency: int, queues: int = 1) -> int:
     show_default=True,
     help="VACUUM the jobs table past this many dead rows; 0 leaves it to autovacuum.",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    help="Serve Prometheus metrics of this process's attempts at "
+    "http://--metrics-host:PORT/metrics (needs the extra: koyojobs[metrics]).",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="The address --metrics-port listens on.",
+)
 @connects
 def worker(
     modules: tuple[str, ...],
@@ -128,6 +141,8 @@ def worker(
     processes: int | None,
     vacuum_threshold: int,
     retention_options: tuple[str, ...],
+    metrics_port: int | None,
+    metrics_host: str,
     connection: Connection,
 ) -> None:
     """Import MODULES (which define jobs) and work QUEUEs until SIGINT or SIGTERM.
@@ -171,10 +186,17 @@ def worker(
         import_job_module(module)
     log = logging.getLogger("koyojobs.cli")
     processes = processes or declared.processes or 1
+    if processes > 1 and metrics_port is not None:
+        # Each child would bind the same port; their counters are the process's own.
+        raise UsageError(
+            "--metrics-port serves one process's counters: with --processes, run a "
+            "worker per port instead, or leave --metrics-port out"
+        )
     if child_of_supervisor():
         watch_supervisor()
     elif processes > 1:
         raise SystemExit(Supervisor(processes).run())
+    metrics_server = None if metrics_port is None else _serve_metrics(metrics_host, metrics_port)
 
     async def serve() -> None:
         stop = signals.attach()
@@ -212,8 +234,30 @@ def worker(
         finally:
             signals.detach()
 
-    asyncio.run(serve())
+    try:
+        asyncio.run(serve())
+    finally:
+        if metrics_server is not None:
+            metrics_server.shutdown()
     _exit_past_stuck_job_threads()
+
+
+def _serve_metrics(host: str, port: int) -> Any:
+    try:
+        from .. import metrics
+    except ImportError as exc:
+        raise Failure(
+            f"--metrics-port needs the extra: pip install 'koyojobs[metrics]' ({exc})"
+        ) from None
+    try:
+        server = metrics.serve(port, host)
+    except OSError as exc:
+        raise Failure(f"cannot serve metrics on {host}:{port}: {reason(exc)}") from None
+    metrics.install()
+    logging.getLogger("koyojobs.cli").info(
+        "serving metrics", extra={"url": f"http://{host}:{server.server_port}/metrics"}
+    )
+    return server
 
 
 async def _start_workers(workers: list[Worker], connection: Connection) -> None:

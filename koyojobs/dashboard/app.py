@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs
 
+import asyncpg
 from jinja2 import Environment, PackageLoader
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -16,12 +18,15 @@ from starlette.responses import Response as StarletteResponse
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
+from .._text import hidden_characters
 from ..errors import PayloadError
 from ..models import Status
 from ..periodic import run_now
 from ..registry import lookup
-from . import csrf, data, workflow_page
-from .formatting import age, label_of, payload_repr, when
+from . import console, csrf, data, workflow_page
+from .filters import MAX_ID, BadFilterError, JobFilter
+from .formatting import age, label_of, payload_repr, size, visible, visible_text, when
+from .guard import Guard
 
 if TYPE_CHECKING:
     from ..broker import Broker
@@ -44,9 +49,21 @@ _SECURITY_HEADERS = [
     (b"referrer-policy", b"same-origin"),
     (b"x-frame-options", b"DENY"),
 ]
-# Job ids are PostgreSQL bigints: a bigger one names no job (and the driver
-# would refuse it).
-_MAX_ID = 2**63 - 1
+# Pages hold arguments, tracebacks and tokens: no cache, shared or not, keeps them.
+_NO_STORE = (b"cache-control", b"no-store")
+_SHOWN_PAYLOAD = 1_000_000
+"""Bytes of arguments or result the job page loads to show, at most (bigger: its size)."""
+_MAX_ID = MAX_ID
+# What a filter's matches can undergo at once, by the status filtered on
+# (without a status: cancel the unfinished, retry or delete the finished).
+_BULK_VERBS: dict[Status | None, tuple[str, ...]] = {
+    None: ("retry", "cancel", "delete"),
+    Status.READY: ("cancel", "delete"),
+    Status.RUNNING: ("cancel",),
+    Status.DONE: ("retry", "delete"),
+    Status.FAILED: ("retry", "delete"),
+    Status.CANCELLED: ("retry", "delete"),
+}
 
 _NOTICES = {
     "retried": "The job will run again.",
@@ -59,6 +76,10 @@ _NOTICES = {
     "still-running": "Not enqueued: its previous run is still ready or running (skip_if_running).",
     "workflow-cancelled": "The workflow's unfinished steps are cancelled.",
     "not-workflow-cancelled": "Nothing was cancelled: every step had finished already.",
+    "bulk-retried": "Retried {count} jobs: they will run again.",
+    "bulk-cancelled": "Cancelled {count} jobs.",
+    "bulk-deleted": "Deleted {count} jobs.",
+    "bulk-none-selected": "No jobs were selected.",
 }
 
 
@@ -76,7 +97,14 @@ class Dashboard:
     async), if given, must be true for any page to show (else 403): an app's
     dependencies and route guards do not reach a mounted app, so this is
     where its login check goes. ``csrf_key`` shares the token key between
-    processes (by default each process draws its own).
+    processes (by default each process draws its own); a token is accepted
+    for ``csrf_lifetime`` seconds, from the browser session it was given to.
+    ``allowed_hosts`` lists the host names the dashboard answers to
+    (``"*.example.com"`` for subdomains); ``None`` (the default) answers to
+    any host the enclosing app routes to it, so an app that limits its hosts
+    (Starlette's ``TrustedHostMiddleware``, Django's ``ALLOWED_HOSTS``)
+    limits the dashboard's. ``basic_auth=(user, password)`` asks every
+    request for that login (``koyojobs dashboard --auth`` uses it).
 
     Example:
         >>> from fastapi import FastAPI
@@ -95,21 +123,33 @@ class Dashboard:
         *,
         can_view: CanAct | None = None,
         csrf_key: bytes | None = None,
+        csrf_lifetime: float = csrf.LIFETIME,
+        allowed_hosts: Sequence[str] | None = None,
+        basic_auth: tuple[str, str] | None = None,
     ) -> None:
         self.broker = broker
+        self._checks = Guard(allowed_hosts, basic_auth)
         self._can_view = can_view
         self._indexed = False
         """Whether 0006's indexes were seen: then they are not looked for again."""
+        self._console_indexed = False
         self.show_payloads = show_payloads
         self._can_act = can_act
-        self._tokens = csrf.TokenMinter(csrf_key)
+        self._tokens = csrf.TokenMinter(csrf_key, csrf_lifetime)
         self._templates = Environment(
             loader=PackageLoader("koyojobs.dashboard", "templates"),
             autoescape=True,  # every value, in every template
             trim_blocks=True,
             lstrip_blocks=True,
         )
-        self._templates.filters.update(when=when, age=age, label=label_of)
+        self._templates.filters.update(
+            when=when,
+            age=age,
+            label=label_of,
+            visible=visible,
+            visible_text=visible_text,
+            size=size,
+        )
         folder = resources.files(__package__).joinpath("static")
         self._assets = {name: folder.joinpath(name).read_bytes() for name in _ASSETS}
         self._app = Starlette(
@@ -120,6 +160,9 @@ class Dashboard:
                 Route("/jobs/{job_id:int}", self._job, methods=["GET"]),
                 Route("/periodic", self._periodic, methods=["GET"]),
                 Route("/workflows/{workflow_id:int}", self._workflow, methods=["GET"]),
+                Route("/workers", self._workers, methods=["GET"]),
+                Route("/charts", self._charts, methods=["GET"]),
+                Route("/metrics", self._metrics, methods=["GET"]),
                 Route("/static/{asset}", self._asset, methods=["GET"]),
                 # The actions: POST only, so no link, image or redirect can fire one.
                 Route("/jobs/{job_id:int}/retry", self._retry, methods=["POST"]),
@@ -130,7 +173,12 @@ class Dashboard:
                 Route(
                     "/workflows/{workflow_id:int}/cancel", self._cancel_workflow, methods=["POST"]
                 ),
-            ]
+                Route("/jobs/bulk", self._bulk, methods=["POST"]),
+            ],
+            exception_handlers={
+                asyncpg.UndefinedTableError: _no_schema,
+                asyncpg.UndefinedFunctionError: _no_schema,
+            },
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -140,15 +188,34 @@ class Dashboard:
 
         async def secured(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], *_SECURITY_HEADERS]
+                headers = [*message.get("headers", []), *_SECURITY_HEADERS]
+                if not any(name.lower() == b"cache-control" for name, _ in headers):
+                    headers.append(_NO_STORE)
+                message["headers"] = headers
             await send(message)
 
-        if self._can_view is not None and not await _asks(self._can_view, Request(scope)):
-            response = PlainTextResponse("forbidden: you may not see this dashboard", 403)
-            await response(scope, receive, secured)
+        refusal = await self._refusal(Request(scope))
+        if refusal is not None:
+            await refusal(scope, receive, secured)
             return
         await self._app(scope, receive, secured)
+
+    async def _refusal(self, request: Request) -> StarletteResponse | None:
+        """The answer to a request that gets no page, if it is one."""
+        if not self._checks.host_allowed(request.headers.get("host")):
+            return PlainTextResponse("bad request: this dashboard does not serve that host", 400)
+        if not self._checks.authenticated(request.headers):
+            return PlainTextResponse(
+                "log in to see this dashboard",
+                401,
+                headers={"www-authenticate": 'Basic realm="koyojobs", charset="UTF-8"'},
+            )
+        if self._can_view is not None and not await _asks(self._can_view, request):
+            return PlainTextResponse("forbidden: you may not see this dashboard", 403)
+        malformed = self._checks.malformed_query(request.scope)
+        if malformed is not None:
+            return PlainTextResponse(f"bad request: {malformed}", 400)
+        return None
 
     # -- who may act ------------------------------------------------------------
 
@@ -173,10 +240,35 @@ class Dashboard:
             body += chunk
             if len(body) > _MAX_FORM:
                 return PlainTextResponse("request too large", 413)
-        form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
-        if not self._tokens.matches(request.cookies.get(csrf.COOKIE), form.get(csrf.FIELD)):
-            return PlainTextResponse("forbidden: missing or wrong anti-forgery token", 403)
+        if not self._checks.same_origin(request.headers):
+            return PlainTextResponse("forbidden: an action must come from this dashboard", 403)
+        try:
+            fields = parse_qs(body.decode("utf-8"), errors="strict")
+        except (UnicodeDecodeError, ValueError):
+            return PlainTextResponse("bad request: the form is not UTF-8", 400)
+        # Ticked rows come as one "ids" field each: joined, as they are all digits.
+        form = {k: ",".join(v) if k == "ids" else v[0] for k, v in fields.items()}
+        refused = self._tokens.check(form.get(csrf.FIELD), self._session(request))
+        if refused is not None:
+            return PlainTextResponse(f"forbidden: {refused}", 403)
+        if any(hidden_characters(k) or hidden_characters(v) for k, v in form.items()):
+            return PlainTextResponse("bad request: a form field holds a control character", 400)
         return form
+
+    @staticmethod
+    def _session(request: Request, cookie: str | None = None) -> str:
+        """Who the request is: its session cookie, its login, the app's user."""
+        parts = [cookie or request.cookies.get(csrf.COOKIE, "")]
+        # Hashed: the token's MAC covers it; the header itself is never kept.
+        login = request.headers.get("authorization", "")
+        parts.append(hashlib.sha256(login.encode()).hexdigest() if login else "")
+        user = request.scope.get("user")
+        if getattr(user, "is_authenticated", False):
+            try:
+                parts.append(str(user.display_name))  # type: ignore[union-attr]
+            except Exception:
+                parts.append(repr(user))
+        return "\x00".join(parts)
 
     # -- rendering ------------------------------------------------------------------
 
@@ -184,31 +276,42 @@ class Dashboard:
         self, request: Request, template: str, status_code: int = 200, **context: Any
     ) -> HTMLResponse:
         acting = await self._may_act(request)
-        token = request.cookies.get(csrf.COOKIE)
-        fresh = acting and not self._tokens.valid(token)
-        if fresh:
-            token = self._tokens.mint()
+        session = request.cookies.get(csrf.COOKIE)
+        fresh = acting and not session
+        token = None
+        if acting:
+            if fresh:
+                session = self._tokens.new_session()
+            token = self._tokens.mint(self._session(request, session))
         notice = _NOTICES.get(request.query_params.get("notice", ""))
+        count = request.query_params.get("count", "")
+        if notice is not None:
+            notice = notice.format(count=int(count) if count.isdigit() else "some")
         html = self._templates.get_template(template).render(
             base=_base(request),
             can_act=acting,
             csrf_field=csrf.FIELD,
-            csrf_token=token if acting else None,
+            csrf_token=token,
             notice=notice,
             **context,
         )
         response = HTMLResponse(html, status_code)
         if fresh:
-            assert token is not None
+            assert session is not None
             response.set_cookie(
                 csrf.COOKIE,
-                token,
+                session,
                 path=_base(request) or "/",
                 httponly=True,
                 samesite="strict",
                 secure=request.url.scheme == "https",
             )
         return response
+
+    async def _has_console_indexes(self) -> bool:
+        if not self._console_indexed:
+            self._console_indexed = await data.console_indexed(self.broker)
+        return self._console_indexed
 
     async def _has_indexes(self) -> bool:
         # Built CONCURRENTLY by an operator at any time: looked for until found.
@@ -237,40 +340,41 @@ class Dashboard:
         return JSONResponse({"queues": {row.queue: row.as_json() for row in rows}})
 
     async def _jobs(self, request: Request) -> StarletteResponse:
-        params = request.query_params
-        status_text = params.get("status") or None
         try:
-            status = None if status_text is None else Status(status_text)
-            before = int(params["before"]) if params.get("before") else None
-            if before is not None and not 0 <= before <= _MAX_ID:
-                raise ValueError(before)
-        except ValueError:
-            return PlainTextResponse("bad filter: status or before", 400)
-        queue = params.get("queue") or None
-        name = params.get("name") or None
-        page = await data.job_page(
-            self.broker,
-            status=status,
-            queue=queue,
-            name=name,
-            before=before,
-            indexed=await self._has_indexes(),
-        )
-        older = None
-        if page.older is not None:
-            query = {k: v for k, v in (("status", status_text), ("queue", queue), ("name", name))}
-            query = {k: v for k, v in query.items() if v}
-            older = urlencode({**query, "before": page.older})
+            chosen = JobFilter.read(request.query_params)
+        except BadFilterError as exc:
+            return PlainTextResponse(str(exc), 400)
+        exact = await self._has_console_indexes()
+        if exact and chosen.narrows:
+            page = await data.exact_page(
+                self.broker,
+                status=chosen.status,
+                queue=chosen.queue,
+                name=chosen.name,
+                label=chosen.label,
+                before=chosen.before,
+            )
+        else:
+            # Unfiltered, the primary key's order is the page (exact); without
+            # 0009's indexes, a filter looks through a bounded stretch.
+            page = await data.job_page(
+                self.broker,
+                status=chosen.status,
+                queue=chosen.queue,
+                name=chosen.name,
+                before=chosen.before,
+                indexed=await self._has_indexes(),
+            )
         return await self._render(
             request,
             "jobs.html",
             page=page,
             statuses=[s.value for s in Status],
-            status=status_text or "",
-            queue=queue or "",
-            name=name or "",
-            older=older,
-            budget=data.SCAN_BUDGET,
+            chosen=chosen,
+            filters=chosen.fields(),
+            older=None if page.older is None else chosen.query(before=page.older),
+            exact=exact,
+            bulk=_BULK_VERBS.get(chosen.status, ()) if chosen.narrows else (),
         )
 
     async def _job(self, request: Request) -> StarletteResponse:
@@ -281,24 +385,31 @@ class Dashboard:
         shown = self.show_payloads or self.broker.serializer.signs
         fields = []
         for column, value in row.items():
-            if column in ("args", "result", "last_traceback", "last_error", "waiting"):
+            if column in ("last_traceback", "last_error", "waiting", "args_bytes", "result_bytes"):
                 continue
             fields.append((column, value))
+        arguments = result = None
+        if shown:
+            raw_args, raw_result = await data.job_payloads(self.broker, job_id, _SHOWN_PAYLOAD)
+            arguments = self._payload(row, "args", raw_args)
+            result = self._payload(row, "result", raw_result)
         return await self._render(
             request,
             "job.html",
             job=row,
             fields=fields,
             payloads_shown=shown,
-            arguments=self._payload(row, "args") if shown else None,
-            result=self._payload(row, "result") if shown else None,
+            arguments=arguments,
+            result=result,
             finished=Status(row["status"]).finished,
         )
 
-    def _payload(self, row: dict[str, Any], column: str) -> str | None:
-        raw: bytes | None = row[column]
-        if raw is None:
+    def _payload(self, row: dict[str, Any], column: str, raw: bytes | None) -> str | None:
+        stored: int | None = row[f"{column}_bytes"]
+        if stored is None:
             return None
+        if raw is None:
+            return f"(not shown: {size(stored)}, more than a page shows)"
         serializer = self.broker.serializer
         try:
             if column == "args":
@@ -344,6 +455,19 @@ class Dashboard:
 
     # -- actions ------------------------------------------------------------------------
 
+    async def _workers(self, request: Request) -> StarletteResponse:
+        workers = await self.broker.workers()
+        return await self._render(request, "workers.html", workers=workers)
+
+    async def _charts(self, request: Request) -> StarletteResponse:
+        return await console.charts_page(self, request)
+
+    async def _metrics(self, request: Request) -> StarletteResponse:
+        return await console.metrics(self, request)
+
+    async def _bulk(self, request: Request) -> StarletteResponse:
+        return await console.bulk_action(self, request)
+
     async def _retry(self, request: Request) -> StarletteResponse:
         return await self._on_job(request, self.broker.retry_job, "retried")
 
@@ -387,6 +511,13 @@ class Dashboard:
         if job_id is None:
             return _back(request, "/periodic", "still-running")
         return _back(request, f"/jobs/{job_id}", "enqueued")
+
+
+async def _no_schema(request: Request, exc: Exception) -> StarletteResponse:
+    return PlainTextResponse(
+        f"the koyojobs schema is missing or behind in this database: run koyojobs migrate ({exc})",
+        503,
+    )
 
 
 async def _asks(decide: CanAct, request: Request) -> bool:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..models import Status
 from ..periodic import periodic_jobs
+from ..registry import definitions
 from ..sql import QUERIES
 
 if TYPE_CHECKING:
@@ -29,9 +30,13 @@ __all__ = [
     "JobPage",
     "QueueRow",
     "ScheduleRow",
+    "console_indexed",
+    "exact_page",
     "indexed",
     "job_page",
+    "job_payloads",
     "job_row",
+    "names_labelled",
     "queue_rows",
     "schedule_rows",
     "table_size",
@@ -113,7 +118,9 @@ async def indexed(broker: Broker) -> bool:
     return present
 
 
-async def queue_rows(broker: Broker, *, indexed: bool = True) -> list[QueueRow]:
+async def queue_rows(
+    broker: Broker, *, indexed: bool = True, bound: int = COUNT_BOUND
+) -> list[QueueRow]:
     """Every queue that has jobs or is paused, with its counts.
 
     Without the indexes of 0006 (``indexed=False``), the counts of finished
@@ -125,7 +132,7 @@ async def queue_rows(broker: Broker, *, indexed: bool = True) -> list[QueueRow]:
     """
     query = QUERIES["dashboard_queues" if indexed else "dashboard_queues_unindexed"]
     async with _reading(broker) as conn:
-        rows = await conn.fetch(query, COUNT_BOUND)
+        rows = await conn.fetch(query, bound)
     return [QueueRow(**dict(row)) for row in rows]
 
 
@@ -148,6 +155,65 @@ class JobPage:
     older: int | None
     scanned: int
     exhausted_budget: bool
+
+
+async def console_indexed(broker: Broker) -> bool:
+    """Whether the indexes of migration 0009 exist (the exact filters need them)."""
+    present: bool = await broker.pool.fetchval(QUERIES["console_indexed"])
+    return present
+
+
+def names_labelled(prefix: str) -> list[str]:
+    """The names of the jobs defined in this process whose ``label`` starts with ``prefix``.
+
+    Example:
+        >>> names_labelled("no label starts like this")
+        []
+    """
+    return sorted(
+        job.name for job in definitions() if job.label is not None and job.label.startswith(prefix)
+    )
+
+
+async def exact_page(
+    broker: Broker,
+    *,
+    status: Status | None,
+    queue: str | None,
+    name: str | None,
+    label: str | None = None,
+    before: int | None,
+    page_size: int = PAGE_SIZE,
+) -> JobPage:
+    """The newest jobs below id ``before`` that match every filter given, exactly.
+
+    ``name`` and ``label`` match by prefix (a label through the jobs this
+    process defines). Needs the indexes of 0009 (:func:`console_indexed`):
+    a page then costs a probe per (status, name, queue) combination in the
+    table and at most a page of rows for each that matches, whatever the
+    table holds.
+
+    Example:
+        >>> page = await exact_page(broker, status=Status.FAILED, queue="emails",  # doctest: +SKIP
+        ...                         name=None, before=None)
+    """
+    statuses = [s.value for s in Status] if status is None else [status.value]
+    names = None if label is None else names_labelled(label)
+    async with _reading(broker) as conn:
+        rows = await conn.fetch(
+            QUERIES["console_jobs"],
+            statuses,
+            queue,
+            name,
+            names,
+            _NO_CURSOR if before is None else before,
+            page_size + 1,
+        )
+    jobs = [dict(row) for row in rows]
+    if len(jobs) > page_size:
+        jobs = jobs[:page_size]
+        return JobPage(jobs, jobs[-1]["id"], 0, False)
+    return JobPage(jobs, None, 0, False)
 
 
 async def job_page(
@@ -209,9 +275,15 @@ async def job_page(
 
 
 async def job_row(broker: Broker, job_id: int) -> dict[str, Any] | None:
-    """Every column of one job, in the table's order; ``None`` for an unknown id."""
+    """Every column of one job but its payloads (their sizes instead); ``None``: no such job."""
     row = await broker.pool.fetchrow(QUERIES["dashboard_job"], job_id)
     return None if row is None else dict(row)
+
+
+async def job_payloads(broker: Broker, job_id: int, most: int) -> tuple[bytes | None, bytes | None]:
+    """A job's arguments and result, each ``None`` if missing or bigger than ``most`` bytes."""
+    row = await broker.pool.fetchrow(QUERIES["dashboard_job_payloads"], job_id, most)
+    return (None, None) if row is None else (row["args"], row["result"])
 
 
 @dataclass(frozen=True, slots=True)

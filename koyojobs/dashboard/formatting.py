@@ -6,9 +6,12 @@ import reprlib
 from datetime import UTC, datetime
 from typing import Any
 
+from markupsafe import Markup, escape
+
+from .._text import code_point, escape_controls, looks_mixed
 from ..registry import lookup
 
-__all__ = ["age", "label_of", "payload_repr", "when"]
+__all__ = ["age", "label_of", "payload_repr", "size", "visible", "visible_text", "when"]
 
 _REPR = reprlib.Repr()
 _REPR.maxstring = 2000
@@ -67,3 +70,70 @@ def payload_repr(value: Any) -> str:
         "((1, 'a'), {'to': 'x@example.com'})"
     """
     return _REPR.repr(value)
+
+
+def _marked(text: str, keep: str) -> Markup:
+    if escape_controls(text, keep) == text:
+        return escape(text)
+    # Each hidden character becomes its code point, marked so it stands out.
+    parts = []
+    for char in text:
+        shown = escape_controls(char, keep)
+        parts.append(escape(char) if shown == char else _HIDDEN_CHAR.format(shown))
+    return Markup("").join(parts)
+
+
+_HIDDEN_CHAR = Markup('<span class="hidden-char" title="invisible character">{}</span>')
+_LOOKALIKE = Markup(' <span class="lookalike" title="mixes scripts">({})</span>')
+
+
+def visible(name: object) -> Markup:
+    r"""A name (job, queue, label) as HTML with nothing hidden in it.
+
+    Control, bidirectional and invisible characters show as their code
+    points; a name mixing ASCII with other letters (a Cyrillic e, U+0435,
+    in "default") is followed by its spelling in code points.
+
+    Example:
+        >>> print(visible("invoice\u202egpj.exe"))
+        invoice<span class="hidden-char" title="invisible character">\u202e</span>gpj.exe
+        >>> print(visible("d\u0435fault").split(" ", 1)[1])
+        <span class="lookalike" title="mixes scripts">(d\u0435fault)</span>
+    """
+    if name is None:
+        return Markup("")
+    text = str(name)
+    shown = _marked(text, "")
+    if looks_mixed(text):
+        spelled = "".join(c if c.isascii() and c.isprintable() else code_point(c) for c in text)
+        shown += _LOOKALIKE.format(spelled)
+    return shown
+
+
+def visible_text(text: object) -> Markup:
+    r"""An error or traceback as HTML: like :func:`visible`, keeping line breaks and tabs.
+
+    Example:
+        >>> print(visible_text("a<b\x1b[2J"))
+        a&lt;b<span class="hidden-char" title="invisible character">\x1b</span>[2J
+    """
+    return Markup("") if text is None else _marked(str(text), "\n\t")
+
+
+def size(count: int | None) -> str:
+    """A payload's size in bytes, as read at a glance.
+
+    Example:
+        >>> size(512), size(300_000_000), size(None)
+        ('512 bytes', '286.1 MB', '-')
+    """
+    if count is None:
+        return "-"
+    if count < 1024:
+        return f"{count} bytes"
+    value = float(count)
+    for unit in ("KB", "MB"):
+        value /= 1024
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+    return f"{value / 1024:.1f} GB"

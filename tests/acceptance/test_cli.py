@@ -634,7 +634,7 @@ async def test_pause_and_resume_show_in_status_and_jobs_says_why_a_job_waits(
     result = await asyncio.to_thread(koyojobs, "pause", "default", "--dsn", dsn)
     assert (result.returncode, result.stdout) == (0, "queue 'default' paused\n"), result.stderr
     result = await asyncio.to_thread(koyojobs, "status", "--dsn", dsn)
-    [line] = result.stdout.splitlines()[1:]
+    line, *_ = result.stdout.splitlines()[1:]
     assert line.split()[0] == "default" and line.endswith("paused")
     result = await asyncio.to_thread(koyojobs, "jobs", "--dsn", dsn)
     [line] = result.stdout.splitlines()[1:]

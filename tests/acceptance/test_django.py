@@ -187,7 +187,9 @@ async def test_the_command_migrates_shows_status_and_prunes_with_the_retention(
     every = [migration.version for migration in MIGRATIONS]
     assert applied.stdout.strip() == f"applied migrations: {every}"
     status = await asyncio.to_thread(run, dsn, "manage.py", "koyojobs", "status")
-    assert (status.returncode, status.stdout.strip()) == (0, "no jobs"), status.stderr
+    assert (status.returncode, status.stdout.strip()) == (0, "no jobs\n\nno live workers"), (
+        status.stderr
+    )
     prune = await asyncio.to_thread(run, dsn, "manage.py", "koyojobs", "prune", "--dry-run")
     assert prune.returncode == 0, prune.stderr
     assert prune.stdout.startswith("would delete 0 finished jobs"), prune.stdout

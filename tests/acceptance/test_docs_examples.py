@@ -194,7 +194,16 @@ async def test_the_operations_page_commands_run(dsn: str) -> None:
     block = re.search(r"```bash\n(.*?)```", page, re.DOTALL)
     assert block is not None
     commands = [line.split("#")[0].split() for line in block[1].splitlines() if line.strip()]
-    assert [c[1] for c in commands] == ["migrate", "status", "jobs", "retry", "cancel", "prune"]
+    assert [c[1] for c in commands] == [
+        "migrate",
+        "status",
+        "jobs",
+        "retry",
+        "retry",
+        "cancel",
+        "cancel",
+        "prune",
+    ]
     for command in commands:
         result = await asyncio.to_thread(
             subprocess.run,

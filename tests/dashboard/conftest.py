@@ -188,3 +188,14 @@ def browser(_chromium_present: None) -> Iterator[Any]:
         yield driver
     finally:
         driver.quit()
+
+
+@pytest.fixture
+def empty_database_sync(pg_server: root.Server) -> Iterator[str]:
+    """An empty (unmigrated) database, made without an event loop of the test's own."""
+    name = root._database_name("bare")
+    dsn = asyncio.run(pg_server.create_database(name))
+    try:
+        yield dsn
+    finally:
+        asyncio.run(pg_server.drop_database(name))

@@ -139,8 +139,8 @@ def test_a_read_only_dashboard_shows_no_actions_and_refuses_a_forged_post(
     assert token
     forged: list[dict[str, Any]] = [
         {"data": {}},
-        {"data": {"csrf_token": "a.b"}, "cookies": {"koyojobs_csrf": "a.b"}},
-        {"data": {"csrf_token": token}, "cookies": {"koyojobs_csrf": token}},
+        {"data": {"csrf_token": "a.b"}, "cookies": {"koyojobs_session": "a.b"}},
+        {"data": {"csrf_token": token}, "cookies": {"koyojobs_session": token}},
     ]
     for attempt in forged:
         with httpx.Client(cookies=attempt.get("cookies")) as client:

@@ -21,9 +21,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @contextmanager
-def dashboard(dsn: str, *options: str) -> Iterator[str]:
+def dashboard(
+    dsn: str,
+    *options: str,
+    env_extra: dict[str, str] | None = None,
+    stderr: list[str] | None = None,
+) -> Iterator[str]:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("KOYOJOBS_")}
+    env.update(env_extra or {})
     process = subprocess.Popen(
         [
             sys.executable,
@@ -58,6 +64,8 @@ def dashboard(dsn: str, *options: str) -> Iterator[str]:
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=15)
     assert process.returncode == 0, err
+    if stderr is not None:
+        stderr.append(err)
     assert f"koyojobs dashboard on http://127.0.0.1:{port}/" in out
 
 
@@ -89,3 +97,50 @@ def test_a_port_taken_is_one_line_and_exit_status_1(database: str) -> None:
     assert result.returncode == 1
     assert result.stderr.startswith(f"Error: cannot listen on 127.0.0.1:{port}: "), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_auth_asks_every_request_for_the_login(database: str) -> None:
+    seen: list[str] = []
+    with dashboard(database, "--allow-actions", "--auth", "ops:pa55", stderr=seen) as url:
+        assert httpx.get(url + "/").status_code == 401
+        assert httpx.get(url + "/", auth=("ops", "nope")).status_code == 401
+        assert httpx.get(url + "/", auth=("ops", "pa55")).status_code == 200
+    assert "warning" not in seen[0]
+    with dashboard(database, env_extra={"KOYOJOBS_DASHBOARD_AUTH": "env:word"}) as url:
+        assert httpx.get(url + "/").status_code == 401
+        assert httpx.get(url + "/", auth=("env", "word")).status_code == 200
+
+
+def test_actions_without_auth_warn(database: str) -> None:
+    seen: list[str] = []
+    with dashboard(database, "--allow-actions", stderr=seen) as url:
+        assert httpx.get(url + "/").status_code == 200
+    [warning] = [line for line in seen[0].splitlines() if line.startswith("warning:")]
+    assert "--allow-actions without --auth" in warning
+
+
+def test_a_malformed_auth_is_a_usage_error(database: str) -> None:
+    result = koyojobs("dashboard", "--dsn", database, "--auth", "nopassword")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "Error: --auth must be USER:PASSWORD, both non-empty"
+
+
+def test_it_answers_only_to_local_names_and_its_own(database: str) -> None:
+    # DNS rebinding: a name the attacker controls, resolving to 127.0.0.1.
+    with dashboard(database, "--allowed-host", "ops.example.com") as url:
+        assert httpx.get(url + "/").status_code == 200
+        for host, expected in (
+            ("attacker.example", 400),
+            ("localhost", 200),
+            ("ops.example.com", 200),
+            ("evil.ops.example.com", 400),
+        ):
+            response = httpx.get(url + "/", headers={"host": host})
+            assert response.status_code == expected, host
+
+
+def test_it_never_migrates(empty_database_sync: str) -> None:
+    result = koyojobs("dashboard", "--dsn", empty_database_sync, "--port", str(_free_port()))
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert "the koyojobs schema is not in this database" in line and "run koyojobs migrate" in line

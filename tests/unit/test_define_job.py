@@ -80,12 +80,29 @@ def test_a_job_in_main_or_a_function_body_needs_a_name() -> None:
         ("timeout", 0),
         ("timeout", -2),
         ("timeout", "10"),
+        ("timeout", float("inf")),
+        ("timeout", float("nan")),
         ("backoff", 5),
+        ("priority", 2**31),
+        ("max_attempts", 2**31),
+        ("queue", "a\x00b"),
+        ("queue", "emails\n"),
+        ("queue", "d\u202eefault"),
+        ("queue", "zero\u200bwidth"),
     ],
 )
 def test_bad_options_are_refused_naming_the_option(option: str, value: object) -> None:
     with pytest.raises(JobDefinitionError, match=rf"job 'unit.bad': {option}=.* is invalid"):
         define_job(name="unit.bad", **{option: value})(lambda: None)  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize("name", ["unit.a\x00b", "unit.line\nINFO forged", "invoice\u202egpj.exe"])
+def test_a_name_with_a_control_or_invisible_character_is_refused_in_one_line(name: str) -> None:
+    with pytest.raises(JobDefinitionError) as raised:
+        define_job(name=name)(lambda: None)
+    message = str(raised.value)
+    assert message.startswith(f"job {name!r}: the name holds a control or invisible character")
+    assert "\n" not in message and "\x00" not in message and "\u202e" not in message
 
 
 def test_a_call_is_an_awaitable_job_call_that_touches_nothing() -> None:

@@ -17,3 +17,8 @@ SELECT version FROM koyojobs_migrations ORDER BY version;
 
 -- name: record_migration
 INSERT INTO koyojobs_migrations (version, name) VALUES ($1, $2);
+
+-- name: migrations_table_exists
+-- Whether koyojobs_migrations exists, read without touching it (a read-only
+-- command must not create it).
+SELECT to_regclass('koyojobs_migrations') IS NOT NULL;
