@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+import asyncpg
+
 from .sql import QUERIES
 
 if TYPE_CHECKING:
@@ -38,8 +40,19 @@ async def roll_up(broker: Broker, deadline: float | None = None) -> bool:
         ...     pass
     """
     conn = await broker.pool.acquire()
+    # Past the deadline the connection is terminated from a timer, not cancelled
+    # from inside: a cancelled statement in a transaction makes asyncpg wait for
+    # the server's answer to the cancel and to the ROLLBACK, which a dropped
+    # network path never sends (a worker's stop hung on it for good).
+    expired: list[bool] = []
+
+    def expire() -> None:
+        expired.append(True)
+        conn.terminate()
+
+    timer = asyncio.get_running_loop().call_later(deadline, expire) if deadline else None
     try:
-        async with asyncio.timeout(deadline), conn.transaction():
+        async with conn.transaction():
             if not await conn.fetchval(QUERIES["dashboard_indexed"]):
                 return False
             span = await conn.fetchrow(QUERIES["rollup_claim"])
@@ -48,8 +61,11 @@ async def roll_up(broker: Broker, deadline: float | None = None) -> bool:
             await conn.execute(QUERIES["rollup_minutes"], span["lo"], span["hi"])
             await conn.execute(QUERIES["rollup_done"], span["hi"])
         return True
-    except TimeoutError:
-        conn.terminate()
+    except (asyncpg.InterfaceError, asyncpg.PostgresConnectionError) as exc:
+        if expired:
+            raise TimeoutError(f"the database did not answer within {deadline:g}s") from exc
         raise
     finally:
+        if timer is not None:
+            timer.cancel()
         await broker.pool.release(conn)
