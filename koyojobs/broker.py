@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, overload
@@ -27,11 +25,12 @@ from .jobs import JobCall
 from .lifecycle import Lifecycle
 from .listener import FINISHED_CHANNEL, Listener
 from .models import Job, QueueStatus, ScheduleState, Status
-from .retention import BATCH, Retention, resolve_retention
+from .retention import BATCH, Retention, expired_ages, resolve_retention
 from .schema import migrate
 from .serializer import Secret, Serializer
 from .sql import QUERIES
 from .waiting import DEFAULT_RECHECK, Waiters
+from .wakeups import Wake, WakeUps
 from .workflows import Workflow, WorkflowRecord, WorkflowRun, enqueue_workflow, get_workflow
 
 __all__ = ["Broker"]
@@ -40,7 +39,6 @@ log = logging.getLogger("koyojobs.broker")
 
 Connection = asyncpg.Connection | PoolConnectionProxy
 Executor = Connection | asyncpg.Pool
-Wake = Callable[[], None]
 
 
 class Broker(Lifecycle):
@@ -95,10 +93,8 @@ class Broker(Lifecycle):
         """How long this broker's workers keep finished jobs, per status (``None``: for good)."""
         self._migrate = migrate
         self._listen_dsn = listen_dsn
-        self._listener: Listener | None = None
-        self._listener_lock = asyncio.Lock()
-        self._subscribers: dict[str, set[Wake]] = defaultdict(set)
         self._waiters = Waiters(self)
+        self._wakeups = WakeUps(self.database, listen_dsn, on_reconnect=self._waiters.notified)
         self._coalescer = Coalescer(lambda: self.pool, self.serializer)
         self._started = False
 
@@ -120,9 +116,7 @@ class Broker(Lifecycle):
         """Close the LISTEN connection, and the pool if the broker owns it."""
         self._started = False
         await self._waiters.stop()
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            await listener.stop()
+        await self._wakeups.stop()
         if self._owns_database:
             await self.database.stop()
 
@@ -144,48 +138,21 @@ class Broker(Lifecycle):
         """Call ``wake()`` whenever jobs are inserted into ``queue`` (or may have been).
 
         The LISTEN connection opens with the first subscription, so a process
-        that only enqueues holds none.
+        that only enqueues holds none (see :mod:`koyojobs.wakeups`).
         """
-        await self._listening()
-        self._subscribers[queue].add(wake)
-
-    async def _listening(self) -> Listener:
-        # One LISTEN connection however many callers ask at once: the first
-        # opens it while the others wait for it.
-        async with self._listener_lock:
-            if self._listener is None:
-                listener = Listener(
-                    self.database,
-                    self._listen_dsn or self.database.dsn,
-                    on_notify=self._notified,
-                    on_reconnect=self._wake_all,
-                )
-                await listener.start()
-                self._listener = listener
-            return self._listener
-
-    async def _listen_finished(self, on_notify: Callable[[str], None]) -> None:
-        await (await self._listening()).listen(FINISHED_CHANNEL, on_notify)
+        await self._wakeups.subscribe(queue, wake)
 
     def unsubscribe(self, queue: str, wake: Wake) -> None:
         """Stop waking ``wake`` for ``queue``."""
-        self._subscribers[queue].discard(wake)
+        self._wakeups.unsubscribe(queue, wake)
+
+    async def _listen_finished(self, on_notify: Callable[[str], None]) -> None:
+        await self._wakeups.listen(FINISHED_CHANNEL, on_notify)
 
     @property
     def listener(self) -> Listener | None:
         """The LISTEN connection's keeper, once a worker subscribed."""
-        return self._listener
-
-    def _notified(self, queue: str) -> None:
-        for wake in tuple(self._subscribers.get(queue, ())):
-            wake()
-
-    def _wake_all(self) -> None:
-        # Notifications sent while the connection was down are lost: look again.
-        for wakes in tuple(self._subscribers.values()):
-            for wake in tuple(wakes):
-                wake()
-        self._waiters.notified()
+        return self._wakeups.listener
 
     async def ping(self) -> None:
         """Raise unless the pool answers and the LISTEN connection (if open) is up and hearing.
@@ -196,15 +163,7 @@ class Broker(Lifecycle):
             >>> await broker.ping()  # doctest: +SKIP
         """
         await self.pool.execute(QUERIES["ping"])
-        if self._listener is None:
-            return
-        if not self._listener.connected:
-            raise ConnectionError("the LISTEN connection is down; it is reconnecting")
-        if not self._listener.hearing:
-            raise ConnectionError(
-                "the LISTEN connection hears no notifications (behind a transaction pooler? "
-                "pass listen_dsn=...); workers only poll"
-            )
+        self._wakeups.check()
 
     # -- enqueue --------------------------------------------------------------
 
@@ -542,14 +501,11 @@ class Broker(Lifecycle):
         """
         if not is_count(limit):
             raise ValueError(f"prune_expired() limit must be an int >= 1, got {limit!r}")
-        ages = [self.retention[s] for s in (Status.DONE, Status.FAILED, Status.CANCELLED)]
-        seconds = [None if age is None else age.total_seconds() for age in ages]
-        kept = [s for s in seconds if s is not None]
-        if not kept:
+        seconds = expired_ages(self.retention)
+        if seconds is None:
             return 0
-        deleted: int = await self.pool.fetchval(
-            QUERIES["prune_expired"], min(kept), *seconds, limit
-        )
+        least = min(s for s in seconds if s is not None)
+        deleted: int = await self.pool.fetchval(QUERIES["prune_expired"], least, *seconds, limit)
         return deleted
 
     async def prunable(self, older_than: float) -> dict[Status, int]:

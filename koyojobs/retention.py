@@ -27,7 +27,15 @@ from .sql import QUERIES
 if TYPE_CHECKING:
     from .broker import Broker
 
-__all__ = ["BATCH", "DEFAULT_RETENTION", "EVERY", "Pruner", "Retention", "resolve_retention"]
+__all__ = [
+    "BATCH",
+    "DEFAULT_RETENTION",
+    "EVERY",
+    "Pruner",
+    "Retention",
+    "expired_ages",
+    "resolve_retention",
+]
 
 log = logging.getLogger("koyojobs.retention")
 
@@ -47,6 +55,19 @@ EVERY = 60.0
 """Seconds between a worker's looks for expired jobs once none are left."""
 
 _MAX_ERROR_DELAY = 60.0
+
+
+def expired_ages(retention: Retention) -> list[float | None] | None:
+    """The ages in seconds of done, failed and cancelled jobs to delete (``None``: kept),
+    or ``None`` when every status is kept and there is nothing to prune.
+
+    Example:
+        >>> expired_ages(resolve_retention({"failed": None}))
+        [86400.0, None, 604800.0]
+    """
+    ages = [retention[s] for s in (Status.DONE, Status.FAILED, Status.CANCELLED)]
+    seconds = [None if age is None else age.total_seconds() for age in ages]
+    return seconds if any(s is not None for s in seconds) else None
 
 
 def resolve_retention(retention: Mapping[Status | str, timedelta | None] | None) -> Retention:
