@@ -140,6 +140,9 @@ class Heartbeat:
                             break
                 failures = 0
             except Exception as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise asyncio.CancelledError from exc  # a stop, not a failed beat
                 failures += 1
                 if failures == 1:
                     log_trouble(log, "heartbeat failed; retrying", exc)

@@ -11,11 +11,20 @@ from typing import Self
 __all__ = ["Lifecycle", "cancel_and_wait"]
 
 
+_CANCEL_AGAIN_AFTER = 0.5
+
+
 async def cancel_and_wait(task: asyncio.Task[None] | None) -> None:
     """Cancel a component's background task and wait until it has ended."""
     if task is None:
         return
     task.cancel()
+    # On Python 3.11 a cancel that lands as an ``asyncio.timeout()`` inside the
+    # task expires can come out as ``TimeoutError``, which a loop's ``except
+    # Exception`` takes for a failed round: the task goes on, cancelling but
+    # never cancelled, and a stop waited for it for good. Ask again until it ends.
+    while not (await asyncio.wait([task], timeout=_CANCEL_AGAIN_AFTER))[0]:
+        task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
 
