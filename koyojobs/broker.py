@@ -325,7 +325,9 @@ class Broker(Lifecycle):
     async def retry_job(self, job_id: int) -> bool:
         """Run a finished (failed, cancelled or done) job again, with fresh attempts.
 
-        Not while another job holds its unique key (:meth:`unique_holder` says which).
+        Not while another job holds its unique key (:meth:`unique_holder` says which),
+        nor a workflow step still waiting for an upstream step. Retrying a step makes
+        the steps its failure cancelled wait for it again.
 
         Example:
             >>> await broker.retry_job(job_id)  # doctest: +SKIP
@@ -366,8 +368,9 @@ class Broker(Lifecycle):
         status: Status | str | Sequence[Status | str] | None = None,
         **more: Any,
     ) -> int:
-        """Cancel every ready or running job (or only those of ``status``) of ``queue`` and
-        ``name``; returns how many. As :meth:`retry_many`, in batches.
+        """Cancel every pending, ready or running job (or only those of ``status``) of
+        ``queue`` and ``name``; returns how many. As :meth:`retry_many`, in batches; a
+        workflow step's dependents are cancelled with it, as :meth:`cancel` does.
 
         Example:
             >>> await broker.cancel_many(queue="reports")  # doctest: +SKIP
@@ -382,8 +385,9 @@ class Broker(Lifecycle):
         status: Status | str | Sequence[Status | str] | None = "failed",
         **more: Any,
     ) -> int:
-        """Delete every job of ``status`` (ready or finished; never a running one), ``queue``
-        and ``name``; returns how many. As :meth:`retry_many`, in batches.
+        """Delete every job of ``status`` (pending, ready or finished; never a running one),
+        ``queue`` and ``name``; returns how many. As :meth:`retry_many`, in batches; a
+        workflow step deleted before it ended cancels its dependents.
 
         Example:
             >>> await broker.delete_many(queue="emails", status="cancelled")  # doctest: +SKIP

@@ -31,8 +31,10 @@ _NO_CURSOR = sys.maxsize
 
 _ACTS_ON = {
     "retry": frozenset({Status.DONE, Status.FAILED, Status.CANCELLED}),
-    "cancel": frozenset({Status.READY, Status.RUNNING}),
-    "delete": frozenset({Status.READY, Status.DONE, Status.FAILED, Status.CANCELLED}),
+    "cancel": frozenset({Status.PENDING, Status.READY, Status.RUNNING}),
+    "delete": frozenset(
+        {Status.PENDING, Status.READY, Status.DONE, Status.FAILED, Status.CANCELLED}
+    ),
 }
 
 

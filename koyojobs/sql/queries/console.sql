@@ -155,7 +155,8 @@ picked AS (
 
 -- name: bulk_retry
 -- A batch of Broker.retry_many: finished jobs run again with fresh attempts,
--- as retry_job does. Of the jobs sharing a unique key, the newest picked one
+-- as retry_job does (a step still waiting for upstream steps is not retried;
+-- its retried upstream step revives it). Of the jobs sharing a unique key, the newest picked one
 -- is retried, and none while another job holds the key ($9 false: no job with
 -- a unique key, after a race with an enqueue took one). Returns where the
 -- batch ended (the next batch starts below), how many it picked and retried,
@@ -168,6 +169,7 @@ WITH
            result = NULL, lease_expires_at = NULL, worker_id = NULL
       FROM picked
      WHERE j.id = picked.id AND j.status IN ('done', 'failed', 'cancelled')
+       AND coalesce(j.upstream_left, 0) <= 0
        AND (j.unique_key IS NULL
             OR ($9 AND j.id = (SELECT max(p.id) FROM picked AS p
                                  JOIN koyojobs_jobs AS s ON s.id = p.id
@@ -175,41 +177,54 @@ WITH
                    AND NOT EXISTS (SELECT FROM koyojobs_jobs AS k
                                     WHERE k.unique_key = j.unique_key
                                       AND k.status IN ('ready', 'running'))))
-    RETURNING j.queue
+    RETURNING j.id, j.queue, j.workflow_id
+), retried AS (
+    SELECT id, workflow_id FROM changed
 )
+-- include: revive_dependents
 SELECT (SELECT min(id) FROM picked) AS floor,
        (SELECT count(*) FROM picked) AS picked,
        (SELECT count(*) FROM changed) AS changed,
        (SELECT coalesce(array_agg(DISTINCT queue), '{}') FROM changed) AS queues;
 
 -- name: bulk_cancel
--- A batch of Broker.cancel_many: ready and running jobs cancelled, as
--- cancel_job does (a running one's worker stops it at its next renewal).
+-- A batch of Broker.cancel_many: pending, ready and running jobs cancelled,
+-- as cancel_job does (a running one's worker stops it at its next renewal;
+-- a step's dependents are cancelled with it, its "always" ones released).
 WITH
 -- include: bulk_picked
 , changed AS (
     UPDATE koyojobs_jobs AS j
        SET status = 'cancelled', finished_at = now(), lease_expires_at = NULL, worker_id = NULL
       FROM picked
-     WHERE j.id = picked.id AND j.status IN ('ready', 'running') AND $9
-    RETURNING j.queue
+     WHERE j.id = picked.id AND j.status IN ('pending', 'ready', 'running') AND $9
+    RETURNING j.id, j.queue, j.status, j.step, j.workflow_id
+), ended AS (
+    SELECT id, status, step FROM changed WHERE workflow_id IS NOT NULL
 )
+-- include: release_dependents
 SELECT (SELECT min(id) FROM picked) AS floor,
        (SELECT count(*) FROM picked) AS picked,
        (SELECT count(*) FROM changed) AS changed,
        (SELECT coalesce(array_agg(DISTINCT queue), '{}') FROM changed) AS queues;
 
 -- name: bulk_delete
--- A batch of Broker.delete_many: ready or finished jobs deleted, never a
--- running one (its worker holds it).
+-- A batch of Broker.delete_many: pending, ready or finished jobs deleted,
+-- never a running one (its worker holds it). A step deleted before it ended
+-- cancels its dependents, as a cancel would: none waits for it for good.
 WITH
 -- include: bulk_picked
 , changed AS (
     DELETE FROM koyojobs_jobs AS j
      USING picked
      WHERE j.id = picked.id AND j.status <> 'running' AND $9
-    RETURNING j.queue
+    RETURNING j.id, j.queue, j.status, j.step, j.workflow_id
+-- A step deleted before it ended ends for its dependents as a cancelled one.
+), ended AS (
+    SELECT id, 'cancelled'::text AS status, step FROM changed
+     WHERE workflow_id IS NOT NULL AND status IN ('pending', 'ready')
 )
+-- include: release_dependents
 SELECT (SELECT min(id) FROM picked) AS floor,
        (SELECT count(*) FROM picked) AS picked,
        (SELECT count(*) FROM changed) AS changed,

@@ -34,15 +34,20 @@ SELECT id FROM koyojobs_jobs
 -- name: retry_job
 -- Operator's retry: a finished job runs again with a fresh attempt budget,
 -- unless another job holds its unique key now. Not a workflow step still
--- waiting for upstream steps (one cancelled with them): it would run before them.
-UPDATE koyojobs_jobs AS j
-   SET status = 'ready', scheduled_at = now(), attempts = 0, finished_at = NULL,
-       result = NULL, lease_expires_at = NULL, worker_id = NULL
- WHERE id = $1 AND status IN ('failed', 'cancelled', 'done')
-   AND coalesce(upstream_left, 0) <= 0
-   AND NOT EXISTS (SELECT FROM koyojobs_jobs AS k
-                    WHERE k.unique_key = j.unique_key AND k.status IN ('ready', 'running'))
-RETURNING id, queue;
+-- waiting for upstream steps (one cancelled with them): it would run before
+-- them; retrying the step that failed revives those (revive_dependents).
+WITH retried AS (
+    UPDATE koyojobs_jobs AS j
+       SET status = 'ready', scheduled_at = now(), attempts = 0, finished_at = NULL,
+           result = NULL, lease_expires_at = NULL, worker_id = NULL
+     WHERE id = $1 AND status IN ('failed', 'cancelled', 'done')
+       AND coalesce(upstream_left, 0) <= 0
+       AND NOT EXISTS (SELECT FROM koyojobs_jobs AS k
+                        WHERE k.unique_key = j.unique_key AND k.status IN ('ready', 'running'))
+    RETURNING id, queue, workflow_id
+)
+-- include: revive_dependents
+SELECT id, queue FROM retried;
 
 -- name: unique_holder
 -- The ready or running job that holds job $1's unique key, if another does.

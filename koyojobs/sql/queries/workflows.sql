@@ -54,14 +54,37 @@ SELECT (SELECT id FROM workflow) AS workflow_id, s.id, s.step FROM steps AS s;
      WHERE r.changed < 0
 )
 
+-- name: revive_dependents
+-- Included after a CTE "retried" (id, workflow_id) of the jobs an operator's
+-- retry made ready again: koyojobs_revive_dependents (schema 0010) makes the
+-- steps downstream of the retried steps wait for them again. Called only
+-- when a step was retried; an INSERT that never inserts, as release_dependents.
+, revived AS (
+    INSERT INTO koyojobs_workflows (name)
+    SELECT NULL
+      FROM (SELECT koyojobs_revive_dependents(array_agg(id)) AS changed
+              FROM retried
+             WHERE workflow_id IS NOT NULL
+            HAVING count(*) > 0) AS r
+     WHERE r.changed < 0
+)
+
 -- name: cancel_workflow
 -- Every unfinished step of workflow $1, cancelled; a running one's worker
--- stops it at its next lease renewal. Nothing is left to release.
-UPDATE koyojobs_jobs
+-- stops it at its next lease renewal. Nothing is left to release. Locked in
+-- id order first, as every statement changing waiting steps does (0010).
+WITH locked AS (
+    SELECT id
+      FROM koyojobs_jobs
+     WHERE workflow_id = $1 AND status IN ('pending', 'ready', 'running')
+     ORDER BY id
+       FOR UPDATE
+)
+UPDATE koyojobs_jobs AS j
    SET status = 'cancelled', finished_at = now(), lease_expires_at = NULL, worker_id = NULL,
        last_error = 'workflow cancelled'
- WHERE workflow_id = $1 AND status IN ('pending', 'ready', 'running')
-RETURNING id, CASE WHEN waited THEN pg_notify('koyojobs_finished', '') END;
+ WHERE j.id = ANY (ARRAY(SELECT id FROM locked)) AND j.status IN ('pending', 'ready', 'running')
+RETURNING j.id, CASE WHEN j.waited THEN pg_notify('koyojobs_finished', '') END;
 
 -- name: get_workflow
 SELECT id, name, created_at FROM koyojobs_workflows WHERE id = $1;
