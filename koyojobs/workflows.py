@@ -55,6 +55,14 @@ __all__ = [
 
 _MAX_STEP_NAME = 200
 
+# A step waiting for this many upstream steps or more counts them in shards
+# (koyojobs_step_counts, schema 0010): each upstream step's end counts down
+# one of SHARDS rows, and only a shard reaching zero counts down the step's
+# own row. With one counter, every statement ending a shard of a big fan-in
+# waited for the previous one's commit on that row.
+_SHARD_FROM = 32
+_SHARDS = 16
+
 inline_upstream: contextvars.ContextVar[dict[str, Job] | None] = contextvars.ContextVar(
     "koyojobs_inline_upstream", default=None
 )
@@ -415,21 +423,47 @@ def overall_status(statuses: Iterable[Status]) -> Status:
 def insert_parameters(
     wf: Workflow, serializer: Serializer, trace_context: str | None
 ) -> tuple[Any, ...]:
-    """The parameters of ``insert_workflow`` for ``wf`` (``$1..$14``), the calls signed."""
+    """The parameters of ``insert_workflow`` for ``wf`` (``$1..$18``), the calls signed.
+
+    Example:
+        >>> from koyojobs import define_job
+        >>> @define_job(name="doc.wf.params.shard")
+        ... async def shard(n: int) -> int:
+        ...     return n
+        >>> wf = Workflow()
+        >>> parts = [wf.add(shard(n)) for n in range(40)]
+        >>> total = wf.add(shard(-1), after=parts)
+        >>> params = insert_parameters(wf, Serializer(), None)
+        >>> params[10][-1], sorted(set(params[17]))  # the fan-in waits for 16 shards
+        (16, [2, 3])
+    """
     steps = wf.steps
     if not steps:
         raise WorkflowError(f"{wf._where()} has no steps to enqueue")
     position = {s.name: n for n, s in enumerate(steps, 1)}
-    edges = [(position[s.name], position[u.name], s.always) for s in steps for u in s.after]
+    edges: list[tuple[int, int, bool, int | None]] = []
+    counts: list[tuple[int, int, int]] = []  # (step, shard, upstream steps in it)
+    waits_for: list[int] = []
+    for step in steps:
+        at, waited = position[step.name], len(step.after)
+        shards = min(_SHARDS, waited) if waited >= _SHARD_FROM else 0
+        for n, up in enumerate(step.after):
+            edges.append((at, position[up.name], step.always, n % shards if shards else None))
+        counts.extend((at, k, len(range(k, waited, shards))) for k in range(shards))
+        waits_for.append(shards or waited)
     return (
         wf.name,
         *_columns([s.call for s in steps], serializer),
         trace_context,
         [s.name for s in steps],
-        [len(s.after) for s in steps],
+        waits_for,
         [e[0] for e in edges],
         [e[1] for e in edges],
         [e[2] for e in edges],
+        [e[3] for e in edges],
+        [c[0] for c in counts],
+        [c[1] for c in counts],
+        [c[2] for c in counts],
     )
 
 

@@ -23,12 +23,16 @@ WORKFLOWS = 40
 
 
 def _graph(log: str, n: int) -> Workflow:
-    """fetch -> 4 resizes -> notify -> archive, and a cleanup after all (always)."""
+    """fetch -> 4 resizes -> notify -> archive, and a cleanup after all (always).
+
+    Every fourth workflow has 36 resizes: its notify and cleanup count their
+    upstream steps in shards (koyojobs.workflows._SHARD_FROM).
+    """
     wf = Workflow(f"fault {n}")
     fetch = wf.add(workflow_jobs.logged(log, n, "fetch"), name="fetch")
     sizes = [
         wf.add(workflow_jobs.logged(log, n, f"resize{k}"), after=fetch, name=f"resize{k}")
-        for k in range(4)
+        for k in range(36 if n % 4 == 0 else 4)
     ]
     notify = wf.add(workflow_jobs.logged(log, n, "notify"), after=sizes, name="notify")
     archive = wf.add(workflow_jobs.logged(log, n, "archive"), after=notify, name="archive")
@@ -54,7 +58,7 @@ async def test_no_step_starts_early_and_none_is_stranded_under_kills_and_cut_con
     }
     workers = [await worker_processes(**options) for _ in range(3)]
     graphs = [_graph(log, n) for n in range(WORKFLOWS)]
-    upstream = {s.name: [u.name for u in s.after] for s in graphs[0].steps}
+    upstream = [{s.name: [u.name for u in s.after] for s in wf.steps} for wf in graphs]
     runs = [await wf.enqueue() for wf in graphs]
     ids = [job_id for run in runs for job_id in run.job_ids.values()]
 
@@ -112,10 +116,10 @@ async def test_no_step_starts_early_and_none_is_stranded_under_kills_and_cut_con
     early = [
         (n, step, up)
         for n in range(WORKFLOWS)
-        for step, ups in upstream.items()
+        for step, ups in upstream[n].items()
         for up in ups
         if min(starts[(n, step)]) <= max(ends_at[(n, up)])
     ]
     assert early == [], f"steps started before an upstream step's run ended: {early[:5]}"
-    assert all(ends_at[(n, s)] for n in range(WORKFLOWS) for s in upstream)
+    assert all(ends_at[(n, s)] for n in range(WORKFLOWS) for s in upstream[n])
     assert faults["kills"] >= 3 and faults["terminated"] >= 3, faults

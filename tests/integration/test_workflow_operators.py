@@ -221,3 +221,94 @@ async def test_two_cascades_over_shared_steps_at_once_do_not_deadlock(
     statuses = await _statuses(broker, run.id)
     assert {statuses[f"x{n}"] for n in range(1500)} == {Status.CANCELLED}
     assert {statuses[f"y{n}"] for n in range(1500)} == {Status.CANCELLED}
+
+
+def _fan_in(width: int) -> Workflow:
+    wf = Workflow("fan-in")
+    parts = [wf.add(switch(f"part{n}"), name=f"part{n}") for n in range(width)]
+    wf.add(switch("total"), after=parts, name="total")
+    return wf
+
+
+async def _end_parts(broker: Broker, run_ids: dict[str, int], names: list[str]) -> None:
+    """Claim and end ``names`` (done, or failed when broken), one statement each."""
+    claim = QUERIES["finish_and_claim"]
+    for name in names:
+        job_id = run_ids[name]
+        await broker.pool.execute(
+            "UPDATE koyojobs_jobs SET status = 'running', attempts = attempts + 1, "
+            "lease_expires_at = now() + interval '1 minute' WHERE id = $1",
+            job_id,
+        )
+        attempt = await broker.pool.fetchval("SELECT attempts FROM koyojobs_jobs WHERE id = $1", job_id)
+        decision = (
+            Decision(Status.FAILED, error=f"{name} broke")
+            if name in broken
+            else succeeded(broker.serializer.dump_result(name, "x"))
+        )
+        await broker.pool.fetch(
+            claim, "none", 0, 30.0, "w", *as_columns([(job_id, attempt, decision)])
+        )
+
+
+async def test_a_fan_in_counting_in_shards_is_released_by_its_last_upstream_step_only(
+    broker: Broker,
+) -> None:
+    run = await _fan_in(40).enqueue()
+    shards = await broker.pool.fetchval(
+        "SELECT count(*) FROM koyojobs_step_counts WHERE job_id = $1", run.job_ids["total"]
+    )
+    assert shards == 16
+    names = [f"part{n}" for n in range(40)]
+    for n, name in enumerate(names, 1):
+        await _end_parts(broker, run.job_ids, [name])
+        total = await broker.get_job(run.job_ids["total"])
+        assert total is not None
+        assert total.status is (Status.READY if n == 40 else Status.PENDING), (n, name)
+
+
+async def test_a_failed_upstream_of_a_sharded_fan_in_cancels_it_and_its_retry_revives_it(
+    broker: Broker,
+) -> None:
+    run = await _fan_in(40).enqueue()
+    broken.add("part7")
+    await drain(broker)
+    found = await broker.get_workflow(run.id)
+    assert found is not None
+    assert found.steps["total"].status is Status.CANCELLED
+    assert found.steps["total"].last_error == "upstream step 'part7' failed"
+
+    broken.clear()
+    runs.clear()
+    assert await broker.retry_job(run.job_ids["part7"])
+    assert (await _statuses(broker, run.id))["total"] is Status.PENDING
+    await drain(broker)
+    assert runs == ["part7", "total"]
+
+
+async def test_retrying_a_done_upstream_step_of_a_sharded_fan_in_makes_it_wait_again(
+    broker: Broker,
+) -> None:
+    run = await _fan_in(40).enqueue()
+    names = [f"part{n}" for n in range(40)]
+    await _end_parts(broker, run.job_ids, names[:39])
+    # part0 ran already; run again, it must end again before "total" starts.
+    assert await broker.retry_job(run.job_ids["part0"])
+    await _end_parts(broker, run.job_ids, names[39:])
+    assert (await _statuses(broker, run.id))["total"] is Status.PENDING
+    await _end_parts(broker, run.job_ids, ["part0"])
+    assert (await _statuses(broker, run.id))["total"] is Status.READY
+
+
+async def test_an_always_step_counting_in_shards_runs_once_every_upstream_step_ended(
+    broker: Broker,
+) -> None:
+    wf = Workflow()
+    parts = [wf.add(switch(f"part{n}"), name=f"part{n}") for n in range(40)]
+    wf.add(switch("cleanup"), after=parts, name="cleanup", always=True)
+    run = await wf.enqueue()
+    broken.update({"part3", "part20"})
+    await _end_parts(broker, run.job_ids, [f"part{n}" for n in range(39)])
+    assert (await _statuses(broker, run.id))["cleanup"] is Status.PENDING
+    await _end_parts(broker, run.job_ids, ["part39"])
+    assert (await _statuses(broker, run.id))["cleanup"] is Status.READY

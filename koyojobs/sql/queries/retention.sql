@@ -26,9 +26,12 @@ SELECT count(*) FROM deleted;
                               AND s.status IN ('pending', 'ready', 'running')))
 
 -- name: prune_steps
--- The edges and workflows of the steps a CTE "deleted" (id, workflow_id) holds.
+-- The edges, shard counts and workflows of the steps a CTE "deleted" (id, workflow_id) holds.
 , edges_gone AS (
     DELETE FROM koyojobs_job_edges
+     WHERE job_id = ANY (ARRAY(SELECT id FROM deleted WHERE workflow_id IS NOT NULL))
+), counts_gone AS (
+    DELETE FROM koyojobs_step_counts
      WHERE job_id = ANY (ARRAY(SELECT id FROM deleted WHERE workflow_id IS NOT NULL))
 ), workflows_gone AS (
     DELETE FROM koyojobs_workflows AS w

@@ -6,9 +6,12 @@
 -- A workflow and all its steps in one statement: rolled back, none of it
 -- existed. $1 the workflow's name; $2..$8 the steps' columns as insert_jobs
 -- takes them, $9 the trace context; $10 each step's name and $11 how many
--- upstream steps it waits for (a step with none is ready at once); $12..$14
--- the edges (the step's position from 1, its upstream step's, always). Unique keys are not
--- stored: a step belongs to its workflow, never to another job of its key.
+-- upstream steps (or shards of them) it waits for (a step with none is ready
+-- at once); $12..$15 the edges (the step's position from 1, its upstream
+-- step's, always, the shard it counts down or NULL: the step's own row);
+-- $16..$18 the shards of the steps that count in shards (step, shard, count).
+-- Unique keys are not stored: a step belongs to its workflow, never to
+-- another job of its key.
 WITH workflow AS (
     INSERT INTO koyojobs_workflows (name) VALUES ($1) RETURNING id
 ), steps AS (
@@ -29,10 +32,16 @@ WITH workflow AS (
 ), ordered AS (
     SELECT array_agg(id ORDER BY id) AS ids FROM steps
 ), edges AS (
-    INSERT INTO koyojobs_job_edges (job_id, upstream_id, always)
-    SELECT o.ids[e.step], o.ids[e.upstream], e.always
+    INSERT INTO koyojobs_job_edges (job_id, upstream_id, always, shard)
+    SELECT o.ids[e.step], o.ids[e.upstream], e.always, e.shard
       FROM ordered AS o,
-           unnest($12::integer[], $13::integer[], $14::boolean[]) AS e(step, upstream, always)
+           unnest($12::integer[], $13::integer[], $14::boolean[], $15::smallint[])
+           AS e(step, upstream, always, shard)
+), counts AS (
+    INSERT INTO koyojobs_step_counts (job_id, shard, upstream_left)
+    SELECT o.ids[c.step], c.shard, c.n
+      FROM ordered AS o,
+           unnest($16::integer[], $17::smallint[], $18::integer[]) AS c(step, shard, n)
 )
 SELECT (SELECT id FROM workflow) AS workflow_id, s.id, s.step FROM steps AS s;
 
