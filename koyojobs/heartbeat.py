@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from .errors import log_trouble
-from .lifecycle import cancel_and_wait
+from .lifecycle import cancel_and_wait, raise_if_stopping
 from .rollup import roll_up
 from .sql import QUERIES
 
@@ -140,9 +140,7 @@ class Heartbeat:
                             break
                 failures = 0
             except Exception as exc:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    raise asyncio.CancelledError from exc  # a stop, not a failed beat
+                raise_if_stopping(exc)  # a stop, not a failed beat
                 failures += 1
                 if failures == 1:
                     log_trouble(log, "heartbeat failed; retrying", exc)

@@ -27,7 +27,7 @@ from .distance import FAR, Pace, round_trip
 from .errors import describe, log_trouble
 from .execution import attempt
 from .leases import TIMER_SLACK, Leases, Run, TrackedExecutor, exit_for_lost_lease, stop_run
-from .lifecycle import cancel_and_wait
+from .lifecycle import cancel_and_wait, raise_if_stopping
 from .maintenance import Vacuum
 from .models import Status
 from .outcomes import Decision, Outcome, as_columns, first_batch, unreadable, unstorable
@@ -193,6 +193,7 @@ class Lane:
                     self.worker.recovered()
                 failures = 0
             except Exception as exc:
+                raise_if_stopping(exc)
                 failures += 1
                 timeout = min(_MAX_ERROR_DELAY, 0.05 * 2**failures, self.worker.poll_interval)
                 # Once when it starts, then once a minute while it lasts: an

@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 import asyncpg
 
 from .errors import log_trouble
-from .lifecycle import cancel_and_wait
+from .lifecycle import cancel_and_wait, raise_if_stopping
 from .progress import Progress
 from .sql import QUERIES
 
@@ -224,6 +224,7 @@ class Leases:
             else:
                 rows = await self._fetch(QUERIES["renew_leases"], ids, self._owner, self.lease)
         except Exception as exc:
+            raise_if_stopping(exc)
             log_trouble(log, "lease renewal failed", exc, queue=queue)
             for run in runs.values():
                 run.progress.unwritten()

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from .lifecycle import cancel_and_wait
+from .lifecycle import cancel_and_wait, raise_if_stopping
 from .sql import QUERIES
 
 if TYPE_CHECKING:
@@ -233,6 +233,7 @@ class Listener:
                 await self._connect()
                 return
             except Exception as exc:  # refused, starting up, auth...: keep trying
+                raise_if_stopping(exc)
                 log.warning("LISTEN reconnect failed", extra={"error": str(exc), "retry_in": delay})
             # Back off between attempts so a database that is down is not hammered.
             await asyncio.sleep(delay)

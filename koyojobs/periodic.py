@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from cronsim import CronSim, CronSimError
 
 from .errors import JobDefinitionError, log_trouble
-from .lifecycle import cancel_and_wait
+from .lifecycle import cancel_and_wait, raise_if_stopping
 from .registry import definitions
 from .sql import QUERIES
 
@@ -242,6 +242,7 @@ class Ticker:
                     )
                 failures = 0
             except Exception as exc:
+                raise_if_stopping(exc)
                 failures += 1
                 # Short, so that ticks resume soon after an outage; the claim
                 # loops wake the ticker as soon as they reach the database.

@@ -20,7 +20,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from .errors import log_trouble
-from .lifecycle import cancel_and_wait
+from .lifecycle import cancel_and_wait, raise_if_stopping
 from .models import Status
 from .sql import QUERIES
 
@@ -133,6 +133,7 @@ class Pruner:
                 await self.broker.pool.execute(QUERIES["prune_rate_windows"])
                 failures = 0
             except Exception as exc:
+                raise_if_stopping(exc)
                 failures += 1
                 if failures == 1:
                     log_trouble(log, "pruning finished jobs failed; retrying", exc)
