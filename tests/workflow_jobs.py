@@ -6,7 +6,7 @@ import asyncio
 import threading
 from typing import Any
 
-from koyojobs import current_job, define_job, report_progress, upstream
+from koyojobs import current_job, define_job, report_progress, sync, upstream
 
 # In-process observations, reset by the tests that read them.
 runs: list[str] = []
@@ -30,6 +30,23 @@ async def collect(label: str) -> dict[str, Any]:
     }
     seen_upstream[label] = found
     return found
+
+
+@define_job(name="wf.plain_collect")
+def plain_collect(label: str) -> dict[str, Any]:
+    """collect() as a plain def step: koyojobs.sync.upstream(), from its thread."""
+    runs.append(label)
+    found = {
+        name: (job.status.value, job.result, job.last_error)
+        for name, job in sync.upstream().items()
+    }
+    seen_upstream[label] = found
+    return found
+
+
+@define_job(name="wf.sync_upstream_in_async", max_attempts=1)
+async def sync_upstream_in_async() -> None:
+    sync.upstream()  # wrong here: an async def step awaits upstream()
 
 
 @define_job(name="wf.fail", max_attempts=1)
