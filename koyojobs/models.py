@@ -165,6 +165,8 @@ class QueueStatus:
     """How long the oldest due job has waited, if any is due."""
     paused: bool = False
     """Whether the queue is paused (:meth:`koyojobs.Broker.pause`)."""
+    pending: int = 0
+    """Workflow steps waiting for their upstream steps (``Status.PENDING``)."""
 
 
 @dataclass(frozen=True, slots=True)

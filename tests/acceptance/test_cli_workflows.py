@@ -55,3 +55,14 @@ async def test_jobs_escapes_a_progress_message_and_a_step_name(dsn: str, broker:
     assert "running 50%: half\\x1b[2J\\x0ddone" in result.stdout
     assert "(step fi\\x1b]0;pwned\\x07rst of workflow" in result.stdout
     assert "waiting: upstream steps fi\\x1b]0;pwned\\x07rst" in result.stdout
+
+
+async def test_status_counts_pending_steps(dsn: str, broker: Broker) -> None:
+    await Workflow().then(wj.step("a")).then(wj.step("b")).then(wj.step("c")).enqueue()
+    [queue] = await broker.queue_status()
+    assert (queue.queue, queue.pending, queue.ready, queue.running) == ("default", 2, 1, 0)
+    result = await asyncio.to_thread(koyojobs, "status", "--dsn", dsn)
+    assert result.returncode == 0, result.stderr
+    header, row = result.stdout.splitlines()[:2]
+    assert header.split()[:3] == ["queue", "pending", "ready"]
+    assert row.split()[:3] == ["default", "2", "1"]

@@ -9,7 +9,7 @@ import signal
 import pytest
 
 from koyojobs import Broker, Status, Workflow, execute_jobs_synchronously, sync
-from koyojobs.testing import drain
+from koyojobs.testing import assert_enqueued, assert_not_enqueued, drain, enqueued_jobs
 from tests import workflow_jobs as wj
 from tests.conftest import wait_for_status
 from tests.faults.conftest import WorkerProcess
@@ -106,3 +106,22 @@ async def test_sync_upstream_in_an_async_def_step_says_to_await_upstream(
         "RuntimeError: koyojobs.sync.upstream() was called inside a running event loop: "
         "await koyojobs.upstream() instead"
     )
+
+
+async def test_assert_enqueued_finds_a_pending_step(broker: Broker) -> None:
+    wf = Workflow()
+    first = wf.add(wj.step("first"), name="first")
+    wf.add(wj.step("second"), after=first, name="second")
+    run = await wf.enqueue()
+    found = await assert_enqueued(wj.step, "second")
+    assert (found.id, found.status) == (run.job_ids["second"], Status.PENDING)
+    assert [(j.args, j.status) for j in await enqueued_jobs(wj.step)] == [
+        (("first",), Status.READY),
+        (("second",), Status.PENDING),
+    ]
+    with pytest.raises(AssertionError, match=r"wf\.step is enqueued 1 time\(s\): \('second'\)"):
+        await assert_not_enqueued(wj.step, "second")
+    with pytest.raises(AssertionError, match=r"ready or pending wf\.step jobs: "):
+        await assert_enqueued(wj.step, "third")
+    assert await drain(broker) == {"done": 2}
+    await assert_not_enqueued(wj.step)
