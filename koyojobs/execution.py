@@ -155,6 +155,7 @@ async def _attempt(
         attempt=number,
         max_attempts=max_attempts,
         scheduled_for=row["scheduled_at"],
+        workflow_id=row["workflow_id"],
     )
     error: BaseException
     try:

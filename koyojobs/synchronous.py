@@ -129,11 +129,21 @@ class _Inline:
             serializer.sign_arguments(job_call.payload, name), name
         )
         self._scheduled_at = pendulum.now("UTC")
+        self.workflow_id: int | None = None
+        """The inline workflow's (negative) id, for a step of one."""
 
     def attempts(self) -> Iterator[RunningJob]:
         d = self.definition
         for number in range(1, d.max_attempts + 1):
-            yield RunningJob(self.id, d.name, d.queue, number, d.max_attempts, self._scheduled_at)
+            yield RunningJob(
+                self.id,
+                d.name,
+                d.queue,
+                number,
+                d.max_attempts,
+                self._scheduled_at,
+                self.workflow_id,
+            )
 
     def retried(self, exc: RetryJob, job: RunningJob) -> None:
         """Return to run again; raise when ``retry()`` or ``snooze()`` came on the last attempt.

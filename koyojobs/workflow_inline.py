@@ -107,6 +107,7 @@ async def run_inline_workflow(
             run.records[step.name] = cancelled
             continue
         inline = synchronous.prepare(step.call, bound)
+        inline.workflow_id = run.id
         token = inline_upstream.set(run.upstream(step))
         try:
             if connection is not None and connection.is_in_transaction():
@@ -132,6 +133,7 @@ def run_inline_workflow_blocking(wf: Workflow) -> WorkflowRun:
             run.records[step.name] = cancelled
             continue
         inline = synchronous.prepare(step.call, None)
+        inline.workflow_id = run.id
         token = inline_upstream.set(run.upstream(step))
         try:
             value = synchronous.execute_blocking(inline)

@@ -8,11 +8,20 @@ import signal
 
 import pytest
 
-from koyojobs import Broker, Status, Workflow, execute_jobs_synchronously, sync
+from koyojobs import (
+    Broker,
+    CallNext,
+    RunningJob,
+    Status,
+    Workflow,
+    chain,
+    execute_jobs_synchronously,
+    sync,
+)
 from koyojobs.testing import assert_enqueued, assert_not_enqueued, drain, enqueued_jobs
 from tests import workflow_jobs as wj
 from tests.conftest import wait_for_status
-from tests.faults.conftest import WorkerProcess
+from tests.faults.conftest import WorkerProcess, until
 from tests.integration.conftest import StartWorker
 
 
@@ -125,3 +134,123 @@ async def test_assert_enqueued_finds_a_pending_step(broker: Broker) -> None:
         await assert_enqueued(wj.step, "third")
     assert await drain(broker) == {"done": 2}
     await assert_not_enqueued(wj.step)
+
+
+async def test_hooks_fire_for_steps_with_their_workflow_id(
+    broker: Broker, start_worker: StartWorker
+) -> None:
+    wj.hook_log.clear()
+    wf = Workflow("hooked")
+    ok = wf.add(wj.hooked("ok", False), name="ok")
+    broken = wf.add(wj.hooked("broken", True), after=ok, name="broken")
+    wf.add(wj.step("never"), after=broken, name="never")
+    run = await wf.enqueue()
+    plain = await wj.hooked("plain", False)  # not a step: no workflow id
+    await start_worker()
+    await wait_for_status(broker, run.job_ids["never"], Status.CANCELLED, timeout=10)
+    await wait_for_status(broker, plain, Status.DONE)
+    # on_success once, on_failure once after the last of 2 attempts (a def hook, on a
+    # worker thread): each sees the step's workflow, as outcome.job and as current_job().
+    assert sorted(wj.hook_log) == [
+        ("failure", "broken", run.id, run.id, 2),
+        ("success", "ok", run.id, run.id, 1),
+        ("success", "plain", None, None, 1),
+    ]
+
+    wj.hook_log.clear()  # the synchronous mode: the inline workflow's (negative) id
+    with execute_jobs_synchronously(), pytest.raises(ValueError, match="broken broke"):
+        await chain(wj.hooked("ok", False), wj.hooked("broken", True)).enqueue()
+    [(_, _, first, _, _), *_] = wj.hook_log
+    assert first is not None and first < 0
+    assert sorted(wj.hook_log) == [
+        ("failure", "broken", first, first, 1),  # an exception is not retried in this mode
+        ("success", "ok", first, first, 1),
+    ]
+
+
+async def test_middleware_sees_a_steps_workflow_id(broker: Broker) -> None:
+    seen: list[tuple[str, int | None]] = []
+
+    async def middleware(job: RunningJob, call_next: CallNext) -> object:
+        seen.append((job.name, job.workflow_id))
+        return await call_next()
+
+    async with Broker(broker.database, middleware=[middleware]) as wrapped:
+        run = await wrapped.enqueue(Workflow().then(wj.step("mw")))
+        await wrapped.enqueue(wj.step("plain"))
+        assert await drain(wrapped) == {"done": 2}
+    assert seen == [("wf.step", run.id), ("wf.step", None)]
+
+
+async def test_a_step_that_times_out_is_retried_then_fails_and_cancels_its_dependents(
+    broker: Broker, start_worker: StartWorker
+) -> None:
+    wf = Workflow("slow")
+    slow = wf.add(wj.too_slow("slow"), name="slow")
+    after = wf.add(wj.step("after"), after=slow, name="after")
+    wf.add(wj.step("later"), after=after, name="later")
+    slow_def = wf.add(wj.too_slow_def("slow-def"), name="slow-def")
+    wf.add(wj.step("after-def"), after=slow_def, name="after-def")
+    wf.add(wj.collect("cleanup"), after=[slow, slow_def], name="cleanup", always=True)
+    run = await wf.enqueue()
+    await start_worker(pool_size=4)
+    await wait_for_status(broker, run.job_ids["cleanup"], Status.DONE, timeout=20)
+    found = await broker.get_workflow(run.id)
+    assert found is not None and found.status is Status.FAILED
+    steps = found.steps
+    assert (steps["slow"].status, steps["slow"].attempts) == (Status.FAILED, 2)
+    assert (
+        steps["slow"].last_error == "TimeoutError: job 'wf.too_slow' ran past its timeout of 0.2s"
+    )
+    assert steps["slow-def"].last_error == (
+        "TimeoutError: job 'wf.too_slow_def' ran past its timeout of 0.2s"
+    )
+    for name, upstream in (("after", "slow"), ("later", "slow"), ("after-def", "slow-def")):
+        assert steps[name].status is Status.CANCELLED, name
+        assert steps[name].last_error == f"upstream step {upstream!r} failed", name
+    assert sorted(wj.runs) == ["cleanup", "slow#1", "slow#2", "slow-def"]
+    assert {k: v[0] for k, v in wj.seen_upstream["cleanup"].items()} == {
+        "slow": "failed",
+        "slow-def": "failed",
+    }
+
+
+async def test_a_periodic_job_runs_as_a_step_and_its_schedule_goes_on(
+    broker: Broker, start_worker: StartWorker
+) -> None:
+    wf = Workflow("with a periodic step")
+    first = wf.add(wj.step("first"), name="first")
+    periodic = wf.add(wj.periodic_step(), after=first, name="periodic")
+    wf.add(wj.collect("last"), after=periodic, name="last")
+    run = await wf.enqueue()
+    await start_worker()
+    await start_worker(queue="wf-periodic-step")
+    await wait_for_status(broker, run.job_ids["last"], Status.DONE, timeout=15)
+    assert wj.seen_upstream["last"] == {"periodic": ("done", "ticked", None)}
+    # The ticks go on beside the step: at least one ran as a plain job.
+    await until(lambda: "periodic_step:False" in wj.runs, timeout=10, what="a tick ran")
+    assert wj.runs.count("periodic_step:True") == 1
+
+
+async def test_a_periodic_job_enqueues_a_workflow_each_tick(
+    broker: Broker, start_worker: StartWorker
+) -> None:
+    await start_worker()
+    await start_worker(queue="wf-periodic")
+
+    async def two_ticks_done() -> list[int]:
+        rows = await broker.pool.fetch(
+            "SELECT id FROM koyojobs_jobs WHERE name = 'wf.periodic_workflow' "
+            "AND status = 'done' ORDER BY id"
+        )
+        return [row["id"] for row in rows] if len(rows) >= 2 else []
+
+    ticks = await until(two_ticks_done, timeout=15, what="two ticks done")
+    for tick in ticks[:2]:
+        job = await broker.get_job(tick)
+        assert job is not None and job.workflow_id is None
+        found = await broker.get_workflow(job.result)
+        assert found is not None and found.name == "per tick"
+        last = found.steps["wf.collect"]
+        done = await wait_for_status(broker, last.id, Status.DONE, timeout=10)
+        assert done.result == {"wf.step": ("done", "tick-first", None)}
