@@ -561,7 +561,7 @@ class Broker(Lifecycle):
         return {row["name"]: ScheduleState(**dict(row)) for row in rows}
 
     async def queue_status(self) -> list[QueueStatus]:
-        """Per queue: job counts by status, and the age of the oldest due job.
+        """Per queue: job counts by status (``pending`` steps too), the oldest due job's age.
 
         Example:
             >>> [q.queue for q in await broker.queue_status()]  # doctest: +SKIP

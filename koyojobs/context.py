@@ -9,6 +9,7 @@ job); the default broker is a process-wide switch. ``retry()`` and
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 from collections.abc import Iterator
@@ -25,10 +26,12 @@ __all__ = [
     "SnoozeJob",
     "current_broker",
     "current_job",
+    "job_loop",
     "retry",
     "running",
     "set_current_broker",
     "snooze",
+    "thread_context",
 ]
 
 _job: contextvars.ContextVar[RunningJob | None] = contextvars.ContextVar(
@@ -36,6 +39,9 @@ _job: contextvars.ContextVar[RunningJob | None] = contextvars.ContextVar(
 )
 _job_broker: contextvars.ContextVar[Broker | None] = contextvars.ContextVar(
     "koyojobs_job_broker", default=None
+)
+_job_loop: contextvars.ContextVar[asyncio.AbstractEventLoop | None] = contextvars.ContextVar(
+    "koyojobs_job_loop", default=None
 )
 _default_broker: Broker | None = None
 
@@ -157,3 +163,26 @@ def current_broker() -> Broker | None:
         True
     """
     return _job_broker.get() or _default_broker
+
+
+def thread_context() -> contextvars.Context:
+    """A copy of this task's context for a plain ``def`` job's (or hook's) thread.
+
+    It also remembers this event loop: :func:`koyojobs.sync.upstream` runs its
+    query there, on the broker's pool, from the job's thread.
+
+    Example:
+        >>> import asyncio
+        >>> async def main() -> bool:
+        ...     return thread_context().run(job_loop) is asyncio.get_running_loop()
+        >>> asyncio.run(main()), job_loop()
+        (True, None)
+    """
+    context = contextvars.copy_context()
+    context.run(_job_loop.set, asyncio.get_running_loop())
+    return context
+
+
+def job_loop() -> asyncio.AbstractEventLoop | None:
+    """In a plain ``def`` job's thread: the event loop of the worker that runs it, else ``None``."""
+    return _job_loop.get()

@@ -8,7 +8,6 @@ decide through ``outcomes``.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import dataclasses
 import functools
 import logging
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from asyncpg import Record
 
 from . import instrumentation
-from .context import running
+from .context import running, thread_context
 from .errors import PayloadError, SerializationError, describe
 from .hooks import JobOutcome, run_hooks, through
 from .models import RunningJob, Status
@@ -80,7 +79,7 @@ async def _call(
     elif executor is None:
         return definition.fn(*args, **kwargs)
     else:
-        context = contextvars.copy_context()
+        context = thread_context()
         awaitable = asyncio.get_running_loop().run_in_executor(
             executor, functools.partial(context.run, definition.fn, *args, **kwargs)
         )
@@ -156,6 +155,7 @@ async def _attempt(
         attempt=number,
         max_attempts=max_attempts,
         scheduled_for=row["scheduled_at"],
+        workflow_id=row["workflow_id"],
     )
     error: BaseException
     try:

@@ -11,7 +11,6 @@ twice, exactly as a job may.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import functools
 import inspect
 import logging
@@ -20,6 +19,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
+from .context import thread_context
 from .models import RunningJob
 
 __all__ = ["CallNext", "Hook", "JobOutcome", "Middleware", "check_hook", "check_middleware"]
@@ -106,7 +106,7 @@ async def run_hooks(
                 if inspect.isawaitable(value):  # a callable object with an async __call__
                     await value
             else:
-                context = contextvars.copy_context()
+                context = thread_context()
                 value = await asyncio.get_running_loop().run_in_executor(
                     executor, functools.partial(context.run, hook, outcome)
                 )

@@ -139,6 +139,9 @@ class RunningJob:
     max_attempts: int
     scheduled_for: datetime
     """When the job was due, as stored (see ``scheduled_at``)."""
+    workflow_id: int | None = None
+    """The workflow of a step (as ``Job.workflow_id``), else ``None``; hooks and
+    middleware see it in ``outcome.job`` and ``job``."""
 
     @property
     def scheduled_at(self) -> pendulum.DateTime:
@@ -165,6 +168,8 @@ class QueueStatus:
     """How long the oldest due job has waited, if any is due."""
     paused: bool = False
     """Whether the queue is paused (:meth:`koyojobs.Broker.pause`)."""
+    pending: int = 0
+    """Workflow steps waiting for their upstream steps (``Status.PENDING``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,15 +36,24 @@ from typing import Any, overload
 
 from . import synchronous
 from .coalesce_threads import ThreadCoalescer
+from .context import current_broker, current_job, job_loop
 from .database import _redacted, _take_statement_cache_size
 from .inserts import ids_from, insert_for
 from .jobs import JobCall
+from .models import Job
 from .serializer import Secret, Serializer
 from .sql import QUERIES, pyformat
 from .workflow_inline import run_inline_workflow_blocking
-from .workflows import Workflow, WorkflowRun, insert_parameters, run_from
+from .workflows import (
+    Workflow,
+    WorkflowRun,
+    inline_upstream,
+    insert_parameters,
+    run_from,
+    upstream_of,
+)
 
-__all__ = ["configure", "enqueue", "enqueue_many"]
+__all__ = ["configure", "enqueue", "enqueue_many", "upstream"]
 
 _STATEMENTS = {
     name: pyformat(QUERIES[name])
@@ -132,6 +141,45 @@ def _enqueue_workflow(wf: Workflow, connection: Any) -> WorkflowRun:
         return run_inline_workflow_blocking(wf)
     parameters = insert_parameters(wf, Serializer.from_options(_settings.secret), None)
     return run_from(_fetch(kind, connection, _STATEMENTS["insert_workflow"], parameters))
+
+
+def upstream() -> dict[str, Job]:
+    """In a plain ``def`` step: its direct upstream steps' jobs, by step name; ``{}`` elsewhere.
+
+    What ``await koyojobs.upstream()`` returns in an ``async def`` step, from
+    the step's thread: the same query, on the worker's pool (run in the
+    worker's event loop, so it needs no connection or ``KOYOJOBS_DSN`` of its
+    own), the results read back by the worker's serializer. In the
+    synchronous mode it returns the records of the steps run before. Called
+    in a running event loop (an ``async def`` job), it raises
+    ``RuntimeError``: ``await koyojobs.upstream()`` there.
+
+    Example:
+        >>> from koyojobs import define_job, sync
+        >>> @define_job(name="doc.sync.upstream.render")
+        ... def render(user_id: int) -> str:
+        ...     [fetched] = sync.upstream().values()
+        ...     return f"pdf of {fetched.result}"
+        >>> sync.upstream()
+        {}
+    """
+    inline = inline_upstream.get()
+    if inline is not None:
+        return dict(inline)
+    if _in_event_loop():
+        raise RuntimeError(
+            "koyojobs.sync.upstream() was called inside a running event loop: "
+            "await koyojobs.upstream() instead"
+        )
+    job, broker = current_job(), current_broker()
+    if job is None or job.id < 0 or broker is None:
+        return {}
+    loop = job_loop()
+    if loop is None:
+        raise RuntimeError(
+            "koyojobs.sync.upstream() needs the thread a worker runs a plain def step on"
+        )
+    return asyncio.run_coroutine_threadsafe(upstream_of(broker, job.id), loop).result()
 
 
 def enqueue_many(calls: Iterable[JobCall[Any]], connection: Any = None) -> list[int]:

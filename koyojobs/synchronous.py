@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import copy
 import itertools
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import AsyncIterator, Generator, Iterator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
@@ -55,6 +55,7 @@ __all__ = [
     "run_calls",
     "run_inline",
     "run_inline_blocking",
+    "savepoint",
 ]
 
 Connection = asyncpg.Connection | PoolConnectionProxy
@@ -129,11 +130,21 @@ class _Inline:
             serializer.sign_arguments(job_call.payload, name), name
         )
         self._scheduled_at = pendulum.now("UTC")
+        self.workflow_id: int | None = None
+        """The inline workflow's (negative) id, for a step of one."""
 
     def attempts(self) -> Iterator[RunningJob]:
         d = self.definition
         for number in range(1, d.max_attempts + 1):
-            yield RunningJob(self.id, d.name, d.queue, number, d.max_attempts, self._scheduled_at)
+            yield RunningJob(
+                self.id,
+                d.name,
+                d.queue,
+                number,
+                d.max_attempts,
+                self._scheduled_at,
+                self.workflow_id,
+            )
 
     def retried(self, exc: RetryJob, job: RunningJob) -> None:
         """Return to run again; raise when ``retry()`` or ``snooze()`` came on the last attempt.
@@ -265,17 +276,30 @@ async def run_calls(
     when the connection is in a transaction, so that a job that fails leaves
     the caller's transaction usable.
     """
-    if connection is None:
-        return [await run_inline(c, broker) for c in calls]
-    bound = on_connection(broker, connection)
+    bound = broker if connection is None else on_connection(broker, connection)
     ids = []
     for job_call in calls:
-        if connection.is_in_transaction():
-            async with connection.transaction():
-                ids.append(await run_inline(job_call, bound))
-        else:
+        async with savepoint(connection):
             ids.append(await run_inline(job_call, bound))
     return ids
+
+
+@contextlib.asynccontextmanager
+async def savepoint(connection: Connection | None) -> AsyncIterator[None]:
+    """A savepoint around one inline run on ``connection``, if it is in a transaction.
+
+    So a job that fails rolls back what it wrote and leaves the caller's
+    transaction usable. Without a connection, or outside a transaction, nothing.
+
+    Example:
+        >>> async with savepoint(None):  # doctest: +SKIP
+        ...     await run_inline(my_job(1), broker)
+    """
+    if connection is not None and connection.is_in_transaction():
+        async with connection.transaction():
+            yield
+    else:
+        yield
 
 
 class _Acquired:

@@ -30,7 +30,7 @@ from .context import current_broker
 from .execution import attempt
 from .jobs import JobDefinition
 from .limits import limited_jobs, register_limits
-from .models import Job
+from .models import Job, Status
 from .outcomes import Outcome, as_columns
 from .sql import QUERIES
 
@@ -48,11 +48,20 @@ __all__ = [
 
 @dataclass(frozen=True)
 class EnqueuedJob:
-    """A ready job as :func:`enqueued_jobs` shows it: its id and its arguments."""
+    """A job not yet started as :func:`enqueued_jobs` shows it: its id, arguments, status.
+
+    ``status`` is ``Status.READY``, or ``Status.PENDING`` for a workflow step
+    that waits for its upstream steps.
+
+    Example:
+        >>> EnqueuedJob(7, ("ada@example.com",), {}).status
+        <Status.READY: 'ready'>
+    """
 
     id: int
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
+    status: Status = Status.READY
 
 
 def _broker(broker: Broker | None) -> Broker:
@@ -65,18 +74,21 @@ def _broker(broker: Broker | None) -> Broker:
 async def enqueued_jobs(
     job: JobDefinition[Any, Any], *, broker: Broker | None = None
 ) -> list[EnqueuedJob]:
-    """The ready jobs of ``job``, oldest first, with their arguments read back.
+    """The jobs of ``job`` not yet started, oldest first, with their arguments read back.
+
+    Those are the ``ready`` ones and the ``pending`` ones: workflow steps that
+    wait for their upstream steps (they were enqueued, and will run).
 
     Example:
         >>> [j.args for j in await enqueued_jobs(send_email)]  # doctest: +SKIP
         [('ada@example.com',)]
     """
     b = _broker(broker)
-    rows = await b.pool.fetch(QUERIES["ready_jobs_named"], job.name)
+    rows = await b.pool.fetch(QUERIES["enqueued_jobs_named"], job.name)
     found = []
     for row in rows:
         args, kwargs = b.serializer.load_arguments(row["args"], job.name)
-        found.append(EnqueuedJob(row["id"], args, kwargs))
+        found.append(EnqueuedJob(row["id"], args, kwargs, Status(row["status"])))
     return found
 
 
@@ -93,9 +105,11 @@ def _bound(job: JobDefinition[Any, Any], args: tuple[Any, ...], kwargs: dict[str
 async def assert_enqueued(
     job: JobDefinition[Any, Any], *args: Any, broker: Broker | None = None, **kwargs: Any
 ) -> EnqueuedJob:
-    """Fail unless a ready ``job`` was enqueued with these arguments; returns it.
+    """Fail unless ``job`` was enqueued with these arguments and has not started; returns it.
 
-    Arguments match as the function would bind them, defaults included.
+    Arguments match as the function would bind them, defaults included. A
+    ``pending`` workflow step matches as a ``ready`` job does (its ``status``
+    says which).
 
     Example:
         >>> await signup("ada@example.com")  # doctest: +SKIP
@@ -108,14 +122,17 @@ async def assert_enqueued(
             return candidate
     shown = ", ".join(_call_text(c.args, c.kwargs) for c in found) or "none"
     raise AssertionError(
-        f"{job.name}{_call_text(args, kwargs)} is not enqueued; ready {job.name} jobs: {shown}"
+        f"{job.name}{_call_text(args, kwargs)} is not enqueued; "
+        f"ready or pending {job.name} jobs: {shown}"
     )
 
 
 async def assert_not_enqueued(
     job: JobDefinition[Any, Any], *args: Any, broker: Broker | None = None, **kwargs: Any
 ) -> None:
-    """Fail if a ready ``job`` was enqueued (with these arguments, if any are given).
+    """Fail if ``job`` was enqueued and has not started (with these arguments, if any are given).
+
+    A ``pending`` workflow step counts, as in :func:`assert_enqueued`.
 
     Example:
         >>> await assert_not_enqueued(send_email)  # doctest: +SKIP

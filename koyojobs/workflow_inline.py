@@ -10,7 +10,10 @@ step raised reaches the caller, as a job's does in this mode.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import contextvars
+from collections.abc import Iterator
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
 
 import pendulum
 
@@ -21,6 +24,7 @@ from .workflows import Step, Workflow, WorkflowRun, inline_upstream
 
 if TYPE_CHECKING:
     from .broker import Broker
+    from .synchronous import _Inline
     from .workflows import Connection
 
 __all__ = ["InlineWorkflow", "run_inline_workflow", "run_inline_workflow_blocking"]
@@ -48,6 +52,17 @@ class InlineWorkflow:
 
     def upstream(self, step: Step) -> dict[str, Job]:
         return {up.name: self.records[up.name] for up in step.after}
+
+    def turns(self, broker: Broker | None) -> Iterator[Turn]:
+        """Each step to run, in order, prepared; those an upstream step blocked are recorded."""
+        for step in self.wf.steps:
+            cancelled = self.blocked(step)
+            if cancelled is not None:
+                self.records[step.name] = cancelled
+                continue
+            inline = synchronous.prepare(step.call, broker)
+            inline.workflow_id = self.id
+            yield Turn(self, step, inline)
 
     def done(self, step: Step, job_id: int, value: Any) -> None:
         self.records[step.name] = self._record(step, job_id, Status.DONE, result=value)
@@ -93,6 +108,40 @@ class InlineWorkflow:
         )
 
 
+class Turn:
+    """One step's run: ``with turn:`` sets what ``upstream()`` returns around its
+    execution, which sets ``turn.value``; on leaving, the step is recorded done,
+    or failed by the exception, which goes no further (:meth:`InlineWorkflow.finish`
+    raises the first one)."""
+
+    def __init__(self, run: InlineWorkflow, step: Step, inline: _Inline) -> None:
+        self.run = run
+        self.step = step
+        self.inline = inline
+        self.value: Any = None
+        self._token: contextvars.Token[dict[str, Job] | None] | None = None
+
+    def __enter__(self) -> Self:
+        self._token = inline_upstream.set(self.run.upstream(self.step))
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        assert self._token is not None
+        inline_upstream.reset(self._token)
+        if exc is None:
+            self.run.done(self.step, self.inline.id, self.value)
+            return False
+        if isinstance(exc, Exception):
+            self.run.failed(self.step, self.inline.id, exc)
+            return True
+        return False  # KeyboardInterrupt, a cancel: on their way
+
+
 async def run_inline_workflow(
     wf: Workflow, broker: Broker | None, connection: Connection | None
 ) -> WorkflowRun:
@@ -101,44 +150,17 @@ async def run_inline_workflow(
     bound = broker
     if connection is not None and broker is not None:
         bound = synchronous.on_connection(broker, connection)
-    for step in wf.steps:
-        cancelled = run.blocked(step)
-        if cancelled is not None:
-            run.records[step.name] = cancelled
-            continue
-        inline = synchronous.prepare(step.call, bound)
-        token = inline_upstream.set(run.upstream(step))
-        try:
-            if connection is not None and connection.is_in_transaction():
-                async with connection.transaction():  # a savepoint: a failure leaves it usable
-                    value = await synchronous.execute(inline, bound)
-            else:
-                value = await synchronous.execute(inline, bound)
-        except Exception as exc:
-            run.failed(step, inline.id, exc)
-        else:
-            run.done(step, inline.id, value)
-        finally:
-            inline_upstream.reset(token)
+    for turn in run.turns(bound):
+        with turn:
+            async with synchronous.savepoint(connection):
+                turn.value = await synchronous.execute(turn.inline, bound)
     return run.finish()
 
 
 def run_inline_workflow_blocking(wf: Workflow) -> WorkflowRun:
     """:func:`run_inline_workflow` for synchronous code (``koyojobs.sync.enqueue``)."""
     run = InlineWorkflow(wf)
-    for step in wf.steps:
-        cancelled = run.blocked(step)
-        if cancelled is not None:
-            run.records[step.name] = cancelled
-            continue
-        inline = synchronous.prepare(step.call, None)
-        token = inline_upstream.set(run.upstream(step))
-        try:
-            value = synchronous.execute_blocking(inline)
-        except Exception as exc:
-            run.failed(step, inline.id, exc)
-        else:
-            run.done(step, inline.id, value)
-        finally:
-            inline_upstream.reset(token)
+    for turn in run.turns(None):
+        with turn:
+            turn.value = synchronous.execute_blocking(turn.inline)
     return run.finish()

@@ -524,5 +524,13 @@ async def upstream() -> dict[str, Job]:
     broker = current_broker()
     if job is None or job.id < 0 or broker is None:
         return {}
-    rows = await broker.pool.fetch(QUERIES["upstream_steps"], job.id)
+    return await upstream_of(broker, job.id)
+
+
+async def upstream_of(broker: Broker, job_id: int) -> dict[str, Job]:
+    """The direct upstream steps of step ``job_id``, by name (one query, ``upstream_steps``).
+
+    What :func:`upstream` and :func:`koyojobs.sync.upstream` return in a worker.
+    """
+    rows = await broker.pool.fetch(QUERIES["upstream_steps"], job_id)
     return {row["step"]: Job.from_row(row, broker.serializer.load_result) for row in rows}

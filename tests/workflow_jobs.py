@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from datetime import timedelta
 from typing import Any
 
-from koyojobs import current_job, define_job, report_progress, upstream
+from koyojobs import JobOutcome, chain, current_job, define_job, report_progress, sync, upstream
 
 # In-process observations, reset by the tests that read them.
 runs: list[str] = []
@@ -30,6 +31,23 @@ async def collect(label: str) -> dict[str, Any]:
     }
     seen_upstream[label] = found
     return found
+
+
+@define_job(name="wf.plain_collect")
+def plain_collect(label: str) -> dict[str, Any]:
+    """collect() as a plain def step: koyojobs.sync.upstream(), from its thread."""
+    runs.append(label)
+    found = {
+        name: (job.status.value, job.result, job.last_error)
+        for name, job in sync.upstream().items()
+    }
+    seen_upstream[label] = found
+    return found
+
+
+@define_job(name="wf.sync_upstream_in_async", max_attempts=1)
+async def sync_upstream_in_async() -> None:
+    sync.upstream()  # wrong here: an async def step awaits upstream()
 
 
 @define_job(name="wf.fail", max_attempts=1)
@@ -106,3 +124,63 @@ async def flaky(label: str) -> str:
     if job.attempt < 3:
         raise ValueError(f"{label} attempt {job.attempt}")
     return label
+
+
+# What the hooks of wf.hooked saw: (hook, label, outcome.job.workflow_id,
+# current_job().workflow_id, attempt).
+hook_log: list[tuple[str, str, int | None, int | None, int]] = []
+
+
+@define_job(name="wf.hooked", max_attempts=2, backoff=lambda attempt: 0.0)
+async def hooked(label: str, fail: bool) -> str:
+    if fail:
+        raise ValueError(f"{label} broke")
+    return label
+
+
+def _hook_saw(kind: str, outcome: JobOutcome) -> None:
+    running = current_job()
+    assert running is not None
+    hook_log.append(
+        (kind, outcome.args[0], outcome.job.workflow_id, running.workflow_id, outcome.job.attempt)
+    )
+
+
+@hooked.on_success
+async def _hooked_ok(outcome: JobOutcome) -> None:
+    _hook_saw("success", outcome)
+
+
+@hooked.on_failure
+def _hooked_failed(outcome: JobOutcome) -> None:  # a def hook: on the worker's threads
+    _hook_saw("failure", outcome)
+
+
+@define_job(name="wf.too_slow", timeout=0.2, max_attempts=2, backoff=lambda attempt: 0.0)
+async def too_slow(label: str) -> None:
+    job = current_job()
+    assert job is not None
+    runs.append(f"{label}#{job.attempt}")
+    await asyncio.sleep(30)
+
+
+@define_job(name="wf.too_slow_def", timeout=0.2, max_attempts=1)
+def too_slow_def(label: str) -> None:
+    runs.append(label)
+    threading.Event().wait(0.6)  # its thread cannot be stopped: its late end is dropped
+
+
+# Periodic jobs, each on a queue that only the periodic workflow tests work.
+@define_job(name="wf.periodic_step", queue="wf-periodic-step", every=timedelta(seconds=1))
+async def periodic_step() -> str:
+    job = current_job()
+    assert job is not None
+    runs.append(f"periodic_step:{job.workflow_id is not None}")
+    return "ticked"
+
+
+@define_job(name="wf.periodic_workflow", queue="wf-periodic", every=timedelta(seconds=1))
+async def periodic_workflow() -> int:
+    """Each tick enqueues a workflow of two steps; returns its id."""
+    run = await chain(step("tick-first"), collect("tick-second"), name="per tick").enqueue()
+    return run.id

@@ -11,6 +11,7 @@ from koyojobs import (
     group,
     report_progress,
     set_current_broker,
+    sync,
     upstream,
 )
 
@@ -92,6 +93,23 @@ async def run_chain(broker: Broker) -> None:
 
 
 # --8<-- [end:chain]
+
+
+# --8<-- [start:plain_def]
+@define_job(name="docs.wf.render_pdf")
+def render_pdf(day: str) -> str:  # a plain def step: it runs on a worker thread
+    [loaded] = sync.upstream().values()  # koyojobs.sync.upstream(): no await
+    return f"pdf of: {loaded.result}"
+
+
+async def run_plain_def(broker: Broker) -> None:
+    day = "2026-12-06"
+    run = await chain(extract(day), transform(day), load(day), render_pdf(day)).enqueue()
+    job = await broker.wait(run.job_ids["docs.wf.render_pdf"], timeout=30)
+    print(job.result)  # pdf of: loaded 600 rows of 2026-12-06
+
+
+# --8<-- [end:plain_def]
 
 
 # --8<-- [start:fan_in]
@@ -176,6 +194,7 @@ async def main(dsn: str) -> None:
         try:
             await run_onboarding(broker)
             await run_chain(broker)
+            await run_plain_def(broker)
             await run_report(broker)
             await run_progress(broker)
             await run_failure(broker)

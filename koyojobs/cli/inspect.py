@@ -28,7 +28,8 @@ from .base import (
 @main.command()
 @connects
 def status(connection: Connection) -> None:
-    """Show job counts per queue and status, the oldest due job's wait, and pauses."""
+    """Show job counts per queue and status (pending workflow steps too), the oldest
+    due job's wait, and pauses."""
 
     async def action(broker: Broker) -> tuple[list[QueueStatus], list[WorkerProcess]]:
         return await broker.queue_status(), await broker.workers()
@@ -37,10 +38,21 @@ def status(connection: Connection) -> None:
     if not queues:
         click.echo("no jobs")
     else:
-        header = ("queue", "ready", "running", "done", "failed", "cancelled", "oldest ready", "")
+        header = (
+            "queue",
+            "pending",
+            "ready",
+            "running",
+            "done",
+            "failed",
+            "cancelled",
+            "oldest ready",
+            "",
+        )
         rows = [
             (
                 q.queue,
+                str(q.pending),
                 str(q.ready),
                 str(q.running),
                 str(q.done),
@@ -51,7 +63,7 @@ def status(connection: Connection) -> None:
             )
             for q in queues
         ]
-        table([header, *rows], right=frozenset(range(1, 7)))
+        table([header, *rows], right=frozenset(range(1, 8)))
     click.echo("")
     if not workers:
         click.echo("no live workers")

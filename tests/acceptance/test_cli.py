@@ -73,6 +73,7 @@ async def test_migrate_status_retry_and_cancel(dsn: str, broker: Broker) -> None
     assert result.returncode == 0
     assert result.stdout.splitlines()[0].split() == [
         "queue",
+        "pending",
         "ready",
         "running",
         "done",
@@ -82,8 +83,8 @@ async def test_migrate_status_retry_and_cancel(dsn: str, broker: Broker) -> None
         "ready",
     ]
     row = result.stdout.splitlines()[1].split()
-    assert row[:6] == ["default", "1", "0", "0", "0", "1"]
-    assert row[6].endswith("s")  # the ready job's wait, in seconds
+    assert row[:7] == ["default", "0", "1", "0", "0", "0", "1"]
+    assert row[7].endswith("s")  # the ready job's wait, in seconds
     result = await asyncio.to_thread(koyojobs, "retry", str(cancelled), "--dsn", dsn)
     assert (result.returncode, result.stdout.strip()) == (
         0,

@@ -28,7 +28,7 @@ async def test_read_only_commands_work_for_a_select_only_role(
         assert result.returncode == 0, (command, result.stderr)
         assert result.stderr == "", command
     result = await asyncio.to_thread(koyojobs, "status", "--dsn", reader_dsn)
-    assert result.stdout.splitlines()[1].split()[:2] == ["default", "1"]
+    assert result.stdout.splitlines()[1].split()[:3] == ["default", "0", "1"]
 
 
 async def test_read_only_commands_on_a_database_without_the_schema_change_nothing(

@@ -33,3 +33,36 @@ async def test_jobs_shows_pending_steps_with_what_they_wait_for_and_progress(
     assert lines[str(run.job_ids["resize-64"])].endswith("waiting: upstream steps fetch")
     pending = await asyncio.to_thread(koyojobs, "jobs", "--status", "pending", "--dsn", dsn)
     assert len(pending.stdout.splitlines()) == 4  # a header and three steps
+
+
+async def test_jobs_escapes_a_progress_message_and_a_step_name(dsn: str, broker: Broker) -> None:
+    wf = Workflow("escapes")
+    first = wf.add(wj.step("first"), name="first")
+    wf.add(wj.step("second"), after=first, name="second")
+    run = await wf.enqueue()
+    # What a job, or a row written by hand, may hold: names are checked at add(),
+    # a progress message is whatever the job reported.
+    await broker.pool.execute(
+        "UPDATE koyojobs_jobs SET status = 'running', progress = 0.5, "
+        "progress_message = $2, step = $3 WHERE id = $1",
+        run.job_ids["first"],
+        "half\x1b[2J\rdone",
+        "fi\x1b]0;pwned\x07rst",
+    )
+    result = await asyncio.to_thread(koyojobs, "jobs", "--dsn", dsn)
+    assert result.returncode == 0, result.stderr
+    assert not {"\x1b", "\r", "\x07"} & set(result.stdout), result.stdout
+    assert "running 50%: half\\x1b[2J\\x0ddone" in result.stdout
+    assert "(step fi\\x1b]0;pwned\\x07rst of workflow" in result.stdout
+    assert "waiting: upstream steps fi\\x1b]0;pwned\\x07rst" in result.stdout
+
+
+async def test_status_counts_pending_steps(dsn: str, broker: Broker) -> None:
+    await Workflow().then(wj.step("a")).then(wj.step("b")).then(wj.step("c")).enqueue()
+    [queue] = await broker.queue_status()
+    assert (queue.queue, queue.pending, queue.ready, queue.running) == ("default", 2, 1, 0)
+    result = await asyncio.to_thread(koyojobs, "status", "--dsn", dsn)
+    assert result.returncode == 0, result.stderr
+    header, row = result.stdout.splitlines()[:2]
+    assert header.split()[:3] == ["queue", "pending", "ready"]
+    assert row.split()[:3] == ["default", "2", "1"]

@@ -10,6 +10,7 @@ import pytest
 from koyojobs import (
     Broker,
     RunningJob,
+    Workflow,
     current_broker,
     define_job,
     execute_jobs_synchronously,
@@ -138,3 +139,26 @@ async def test_the_brokers_middleware_wraps_a_job_run_on_the_callers_connection(
 @define_job(name="sync_mode.plain")
 async def plain(n: int) -> int:
     return n
+
+
+@define_job(name="sync_mode.log_then_fail")
+async def log_then_fail(user_id: int) -> None:
+    await log_welcome(user_id)
+    raise WelcomeFailedError(f"logged {user_id}, then failed")
+
+
+@pytest.mark.usefixtures("tables")
+async def test_a_workflows_failing_step_rolls_back_its_own_writes_only(broker: Broker) -> None:
+    wf = Workflow("on the caller's connection")
+    first = wf.add(welcome(1), name="welcome")
+    broken = wf.add(log_then_fail(1), after=first, name="broken")
+    wf.add(welcome(2), after=broken, name="after-broken")  # cancelled: never runs
+    wf.add(welcome(3), after=broken, name="cleanup", always=True)
+    with execute_jobs_synchronously():
+        async with broker.pool.acquire() as conn, conn.transaction():
+            await conn.execute("INSERT INTO users (id) VALUES (1), (2), (3)")
+            with pytest.raises(WelcomeFailedError, match="logged 1, then failed"):
+                await wf.enqueue(connection=conn)
+            assert await conn.fetchval("SELECT count(*) FROM users") == 3  # still usable
+    # The failed step's log row went with its savepoint; the others' stayed.
+    assert await _welcomed(broker) == [(1, True, 1), (2, False, 0), (3, True, 1)]

@@ -61,10 +61,12 @@ SELECT k.id
 SELECT status FROM koyojobs_jobs WHERE id = $1;
 
 -- name: queue_status
--- Counts per queue and status, how long the oldest due job has waited, and
--- whether the queue is paused (a paused queue shows even with no jobs).
+-- Counts per queue and status (pending workflow steps too), how long the
+-- oldest due job has waited, and whether the queue is paused (a paused queue
+-- shows even with no jobs).
 WITH counts AS (
     SELECT queue,
+           count(*) FILTER (WHERE status = 'pending')::bigint AS pending,
            count(*) FILTER (WHERE status = 'ready')::bigint AS ready,
            count(*) FILTER (WHERE status = 'running')::bigint AS running,
            count(*) FILTER (WHERE status = 'done')::bigint AS done,
@@ -80,7 +82,7 @@ SELECT coalesce(c.queue, p.queue) AS queue,
        coalesce(c.ready, 0) AS ready, coalesce(c.running, 0) AS running,
        coalesce(c.done, 0) AS done, coalesce(c.failed, 0) AS failed,
        coalesce(c.cancelled, 0) AS cancelled, c.oldest_ready_seconds,
-       p.queue IS NOT NULL AS paused
+       p.queue IS NOT NULL AS paused, coalesce(c.pending, 0) AS pending
   FROM counts AS c
   FULL JOIN koyojobs_queues AS p ON p.queue = c.queue
  ORDER BY 1;
@@ -137,9 +139,11 @@ SELECT j.id, j.name, j.queue, j.priority, j.status, j.attempts, j.max_attempts,
  ORDER BY j.id DESC
  LIMIT $3;
 
--- name: ready_jobs_named
--- What koyojobs.testing inspects: ready jobs of one name, oldest first.
-SELECT id, args FROM koyojobs_jobs WHERE name = $1 AND status = 'ready' ORDER BY id;
+-- name: enqueued_jobs_named
+-- What koyojobs.testing inspects: the jobs of one name not yet started, ready
+-- or pending (a workflow step waiting for its upstream steps), oldest first.
+SELECT id, args, status FROM koyojobs_jobs
+ WHERE name = $1 AND status IN ('pending', 'ready') ORDER BY id;
 
 -- name: database_now
 SELECT clock_timestamp();
