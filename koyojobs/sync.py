@@ -42,7 +42,7 @@ from .jobs import JobCall
 from .serializer import Secret, Serializer
 from .sql import QUERIES, pyformat
 from .workflow_inline import run_inline_workflow_blocking
-from .workflows import Workflow, WorkflowRun, insert_parameters, run_from
+from .workflows import Workflow, WorkflowRun, insert_parameters, run_from, traced
 
 __all__ = ["configure", "enqueue", "enqueue_many"]
 
@@ -130,8 +130,11 @@ def _enqueue_workflow(wf: Workflow, connection: Any) -> WorkflowRun:
     kind = _kind_of(connection) if connection is not None else "own"
     if synchronous.enabled():
         return run_inline_workflow_blocking(wf)
-    parameters = insert_parameters(wf, Serializer.from_options(_settings.secret), None)
-    return run_from(_fetch(kind, connection, _STATEMENTS["insert_workflow"], parameters))
+    with traced(wf) as (trace_context, inserted):
+        parameters = insert_parameters(wf, Serializer.from_options(_settings.secret), trace_context)
+        run = run_from(_fetch(kind, connection, _STATEMENTS["insert_workflow"], parameters))
+        inserted(run)
+    return run
 
 
 def enqueue_many(calls: Iterable[JobCall[Any]], connection: Any = None) -> list[int]:
