@@ -50,6 +50,7 @@ from .workflows import (
     inline_upstream,
     insert_parameters,
     run_from,
+    traced,
     upstream_of,
 )
 
@@ -139,8 +140,11 @@ def _enqueue_workflow(wf: Workflow, connection: Any) -> WorkflowRun:
     kind = _kind_of(connection) if connection is not None else "own"
     if synchronous.enabled():
         return run_inline_workflow_blocking(wf)
-    parameters = insert_parameters(wf, Serializer.from_options(_settings.secret), None)
-    return run_from(_fetch(kind, connection, _STATEMENTS["insert_workflow"], parameters))
+    with traced(wf) as (trace_context, inserted):
+        parameters = insert_parameters(wf, Serializer.from_options(_settings.secret), trace_context)
+        run = run_from(_fetch(kind, connection, _STATEMENTS["insert_workflow"], parameters))
+        inserted(run)
+    return run
 
 
 def upstream() -> dict[str, Job]:
