@@ -200,39 +200,57 @@ def worker(
 
     async def serve() -> None:
         stop = signals.attach()
+        connected = asyncio.Event()
+        work = asyncio.ensure_future(_work(stop, connected))
+        asked = asyncio.ensure_future(stop.wait())
         try:
-            async with connection.broker(
-                min_size=1, max_size=pool_size, retention=retention
-            ) as broker:
-                if stop.is_set():
-                    return  # asked to stop while connecting: claim nothing
-                workers = [
-                    Worker(
-                        broker,
-                        queue=q,
-                        pool_size=slots[q],
-                        lease=lease,
-                        poll_interval=poll_interval,
-                        shutdown_grace=shutdown_grace,
-                        vacuum_threshold=vacuum_threshold or None,
-                        # This process exits after its stop: it may end itself too.
-                        exit_on_lost_lease=True,
-                    )
-                    for q in queues
-                ]
-                await _start_workers(workers, connection)
-                log.info(
-                    "working",
-                    extra={
-                        "queues": ",".join(f"{q}:{n}" for q, n in slots.items()),
-                        "pool_size": pool_size,
-                    },
-                )
-                await stop.wait()
-                log.info("stopping gracefully")
-                await asyncio.gather(*(w.stop() for w in workers))
+            await asyncio.wait((work, asked), return_when=asyncio.FIRST_COMPLETED)
+            if not work.done() and not connected.is_set():
+                # Asked to stop while connecting (a database that does not
+                # answer holds a connect for a minute): nothing runs yet.
+                work.cancel()
+            await work
+        except (Failure, asyncio.CancelledError):
+            if not stop.is_set():
+                raise
+            # What failed on the way (the database refused, say) stopped
+            # nothing that ran: a supervisor stopping children that keep
+            # failing to start exits cleanly too.
+            log.info("stopped before it started")
         finally:
+            asked.cancel()
             signals.detach()
+
+    async def _work(stop: asyncio.Event, connected: asyncio.Event) -> None:
+        async with connection.broker(min_size=1, max_size=pool_size, retention=retention) as broker:
+            connected.set()
+            if stop.is_set():
+                return  # asked to stop while connecting: claim nothing
+            workers = [
+                Worker(
+                    broker,
+                    queue=q,
+                    pool_size=slots[q],
+                    lease=lease,
+                    poll_interval=poll_interval,
+                    shutdown_grace=shutdown_grace,
+                    vacuum_threshold=vacuum_threshold or None,
+                    # This process exits after its stop: it may end itself too.
+                    exit_on_lost_lease=True,
+                )
+                for q in queues
+            ]
+            await _start_workers(workers, connection)
+            log.info(
+                "working",
+                extra={
+                    "queues": ",".join(f"{q}:{n}" for q, n in slots.items()),
+                    "pool_size": pool_size,
+                },
+            )
+            await stop.wait()
+            log.info("stopping gracefully")
+            await asyncio.gather(*(w.stop() for w in workers))
 
     try:
         asyncio.run(serve())
