@@ -44,12 +44,12 @@ from .models import Job
 from .serializer import Secret, Serializer
 from .sql import QUERIES, pyformat
 from .workflow_inline import run_inline_workflow_blocking
+from .workflow_unique import enqueue_blocking
 from .workflows import (
     Workflow,
     WorkflowRun,
     inline_upstream,
     insert_parameters,
-    run_from,
     upstream_of,
 )
 
@@ -140,7 +140,13 @@ def _enqueue_workflow(wf: Workflow, connection: Any) -> WorkflowRun:
     if synchronous.enabled():
         return run_inline_workflow_blocking(wf)
     parameters = insert_parameters(wf, Serializer.from_options(_settings.secret), None)
-    return run_from(_fetch(kind, connection, _STATEMENTS["insert_workflow"], parameters))
+    return enqueue_blocking(
+        wf,
+        parameters,
+        lambda: _fetch(kind, connection, _STATEMENTS["insert_workflow"], parameters),
+        kind,
+        connection,
+    )
 
 
 def upstream() -> dict[str, Job]:
