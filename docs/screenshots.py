@@ -23,7 +23,15 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from koyojobs import Broker, Status, Worker, define_job, set_current_broker
+from koyojobs import (
+    Broker,
+    Status,
+    Worker,
+    Workflow,
+    define_job,
+    report_progress,
+    set_current_broker,
+)
 from koyojobs.dashboard import Dashboard
 from koyojobs.rollup import roll_up
 
@@ -63,6 +71,35 @@ async def nightly_cleanup() -> int:
 @define_job(name="shop.sample_metrics", every=timedelta(seconds=30))
 async def sample_metrics() -> None:
     return None
+
+
+@define_job(name="media.fetch_profile", queue="media")
+async def fetch_profile(user: int) -> str:
+    return f"profile {user}"
+
+
+@define_job(name="media.resize", queue="media")
+async def resize(user: int, size: int) -> str:
+    if size == 1024:  # still at it while the page is shot
+        report_progress(0.4, "frame 40 of 100")
+        await asyncio.sleep(3600)
+    return f"{user}-{size}.png"
+
+
+@define_job(name="media.notify", queue="media")
+async def notify(user: int) -> None:
+    return None
+
+
+def onboarding(user: int) -> Workflow:
+    wf = Workflow(f"onboard user {user}")
+    fetch = wf.add(fetch_profile(user), name="fetch-profile")
+    sizes = [
+        wf.add(resize(user, size), after=fetch, name=f"resize-{size}") for size in (64, 256, 1024)
+    ]
+    told = wf.add(notify(user), after=sizes, name="notify")
+    wf.add(notify(user), after=[fetch, told], name="cleanup", always=True)
+    return wf
 
 
 async def fill(broker: Broker) -> int:
@@ -111,7 +148,7 @@ async def fill(broker: Broker) -> int:
     return failed[0].id
 
 
-def shoot(url: str, failed_id: int) -> None:
+def shoot(url: str, failed_id: int, workflow_id: int) -> None:
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,600"):
@@ -126,6 +163,7 @@ def shoot(url: str, failed_id: int) -> None:
             ("workers", "/workers"),
             ("charts", "/charts"),
             ("bulk", "/jobs?status=failed&queue=default"),
+            ("workflow", f"/workflows/{workflow_id}"),
         ):
             driver.set_window_size(1280, 480)  # the page's height is then its content's
             driver.get(url + path)
@@ -159,10 +197,16 @@ async def main(dsn: str) -> None:
             async with (
                 Worker(broker, queue="emails", pool_size=4),
                 Worker(broker, queue="default", pool_size=8),
+                Worker(broker, queue="media", lease=3.0, shutdown_grace=1.0),
             ):
-                while len(await broker.workers()) < 1:
+                run = await broker.enqueue(onboarding(42))
+                busy = run.job_ids["resize-1024"]
+                while len(await broker.workers()) < 1 or (
+                    (job := await broker.get_job(busy)) is None or job.progress is None
+                ):
                     await asyncio.sleep(0.05)
-                await asyncio.to_thread(shoot, f"http://127.0.0.1:{port}", failed_id)
+                url = f"http://127.0.0.1:{port}"
+                await asyncio.to_thread(shoot, url, failed_id, run.id)
         finally:
             server.should_exit = True
             await serving

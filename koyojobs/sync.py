@@ -50,6 +50,7 @@ from .workflows import (
     WorkflowRun,
     inline_upstream,
     insert_parameters,
+    traced,
     upstream_of,
 )
 
@@ -139,14 +140,17 @@ def _enqueue_workflow(wf: Workflow, connection: Any) -> WorkflowRun:
     kind = _kind_of(connection) if connection is not None else "own"
     if synchronous.enabled():
         return run_inline_workflow_blocking(wf)
-    parameters = insert_parameters(wf, Serializer.from_options(_settings.secret), None)
-    return enqueue_blocking(
-        wf,
-        parameters,
-        lambda: _fetch(kind, connection, _STATEMENTS["insert_workflow"], parameters),
-        kind,
-        connection,
-    )
+    with traced(wf) as (trace_context, inserted):
+        parameters = insert_parameters(wf, Serializer.from_options(_settings.secret), trace_context)
+        run = enqueue_blocking(
+            wf,
+            parameters,
+            lambda: _fetch(kind, connection, _STATEMENTS["insert_workflow"], parameters),
+            kind,
+            connection,
+        )
+        inserted(run)
+    return run
 
 
 def upstream() -> dict[str, Job]:

@@ -18,14 +18,15 @@ enqueue (:mod:`koyojobs.workflow_inline`).
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pendulum
 
-from . import synchronous
+from . import instrumentation, synchronous
 from .context import current_broker, current_job
 from .errors import KoyojobsError
 from .inserts import _columns
@@ -482,6 +483,32 @@ def insert_parameters(
     )
 
 
+@contextlib.contextmanager
+def traced(wf: Workflow) -> Iterator[tuple[str | None, Callable[[WorkflowRun], None]]]:
+    """Around the insert of ``wf``: the trace context its steps store, and what takes the run.
+
+    With :mod:`koyojobs.otel` on, one ``send`` span covers the steps (as an
+    ``enqueue_many`` does) and every step stores its context, so each
+    step's attempt joins the trace that enqueued the workflow. Without, the
+    context is ``None``.
+
+    Example:
+        >>> with traced(Workflow()) as (trace_context, inserted):
+        ...     trace_context is None
+        True
+    """
+    observer = instrumentation.observer
+    if observer is None or not wf.steps:  # no steps: insert_parameters says so, untraced
+        yield None, _nothing
+        return
+    with observer.enqueue([s.call for s in wf.steps]) as (trace_context, inserted):
+        yield trace_context, lambda run: inserted(list(run.job_ids.values()))
+
+
+def _nothing(run: WorkflowRun) -> None:
+    return None
+
+
 async def enqueue_workflow(
     broker: Broker, wf: Workflow, connection: Connection | None
 ) -> WorkflowRun:
@@ -492,9 +519,11 @@ async def enqueue_workflow(
         return await run_inline_workflow(wf, broker, connection)
     from .workflow_unique import insert_workflow
 
-    return await insert_workflow(
-        broker, wf, connection, insert_parameters(wf, broker.serializer, None)
-    )
+    with traced(wf) as (trace_context, inserted):
+        parameters = insert_parameters(wf, broker.serializer, trace_context)
+        run = await insert_workflow(broker, wf, connection, parameters)
+        inserted(run)
+    return run
 
 
 async def get_workflow(broker: Broker, workflow_id: int) -> WorkflowRecord | None:

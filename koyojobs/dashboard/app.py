@@ -23,7 +23,7 @@ from ..errors import PayloadError
 from ..models import Status
 from ..periodic import run_now
 from ..registry import lookup
-from . import console, csrf, data, workflow_page
+from . import console, csrf, data, workflow_graph, workflow_page
 from .filters import MAX_ID, BadFilterError, JobFilter
 from .formatting import age, label_of, payload_repr, size, visible, visible_text, when
 from .guard import Guard
@@ -428,7 +428,12 @@ class Dashboard:
             view = await workflow_page.workflow_view(self.broker, workflow_id)
         if view is None:
             return await self._render(request, "missing.html", 404, what=f"workflow {workflow_id}")
-        return await self._render(request, "workflow.html", wf=view)
+        # Drawn only when every step was read and it stays readable.
+        small = 0 < view.total <= min(workflow_graph.GRAPH_MOST, len(view.steps))
+        graph = workflow_graph.draw(view.steps, _base(request)) if small else None
+        return await self._render(
+            request, "workflow.html", wf=view, graph=graph, graph_most=workflow_graph.GRAPH_MOST
+        )
 
     async def _cancel_workflow(self, request: Request) -> StarletteResponse:
         form = await self._guard(request)

@@ -11,7 +11,16 @@ from markupsafe import Markup, escape
 from .._text import code_point, escape_controls, looks_mixed
 from ..registry import lookup
 
-__all__ = ["age", "label_of", "payload_repr", "size", "visible", "visible_text", "when"]
+__all__ = [
+    "age",
+    "label_of",
+    "payload_repr",
+    "size",
+    "visible",
+    "visible_svg",
+    "visible_text",
+    "when",
+]
 
 _REPR = reprlib.Repr()
 _REPR.maxstring = 2000
@@ -72,19 +81,26 @@ def payload_repr(value: Any) -> str:
     return _REPR.repr(value)
 
 
-def _marked(text: str, keep: str) -> Markup:
+def _marked(text: str, keep: str, hidden: Markup) -> Markup:
     if escape_controls(text, keep) == text:
         return escape(text)
     # Each hidden character becomes its code point, marked so it stands out.
     parts = []
     for char in text:
         shown = escape_controls(char, keep)
-        parts.append(escape(char) if shown == char else _HIDDEN_CHAR.format(shown))
+        parts.append(escape(char) if shown == char else hidden.format(shown))
     return Markup("").join(parts)
 
 
 _HIDDEN_CHAR = Markup('<span class="hidden-char" title="invisible character">{}</span>')
 _LOOKALIKE = Markup(' <span class="lookalike" title="mixes scripts">({})</span>')
+# In SVG text: a tspan (an HTML span there would hide its content).
+_HIDDEN_TSPAN = Markup('<tspan class="hidden-char">{}</tspan>')
+_LOOKALIKE_TSPAN = Markup(' <tspan class="lookalike">({})</tspan>')
+
+
+def _spelled(text: str) -> str:
+    return "".join(c if c.isascii() and c.isprintable() else code_point(c) for c in text)
 
 
 def visible(name: object) -> Markup:
@@ -103,10 +119,25 @@ def visible(name: object) -> Markup:
     if name is None:
         return Markup("")
     text = str(name)
-    shown = _marked(text, "")
+    shown = _marked(text, "", _HIDDEN_CHAR)
     if looks_mixed(text):
-        spelled = "".join(c if c.isascii() and c.isprintable() else code_point(c) for c in text)
-        shown += _LOOKALIKE.format(spelled)
+        shown += _LOOKALIKE.format(_spelled(text))
+    return shown
+
+
+def visible_svg(name: object) -> Markup:
+    r"""A name as the content of an SVG ``<text>``: :func:`visible`, in ``tspan`` elements.
+
+    Example:
+        >>> print(visible_svg("a<b‮c"))
+        a&lt;b<tspan class="hidden-char">‮</tspan>c
+    """
+    if name is None:
+        return Markup("")
+    text = str(name)
+    shown = _marked(text, "", _HIDDEN_TSPAN)
+    if looks_mixed(text):
+        shown += _LOOKALIKE_TSPAN.format(_spelled(text))
     return shown
 
 
@@ -117,7 +148,7 @@ def visible_text(text: object) -> Markup:
         >>> print(visible_text("a<b\x1b[2J"))
         a&lt;b<span class="hidden-char" title="invisible character">\x1b</span>[2J
     """
-    return Markup("") if text is None else _marked(str(text), "\n\t")
+    return Markup("") if text is None else _marked(str(text), "\n\t", _HIDDEN_CHAR)
 
 
 def size(count: int | None) -> str:

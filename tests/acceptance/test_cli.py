@@ -17,6 +17,7 @@ from koyojobs.testing import _free_port
 from tests import jobs
 from tests.acceptance import cli_jobs
 from tests.conftest import Server, wait_for_status
+from tests.worker_process import WorkerProcess, start_worker, stop_worker
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -100,30 +101,17 @@ async def test_migrate_status_retry_and_cancel(dsn: str, broker: Broker) -> None
 async def test_worker_runs_jobs_and_exits_0_on_a_signal(
     dsn: str, broker: Broker, sig: signal.Signals
 ) -> None:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "koyojobs",
-        "worker",
-        "tests.jobs",
-        "--dsn",
-        dsn,
-        "--concurrency",
-        "2",
-        "--poll-interval",
-        "30",
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    worker = await start_worker(
+        dsn, "--concurrency", "2", "--poll-interval", "30", module="tests.jobs", log_level=None
     )
     try:
         job = await wait_for_status(broker, await jobs.echo("from cli"), Status.DONE, timeout=30)
         assert job.result == "from cli"
     finally:
-        process.send_signal(sig)
-        _, stderr = await asyncio.wait_for(process.communicate(), 30)
-    assert process.returncode == 0, stderr.decode()
-    log = stderr.decode()
+        worker.signal(sig)
+        code = await worker.wait(30)
+    log = worker.log()
+    assert code == 0, log
     assert "stopping gracefully" in log
     done = next(line for line in log.splitlines() if "job done" in line)
     assert "INFO koyojobs.worker: job done" in done
@@ -131,27 +119,13 @@ async def test_worker_runs_jobs_and_exits_0_on_a_signal(
 
 
 async def test_worker_at_warning_logs_failures_only(dsn: str, broker: Broker) -> None:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "koyojobs",
-        "--log-level",
-        "WARNING",
-        "worker",
-        "tests.jobs",
-        "--dsn",
-        dsn,
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    # At WARNING, no "working" line to wait for: the jobs say it works.
+    worker = await start_worker(dsn, module="tests.jobs", log_level="WARNING", wait_ready=False)
     try:
         await wait_for_status(broker, await jobs.echo("quiet"), Status.DONE, timeout=30)
         await wait_for_status(broker, await jobs.always_fails(), Status.FAILED, timeout=30)
     finally:
-        process.send_signal(signal.SIGTERM)
-        _, stderr = await asyncio.wait_for(process.communicate(), 30)
-    log = stderr.decode()
+        log = await stop_worker(worker)
     assert "job done" not in log
     assert "will retry" not in log
     assert "WARNING koyojobs.worker: job failed" in log
@@ -219,34 +193,6 @@ async def test_jobs_lists_the_newest_with_their_last_error(dsn: str, broker: Bro
 # -- worker processes -----------------------------------------------------------
 
 
-async def start_worker(
-    dsn: str, *args: str, module: str = "tests.acceptance.cli_jobs", log_level: str = "INFO"
-) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "koyojobs",
-        "--log-level",
-        log_level,
-        "worker",
-        module,
-        "--dsn",
-        dsn,
-        *args,
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-
-
-async def stop_worker(process: asyncio.subprocess.Process) -> str:
-    """SIGTERM (if it still runs); its log once it exited."""
-    if process.returncode is None:
-        process.send_signal(signal.SIGTERM)
-    _, stderr = await asyncio.wait_for(process.communicate(), 60)
-    return stderr.decode()
-
-
 async def test_jobs_that_each_hold_a_pool_connection_all_run_at_once(
     dsn: str, broker: Broker
 ) -> None:
@@ -307,17 +253,12 @@ async def test_statement_cache_and_listen_dsn_for_a_pooled_deployment(
     assert listening == 1
 
     # The same through the environment, and in the DSN itself.
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "koyojobs", "worker", "tests.acceptance.cli_jobs",
-        cwd=ROOT,
-        env={
-            **os.environ,
-            "KOYOJOBS_DSN": f"{dsn}?statement_cache_size=0",
-            "KOYOJOBS_LISTEN_DSN": listen_dsn,
-        },
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    environment = {
+        **os.environ,
+        "KOYOJOBS_DSN": f"{dsn}?statement_cache_size=0",
+        "KOYOJOBS_LISTEN_DSN": listen_dsn,
+    }
+    process = await WorkerProcess("tests.acceptance.cli_jobs", env=environment).start()
     try:
         job = await wait_for_status(
             broker, await cli_jobs.prepared_statements(), Status.DONE, timeout=30
@@ -353,14 +294,14 @@ async def test_a_second_sigterm_during_the_graceful_stop_is_logged_and_harmless(
         job_id = await cli_jobs.finish_when_file(str(go))
         assert job_id is not None
         await wait_for_status(broker, job_id, Status.RUNNING, timeout=30)
-        process.send_signal(signal.SIGTERM)
+        process.signal(signal.SIGTERM)
         await asyncio.sleep(0.05)  # the scenario: two signals 50 ms apart
-        process.send_signal(signal.SIGTERM)
+        process.signal(signal.SIGTERM)
         go.touch()  # both came while the job ran; now it may finish
     finally:
-        _, stderr = await asyncio.wait_for(process.communicate(), 60)
-    log = stderr.decode()
-    assert process.returncode == 0, log
+        code = await process.wait(60)
+    log = process.log()
+    assert code == 0, log
     assert "a graceful stop is already under way" in log
     job = await broker.get_job(job_id)
     assert job is not None
@@ -388,15 +329,15 @@ async def test_a_third_signal_stops_the_worker_at_once(dsn: str, broker: Broker)
         assert job_id is not None
         await wait_for_status(broker, job_id, Status.RUNNING, timeout=30)
         for _ in range(3):
-            process.send_signal(signal.SIGTERM)
+            process.signal(signal.SIGTERM)
             await asyncio.sleep(0.05)  # three signals, as a user sends them
-        _, stderr = await asyncio.wait_for(process.communicate(), 30)
+        code = await process.wait(30)
     finally:
         if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode == -signal.SIGTERM, stderr.decode()
-    assert "stopping at once, without waiting for running jobs" in stderr.decode()
+            await process.kill()
+    log = process.log()
+    assert code == -signal.SIGTERM, log
+    assert "stopping at once, without waiting for running jobs" in log
     job = await broker.get_job(job_id)
     assert job is not None
     assert job.status is Status.RUNNING  # back to ready once its lease lapses

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
-import sys
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -15,8 +13,9 @@ from koyojobs import Broker, Status
 from koyojobs.cli.base import _ExtrasFormatter
 from koyojobs.serializer import Serializer
 from tests import jobs
-from tests.acceptance.test_cli import ROOT, koyojobs
+from tests.acceptance.test_cli import koyojobs
 from tests.conftest import wait_for_status
+from tests.worker_process import start_worker, stop_worker
 
 
 async def test_read_only_commands_work_for_a_select_only_role(
@@ -141,26 +140,12 @@ async def test_secret_option_rotates_keys_from_the_command_line(dsn: str, broker
     # A worker given "new,old" runs a job signed with the old key.
     async with Broker(dsn, secret="old") as old_signer:
         job_id = await old_signer.enqueue(jobs.echo("signed by old"))
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "koyojobs",
-        "worker",
-        "tests.jobs",
-        "--dsn",
-        dsn,
-        "--secret",
-        "new,old",
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    worker = await start_worker(dsn, "--secret", "new,old", module="tests.jobs", log_level=None)
     try:
         await wait_for_status(broker, job_id, Status.DONE, Status.FAILED, timeout=30)
     finally:
-        process.send_signal(signal.SIGTERM)
-        _, stderr = await asyncio.wait_for(process.communicate(), 30)
-    assert process.returncode == 0, stderr.decode()
+        log = await stop_worker(worker)
+    assert worker.returncode == 0, log
     job = await broker.get_job(job_id)
     assert job is not None and job.status is Status.DONE, job
     # Signed with "new": a broker knowing only "old" refuses the result.

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import pickle
-import signal
-import sys
 import textwrap
 from pathlib import Path
 
 from koyojobs import Broker, Status
 from tests.acceptance.test_cli import koyojobs
 from tests.conftest import wait_for_status
-from tests.faults.conftest import until
+from tests.worker_process import WorkerProcess
 
 APP_JOBS = """
 from koyojobs import define_job
@@ -60,61 +57,33 @@ async def _raw_job(broker: Broker, name: str, queue: str, x: int) -> int:
     return job_id
 
 
-async def _start(
-    cwd: Path, env: dict[str, str], *args: str
-) -> tuple[asyncio.subprocess.Process, list[str]]:
+async def _start(cwd: Path, env: dict[str, str], *args: str) -> WorkerProcess:
+    """``koyojobs worker ARGS`` in the project ``cwd``, with none of our KOYOJOBS_ variables."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("KOYOJOBS_")}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "koyojobs",
-        "worker",
-        *args,
-        cwd=cwd,
-        env={**full_env, **env},
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    lines: list[str] = []
-
-    async def read() -> None:
-        assert process.stderr is not None
-        async for line in process.stderr:
-            lines.append(line.decode())
-
-    asyncio.get_running_loop().create_task(read())
-    await until(
-        lambda: any("working" in line for line in lines) or process.returncode is not None,
-        timeout=20,
-        what="worker working",
-    )
-    assert process.returncode is None, "".join(lines)
-    return process, lines
+    return await WorkerProcess(*args, env={**full_env, **env}, cwd=cwd).start()
 
 
 async def test_worker_with_no_arguments_runs_every_declared_queue(
     tmp_path: Path, dsn: str, broker: Broker
 ) -> None:
     project = _project(tmp_path, DECLARED)
-    process, lines = await _start(project, {"APP_DATABASE_URL": dsn})
+    worker = await _start(project, {"APP_DATABASE_URL": dsn})
     try:
-        working = next(line for line in lines if "working" in line)
+        working = next(line for line in worker.lines if "working" in line)
         assert "queues=fast:3,slow:2" in working, working
         doubled = await _raw_job(broker, "app.double", "fast", 21)
         tripled = await _raw_job(broker, "app.triple", "slow", 5)
         assert (await wait_for_status(broker, doubled, Status.DONE)).result == 42
         assert (await wait_for_status(broker, tripled, Status.DONE)).result == 15
     finally:
-        process.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(process.wait(), 20) == 0, "".join(lines)
+        assert await worker.stop(20) == 0, worker.log()
 
 
 async def test_options_on_the_command_line_win_over_the_file(
     tmp_path: Path, dsn: str, broker: Broker
 ) -> None:
     project = _project(tmp_path, DECLARED)
-    process, lines = await _start(
+    worker = await _start(
         project,
         {"APP_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"},
         "--dsn",
@@ -125,11 +94,10 @@ async def test_options_on_the_command_line_win_over_the_file(
         "4",
     )
     try:
-        working = next(line for line in lines if "working" in line)
+        working = next(line for line in worker.lines if "working" in line)
         assert "queues=slow:4 " in working + " ", working
     finally:
-        process.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(process.wait(), 20) == 0, "".join(lines)
+        assert await worker.stop(20) == 0, worker.log()
 
 
 def test_a_malformed_section_is_one_line_naming_the_key(tmp_path: Path, dsn: str) -> None:

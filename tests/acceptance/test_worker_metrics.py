@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import signal
-import sys
 import time
 
 import httpx
@@ -13,28 +11,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from koyojobs import Broker, Status
 from koyojobs.testing import _free_port
 from tests import jobs
-from tests.acceptance.test_cli import ROOT
 from tests.conftest import wait_for_status
+from tests.worker_process import start_worker, stop_worker
 
 
 async def test_the_worker_serves_its_attempts_to_prometheus(dsn: str, broker: Broker) -> None:
     port = _free_port()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "koyojobs",
-        "worker",
-        "tests.jobs",
-        "--dsn",
-        dsn,
-        "--metrics-port",
-        str(port),
-        "--poll-interval",
-        "0.2",
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    worker = await start_worker(
+        dsn, "--metrics-port", str(port), "--poll-interval", "0.2", module="tests.jobs",
+        log_level=None,
+    )  # fmt: skip
     try:
         done = [await jobs.echo(i) for i in range(3)]
         failed = await jobs.always_fails()
@@ -50,9 +36,8 @@ async def test_the_worker_serves_its_attempts_to_prometheus(dsn: str, broker: Br
             except httpx.TransportError:
                 await asyncio.sleep(0.05)  # the port opens as the worker starts
     finally:
-        process.send_signal(signal.SIGTERM)
-        _, stderr = await asyncio.wait_for(process.communicate(), 30)
-    assert process.returncode == 0, stderr.decode()
+        log = await stop_worker(worker)
+    assert worker.returncode == 0, log
     families = {f.name: f for f in text_string_to_metric_families(text)}
     attempts = {
         (s.labels["name"], s.labels["outcome"]): s.value

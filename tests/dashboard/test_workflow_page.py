@@ -90,3 +90,74 @@ async def test_an_unknown_workflow_is_a_404_and_a_big_one_lists_its_first_steps(
         assert read_only.status_code == 403
     found = await broker.get_workflow(run.id)
     assert found is not None and found.status is Status.RUNNING
+
+
+HOSTILE_STEP = "<script>document.title='pwned'</script>"
+
+
+def test_the_graph_draws_each_step_in_its_layer_with_a_line_to_each_dependent(
+    live: Live, browser: WebDriver
+) -> None:
+    server = live(can_act=False)
+    wf = Workflow("graph")
+    root = wf.add(wj.resize(1), name="resize")  # runs until cancelled: the rest wait
+    shards = [wf.add(wj.fetch(n), after=root, name=f"shard-{n}") for n in range(3)]
+    hostile = wf.add(wj.notify(1), after=shards, name=HOSTILE_STEP)
+    wf.add(wj.notify(1), after=[root, hostile], name="cleanup", always=True)
+    run: WorkflowRun = server.call(lambda: server.broker.enqueue(wf))
+    server.wait_for(run.job_ids["resize"], Status.RUNNING)
+
+    browser.get(f"{server.url}/workflows/{run.id}")
+    graph = find(browser, By.CSS_SELECTOR, "svg#graph")
+    nodes = graph.find_elements(By.CSS_SELECTOR, "a.node")
+    assert len(nodes) == 6
+    titles = sorted(
+        e.get_attribute("textContent") or ""
+        for e in graph.find_elements(By.CSS_SELECTOR, "path.edge > title")
+    )
+    assert titles == sorted(
+        [f"resize \u2192 shard-{n}" for n in range(3)]
+        + [f"shard-{n} \u2192 {HOSTILE_STEP}" for n in range(3)]
+        + ["resize \u2192 cleanup", f"{HOSTILE_STEP} \u2192 cleanup"]
+    )
+    assert len(graph.find_elements(By.CSS_SELECTOR, "path.edge.always")) == 2
+    by_id = {int(n.get_attribute("data-step-id") or 0): n for n in nodes}
+    assert set(by_id) == set(run.job_ids.values())
+    classes = {step: by_id[job_id].get_attribute("class") for step, job_id in run.job_ids.items()}
+    assert classes["resize"] == "node node-running"
+    assert classes[HOSTILE_STEP] == classes["cleanup"] == "node node-pending"
+    # Layers are columns, left to right: resize, the shards, the hostile step, cleanup.
+    xs = {
+        step: by_id[i].find_element(By.TAG_NAME, "rect").rect["x"]
+        for step, i in run.job_ids.items()
+    }
+    assert xs["resize"] < xs["shard-0"] == xs["shard-1"] == xs["shard-2"] < xs[HOSTILE_STEP]
+    assert xs[HOSTILE_STEP] < xs["cleanup"]
+    # The hostile name is text: cut in its box, whole in the box's title, nothing run.
+    hostile_node = by_id[run.job_ids[HOSTILE_STEP]]
+    assert hostile_node.find_element(By.TAG_NAME, "text").text == "<script>document.titl\u2026"
+    title = hostile_node.find_element(By.CSS_SELECTOR, "title").get_attribute("textContent")
+    assert title == f"{HOSTILE_STEP}: pending"
+    assert not browser.find_elements(By.CSS_SELECTOR, "svg script, #steps script")
+    assert browser.title != "pwned"
+
+    by_id[run.job_ids["shard-1"]].click()
+    wait(browser).until(lambda d: d.current_url == f"{server.url}/jobs/{run.job_ids['shard-1']}")
+    server.call(lambda: server.broker.cancel_workflow(run.id))
+
+
+async def test_past_sixty_steps_a_line_says_there_is_no_graph(broker: Broker) -> None:
+    app = Dashboard(broker)
+    async with client(app) as c:
+        for count, drawn in ((60, True), (61, False)):
+            wf = Workflow(f"{count} steps")
+            first = wf.add(wj.fetch(0), name="first")
+            for n in range(1, count):
+                wf.add(wj.fetch(n), after=first, name=f"then-{n}")
+            run = await broker.enqueue(wf)
+            page = (await c.get(f"/workflows/{run.id}")).text
+            assert ('<svg class="workflow-graph"' in page) is drawn
+            assert page.count('<a class="node ') == (count if drawn else 0)
+            assert page.count('<path class="edge') == (count - 1 if drawn else 0)
+            assert ('id="no-graph"' in page) is not drawn
+            assert page.count('<tr id="step-') == count

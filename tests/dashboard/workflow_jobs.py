@@ -14,9 +14,9 @@ async def fetch(user: int) -> str:
 
 
 @define_job(name="tests.dashboard.wf.resize", queue=QUEUE, max_attempts=1)
-async def resize(user: int) -> str:
-    """Says it is half way, then works until cancelled (a minute at most)."""
-    report_progress(0.5, "half way")
+async def resize(user: int, message: str = "half way") -> str:
+    """Says it is half way (in ``message``), then works until cancelled (a minute at most)."""
+    report_progress(0.5, message)
     await asyncio.sleep(60)
     return "resized"
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -17,8 +19,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 import koyojobs.otel
-from koyojobs import Broker, Status
+from koyojobs import Broker, Status, Workflow, sync
 from tests import jobs
+from tests import workflow_jobs as wj
 from tests.integration.conftest import StartWorker
 
 
@@ -170,3 +173,71 @@ async def test_a_snooze_is_its_own_outcome_not_an_error(
     outcomes = [(p.attributes or {})["koyojobs.outcome"] for p in processes]
     assert outcomes == ["snoozed", "done"]
     assert all(p.status.status_code is not StatusCode.ERROR for p in processes)
+
+
+def _fan_out() -> Workflow:
+    wf = Workflow("traced")
+    fetch = wf.add(wj.step("fetch"), name="fetch")
+    sizes = [wf.add(wj.step(f"resize-{n}"), after=fetch, name=f"resize-{n}") for n in (64, 256)]
+    wf.add(wj.collect("notify"), after=sizes, name="notify")
+    return wf
+
+
+async def _stored_trace_ids(broker: Broker, workflow_id: int) -> list[str]:
+    rows = await broker.pool.fetch(
+        "SELECT trace_context FROM koyojobs_jobs WHERE workflow_id = $1 ORDER BY id", workflow_id
+    )
+    return [json.loads(row[0])["traceparent"].split("-")[1] if row[0] else "" for row in rows]
+
+
+async def test_each_step_of_a_workflow_joins_the_trace_that_enqueued_it(
+    broker: Broker, start_worker: StartWorker, telemetry: Telemetry
+) -> None:
+    tracer = telemetry.tracer_provider.get_tracer("app")
+    with tracer.start_as_current_span("POST /signup") as request:
+        run = await _fan_out().enqueue()
+    trace_id = request.get_span_context().trace_id
+    assert await _stored_trace_ids(broker, run.id) == [f"{trace_id:032x}"] * 4
+    await start_worker()
+    for job_id in run.job_ids.values():
+        assert (await broker.wait(job_id, timeout=10)).status is Status.DONE
+    sends = [s for s in telemetry.finished() if s.kind is SpanKind.PRODUCER]
+    assert len(sends) == 1  # one statement for every step, one span
+    send = sends[0]
+    assert send.name == "send default" and send.context is not None
+    assert send.parent is not None and send.parent.span_id == request.get_span_context().span_id
+    assert (send.attributes or {})["messaging.batch.message_count"] == 4
+    processes = {
+        int(str((s.attributes or {})["messaging.message.id"])): s
+        for s in telemetry.finished()
+        if s.kind is SpanKind.CONSUMER
+    }
+    # Each step's attempt, released by its upstream steps' outcomes, is in the request's trace.
+    assert set(processes) == set(run.job_ids.values())
+    for process in processes.values():
+        assert process.context is not None and process.context.trace_id == trace_id
+        assert process.parent is not None and process.parent.span_id == send.context.span_id
+        assert (process.attributes or {})["koyojobs.outcome"] == "done"
+
+
+async def test_a_workflow_enqueued_from_sync_code_stores_the_callers_trace(
+    broker: Broker, dsn: str, telemetry: Telemetry
+) -> None:
+    tracer = telemetry.tracer_provider.get_tracer("app")
+
+    def enqueue() -> int:  # in a thread, in a psycopg transaction, under a span of its own
+        with tracer.start_as_current_span("manage.py import"), psycopg.connect(dsn) as conn:
+            return sync.enqueue(_fan_out(), connection=conn).id
+
+    workflow_id = await asyncio.to_thread(enqueue)
+    spans = {span.name: span for span in telemetry.finished()}
+    caller, send = spans["manage.py import"], spans["send default"]
+    assert caller.context is not None and send.context is not None
+    assert send.parent is not None and send.parent.span_id == caller.context.span_id
+    trace_id = f"{caller.context.trace_id:032x}"
+    assert await _stored_trace_ids(broker, workflow_id) == [trace_id] * 4
+
+
+async def test_without_instrumentation_steps_store_no_trace(broker: Broker) -> None:
+    run = await _fan_out().enqueue()
+    assert await _stored_trace_ids(broker, run.id) == [""] * 4

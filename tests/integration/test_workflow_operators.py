@@ -240,7 +240,9 @@ async def _end_parts(broker: Broker, run_ids: dict[str, int], names: list[str]) 
             "lease_expires_at = now() + interval '1 minute' WHERE id = $1",
             job_id,
         )
-        attempt = await broker.pool.fetchval("SELECT attempts FROM koyojobs_jobs WHERE id = $1", job_id)
+        attempt = await broker.pool.fetchval(
+            "SELECT attempts FROM koyojobs_jobs WHERE id = $1", job_id
+        )
         decision = (
             Decision(Status.FAILED, error=f"{name} broke")
             if name in broken

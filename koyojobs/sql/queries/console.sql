@@ -128,7 +128,7 @@ WITH RECURSIVE finished_kinds AS (
     SELECT id FROM found ORDER BY id DESC LIMIT $6
 )
 SELECT j.id, j.name, j.queue, j.priority, j.status, j.attempts, j.max_attempts,
-       j.scheduled_at, j.created_at, j.finished_at, j.last_error
+       j.scheduled_at, j.created_at, j.finished_at, j.last_error, j.progress, j.progress_message
   FROM page
   JOIN koyojobs_jobs AS j ON j.id = page.id
  ORDER BY j.id DESC;

@@ -120,7 +120,8 @@ SELECT s.floor, s.scanned, p.*
   FROM (SELECT min(id) AS floor, count(*) AS scanned FROM scanned) AS s
   LEFT JOIN LATERAL (
       SELECT j.id, j.name, j.queue, j.priority, j.status, j.attempts, j.max_attempts,
-             j.scheduled_at, j.created_at, j.finished_at, j.last_error
+             j.scheduled_at, j.created_at, j.finished_at, j.last_error, j.progress,
+             j.progress_message
         FROM matched
         JOIN koyojobs_jobs AS j ON j.id = matched.id
   ) AS p ON true
