@@ -419,7 +419,7 @@ class Broker(Lifecycle):
         return None if found is None else Status(found)
 
     async def unique_holder(self, job_id: int) -> int | None:
-        """The id of another ready or running job that holds job ``job_id``'s unique key.
+        """The id of another unfinished job (pending too) holding job ``job_id``'s unique key.
 
         Example:
             >>> await broker.unique_holder(failed_job_id)  # doctest: +SKIP

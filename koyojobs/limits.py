@@ -1,7 +1,8 @@
 """Flow control: unique jobs and concurrency and rate limits.
 
 A unique job's row carries ``unique_key`` (a digest of its name and key, a
-UUID), and a unique index over the rows that are ready or running lets the
+UUID), and a unique index over the rows that are pending (a workflow step:
+:mod:`koyojobs.workflow_unique`), ready or running lets the
 database, not a check before the insert, keep one job per key. A limited
 job's row carries ``limit_key`` (its name, and the key ``limit_key=`` gives);
 the workers of its queue declare the limits in ``koyojobs_limited_jobs`` and

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import asyncpg
 
@@ -65,6 +66,9 @@ _INDEXES = (
 )
 """The dashboard's and console's indexes that migrations 0006 and 0009 skip on a big table."""
 
+UNIQUE_INDEX = "koyojobs_jobs_unique_held_idx"
+"""Migration 0011's unique index (pending workflow steps hold their keys too)."""
+
 
 async def build_indexes(pool: asyncpg.Pool) -> list[str]:
     """Build, without blocking writes, the indexes a migration left out; returns their names.
@@ -84,4 +88,22 @@ async def build_indexes(pool: asyncpg.Pool) -> list[str]:
             log.info("building index concurrently", extra={"index": index})
             await conn.execute(QUERIES[f"build_{block}"])
             built.append(index)
+        built += await _replace_unique_index(conn)
+    return built
+
+
+async def _replace_unique_index(conn: Any) -> list[str]:
+    # Migration 0011 on a big table: its unique index (pending rows too) is
+    # built first, and only once it is valid is 0005's dropped, so the table
+    # always has a unique index over the keys.
+    built = []
+    valid = await conn.fetchval(QUERIES["index_state"], UNIQUE_INDEX)
+    if not valid:
+        if valid is False:
+            await conn.execute(QUERIES["drop_unique_held_idx"])
+        log.info("building index concurrently", extra={"index": UNIQUE_INDEX})
+        await conn.execute(QUERIES["build_unique_held_idx"])
+        built.append(UNIQUE_INDEX)
+    if await conn.fetchval(QUERIES["index_state"], "koyojobs_jobs_unique_idx") is not None:
+        await conn.execute(QUERIES["drop_unique_idx"])
     return built

@@ -44,12 +44,12 @@ from .models import Job
 from .serializer import Secret, Serializer
 from .sql import QUERIES, pyformat
 from .workflow_inline import run_inline_workflow_blocking
+from .workflow_unique import enqueue_blocking
 from .workflows import (
     Workflow,
     WorkflowRun,
     inline_upstream,
     insert_parameters,
-    run_from,
     traced,
     upstream_of,
 )
@@ -142,7 +142,13 @@ def _enqueue_workflow(wf: Workflow, connection: Any) -> WorkflowRun:
         return run_inline_workflow_blocking(wf)
     with traced(wf) as (trace_context, inserted):
         parameters = insert_parameters(wf, Serializer.from_options(_settings.secret), trace_context)
-        run = run_from(_fetch(kind, connection, _STATEMENTS["insert_workflow"], parameters))
+        run = enqueue_blocking(
+            wf,
+            parameters,
+            lambda: _fetch(kind, connection, _STATEMENTS["insert_workflow"], parameters),
+            kind,
+            connection,
+        )
         inserted(run)
     return run
 

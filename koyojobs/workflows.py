@@ -166,6 +166,7 @@ class Workflow:
         self._steps: dict[str, Step] = {}
         self._has_dependents: set[str] = set()
         self._next_suffix: dict[str, int] = {}
+        self._keys: dict[str, str] = {}  # unique key -> the step holding it
 
     @property
     def steps(self) -> tuple[Step, ...]:
@@ -212,12 +213,15 @@ class Workflow:
             upstream = self._upstream_of(after, label)
             step_name = self._unique_name(call.definition.name) if name is None else name
             self._check_name(step_name)
+            self._check_key(call, step_name)
         except BaseException:
             call.consume()  # the error says what went wrong: no "never awaited" too
             raise
         call.consume()  # the workflow holds it now
         step = Step(self, step_name, call, upstream, always)
         self._steps[step_name] = step
+        if call.unique_key is not None:
+            self._keys[call.unique_key] = step_name
         self._has_dependents.update(u.name for u in upstream)
         return step
 
@@ -313,6 +317,16 @@ class Workflow:
             raise WorkflowError(f"{self._where()}: step name {name!r} has control characters")
         if name in self._steps:
             raise WorkflowError(f"{self._where()}: a step is already named {name!r}")
+
+    def _check_key(self, call: JobCall[Any], name: str) -> None:
+        # A unique step holds its key from its enqueue on: two steps of one
+        # workflow with one key could never both be enqueued.
+        other = self._keys.get(call.unique_key) if call.unique_key is not None else None
+        if other is not None:
+            raise WorkflowError(
+                f"{self._where(name)}: same unique key as step {other!r} "
+                "(steps of one workflow cannot share a unique key)"
+            )
 
     def __repr__(self) -> str:
         return f"<Workflow {self.name!r} steps={len(self._steps)}>"
@@ -424,7 +438,7 @@ def overall_status(statuses: Iterable[Status]) -> Status:
 def insert_parameters(
     wf: Workflow, serializer: Serializer, trace_context: str | None
 ) -> tuple[Any, ...]:
-    """The parameters of ``insert_workflow`` for ``wf`` (``$1..$18``), the calls signed.
+    """The parameters of ``insert_workflow`` for ``wf`` (``$1..$19``), the calls signed.
 
     Example:
         >>> from koyojobs import define_job
@@ -465,12 +479,8 @@ def insert_parameters(
         [c[0] for c in counts],
         [c[1] for c in counts],
         [c[2] for c in counts],
+        [s.call.unique_key for s in steps],
     )
-
-
-def run_from(rows: Sequence[Any]) -> WorkflowRun:
-    """The :class:`WorkflowRun` from the rows ``insert_workflow`` returned."""
-    return WorkflowRun(rows[0][0], {row[2]: row[1] for row in rows})
 
 
 @contextlib.contextmanager
@@ -507,10 +517,11 @@ async def enqueue_workflow(
         from .workflow_inline import run_inline_workflow
 
         return await run_inline_workflow(wf, broker, connection)
-    target = connection if connection is not None else broker.pool
+    from .workflow_unique import insert_workflow
+
     with traced(wf) as (trace_context, inserted):
         parameters = insert_parameters(wf, broker.serializer, trace_context)
-        run = run_from(await target.fetch(QUERIES["insert_workflow"], *parameters))
+        run = await insert_workflow(broker, wf, connection, parameters)
         inserted(run)
     return run
 

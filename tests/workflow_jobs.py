@@ -184,3 +184,12 @@ async def periodic_workflow() -> int:
     """Each tick enqueues a workflow of two steps; returns its id."""
     run = await chain(step("tick-first"), collect("tick-second"), name="per tick").enqueue()
     return run.id
+
+
+@define_job(name="wf.unique", unique=lambda key, label="", fail=False: key, max_attempts=1)
+async def unique_step(key: str, label: str = "", fail: bool = False) -> str:
+    """A unique job (keyed by ``key``) to run as a step; ``fail`` makes it fail."""
+    runs.append(label or key)
+    if fail:
+        raise ValueError(f"{label or key} broke")
+    return key

@@ -157,7 +157,7 @@ picked AS (
 -- A batch of Broker.retry_many: finished jobs run again with fresh attempts,
 -- as retry_job does (a step still waiting for upstream steps is not retried;
 -- its retried upstream step revives it). Of the jobs sharing a unique key, the newest picked one
--- is retried, and none while another job holds the key ($9 false: no job with
+-- is retried, and none while another job holds the key, pending included ($9 false: no job with
 -- a unique key, after a race with an enqueue took one). Returns where the
 -- batch ended (the next batch starts below), how many it picked and retried,
 -- and the queues to wake.
@@ -176,7 +176,7 @@ WITH
                                 WHERE s.unique_key = j.unique_key)
                    AND NOT EXISTS (SELECT FROM koyojobs_jobs AS k
                                     WHERE k.unique_key = j.unique_key
-                                      AND k.status IN ('ready', 'running'))))
+                                      AND k.status IN ('pending', 'ready', 'running'))))
     RETURNING j.id, j.queue, j.workflow_id
 ), retried AS (
     SELECT id, workflow_id FROM changed

@@ -33,7 +33,7 @@ SELECT id FROM koyojobs_jobs
 
 -- name: retry_job
 -- Operator's retry: a finished job runs again with a fresh attempt budget,
--- unless another job holds its unique key now. Not a workflow step still
+-- unless another job holds its unique key now (a pending step too). Not a workflow step still
 -- waiting for upstream steps (one cancelled with them): it would run before
 -- them; retrying the step that failed revives those (revive_dependents).
 WITH retried AS (
@@ -43,17 +43,20 @@ WITH retried AS (
      WHERE id = $1 AND status IN ('failed', 'cancelled', 'done')
        AND coalesce(upstream_left, 0) <= 0
        AND NOT EXISTS (SELECT FROM koyojobs_jobs AS k
-                        WHERE k.unique_key = j.unique_key AND k.status IN ('ready', 'running'))
+                        WHERE k.unique_key = j.unique_key
+                          AND k.status IN ('pending', 'ready', 'running'))
     RETURNING id, queue, workflow_id
 )
 -- include: revive_dependents
 SELECT id, queue FROM retried;
 
 -- name: unique_holder
--- The ready or running job that holds job $1's unique key, if another does.
+-- The pending, ready or running job that holds job $1's unique key, if
+-- another does (a pending one: a workflow step waiting for its upstream steps).
 SELECT k.id
   FROM koyojobs_jobs AS j
-  JOIN koyojobs_jobs AS k ON k.unique_key = j.unique_key AND k.status IN ('ready', 'running')
+  JOIN koyojobs_jobs AS k ON k.unique_key = j.unique_key
+                         AND k.status IN ('pending', 'ready', 'running')
  WHERE j.id = $1 AND k.id <> j.id;
 
 -- name: job_status

@@ -22,3 +22,18 @@ INSERT INTO koyojobs_migrations (version, name) VALUES ($1, $2);
 -- Whether koyojobs_migrations exists, read without touching it (a read-only
 -- command must not create it).
 SELECT to_regclass('koyojobs_migrations') IS NOT NULL;
+
+-- name: build_unique_held_idx
+-- The unique index of 0011 (pending steps hold their keys too), built without
+-- blocking writes when the migration left it out on a big table; then the
+-- old one is dropped (drop_unique_idx), never leaving the table without one.
+CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS koyojobs_jobs_unique_held_idx
+    ON koyojobs_jobs (unique_key)
+    WHERE unique_key IS NOT NULL AND status IN ('pending', 'ready', 'running');
+
+-- name: drop_unique_held_idx
+DROP INDEX CONCURRENTLY IF EXISTS koyojobs_jobs_unique_held_idx;
+
+-- name: drop_unique_idx
+-- 0005's unique index (ready and running rows only), once 0011's is valid.
+DROP INDEX CONCURRENTLY IF EXISTS koyojobs_jobs_unique_idx;

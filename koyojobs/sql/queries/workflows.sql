@@ -9,28 +9,59 @@
 -- upstream steps (or shards of them) it waits for (a step with none is ready
 -- at once); $12..$15 the edges (the step's position from 1, its upstream
 -- step's, always, the shard it counts down or NULL: the step's own row);
--- $16..$18 the shards of the steps that count in shards (step, shard, count).
--- Unique keys are not stored: a step belongs to its workflow, never to
--- another job of its key.
-WITH workflow AS (
-    INSERT INTO koyojobs_workflows (name) VALUES ($1) RETURNING id
+-- $16..$18 the shards of the steps that count in shards (step, shard, count);
+-- $19 each step's unique key (NULL: none). A unique step holds its key from
+-- now on, pending too (schema 0011). If an unfinished job holds a step's key
+-- already, or 0011's unique index is not built yet, nothing is inserted: the
+-- rows returned then have no workflow id, and name each such step and its
+-- key's holder (NULL: the index is missing). Both looks are skipped (a
+-- one-time filter) when no step is unique.
+WITH keyed AS (
+    SELECT k.key, k.step
+      FROM unnest($19::uuid[], $10::text[]) AS k(key, step)
+     WHERE k.key IS NOT NULL
+), indexed AS (
+    SELECT EXISTS (SELECT FROM pg_index AS i
+                    WHERE i.indexrelid = to_regclass('koyojobs_jobs_unique_held_idx')
+                      AND i.indisvalid) AS ok
+     WHERE EXISTS (SELECT FROM keyed)
+), refused AS (
+    SELECT NULL::bigint AS holder, NULL::text AS step
+      FROM indexed
+     WHERE NOT indexed.ok
+    UNION ALL
+    SELECT h.id, k.step
+      FROM keyed AS k
+      JOIN LATERAL (SELECT j.id
+                      FROM koyojobs_jobs AS j
+                     WHERE j.unique_key = k.key AND j.unique_key IS NOT NULL
+                       AND j.status IN ('pending', 'ready', 'running')
+                     LIMIT 1) AS h ON true
+     WHERE (SELECT ok FROM indexed)
+), workflow AS (
+    INSERT INTO koyojobs_workflows (name)
+    SELECT $1
+     WHERE NOT EXISTS (SELECT FROM refused)
+    RETURNING id
 ), steps AS (
     INSERT INTO koyojobs_jobs (name, queue, priority, max_attempts, args, scheduled_at,
-                               limit_key, trace_context, workflow_id, step, upstream_left, status)
+                               limit_key, unique_key, trace_context, workflow_id, step,
+                               upstream_left, status)
     SELECT u.name, u.queue, u.priority, u.max_attempts, u.args, coalesce(u.scheduled_at, now()),
-           u.limit_key, $9, (SELECT id FROM workflow), u.step, u.upstream_left,
+           u.limit_key, u.unique_key, $9, w.id, u.step, u.upstream_left,
            CASE WHEN u.upstream_left > 0 THEN 'pending' ELSE 'ready' END
-      FROM unnest($2::text[], $3::text[], $4::integer[], $5::integer[], $6::bytea[],
-                  $7::timestamptz[], $8::text[], $10::text[], $11::integer[])
+      FROM workflow AS w,
+           unnest($2::text[], $3::text[], $4::integer[], $5::integer[], $6::bytea[],
+                  $7::timestamptz[], $8::text[], $10::text[], $11::integer[], $19::uuid[])
            WITH ORDINALITY AS u(name, queue, priority, max_attempts, args, scheduled_at,
-                                limit_key, step, upstream_left, ord)
+                                limit_key, step, upstream_left, unique_key, ord)
      ORDER BY u.ord
     RETURNING id, step
 -- Identity values are drawn in insertion order, which follows the input: the
 -- n-th step's id is the n-th smallest. Edges name steps by that position (a
 -- join on the step names would compare every pair).
 ), ordered AS (
-    SELECT array_agg(id ORDER BY id) AS ids FROM steps
+    SELECT array_agg(id ORDER BY id) AS ids FROM steps HAVING count(*) > 0
 ), edges AS (
     INSERT INTO koyojobs_job_edges (job_id, upstream_id, always, shard)
     SELECT o.ids[e.step], o.ids[e.upstream], e.always, e.shard
@@ -43,7 +74,9 @@ WITH workflow AS (
       FROM ordered AS o,
            unnest($16::integer[], $17::smallint[], $18::integer[]) AS c(step, shard, n)
 )
-SELECT (SELECT id FROM workflow) AS workflow_id, s.id, s.step FROM steps AS s;
+SELECT (SELECT id FROM workflow) AS workflow_id, s.id, s.step FROM steps AS s
+UNION ALL
+SELECT NULL, r.holder, r.step FROM refused AS r;
 
 -- name: release_dependents
 -- Included after a CTE "ended" (id, status, step) of the workflow steps the
