@@ -103,7 +103,14 @@ async def test_no_step_starts_early_and_none_is_stranded_under_kills_and_cut_con
         "SELECT status, count(*) FROM koyojobs_jobs WHERE id = ANY($1::bigint[]) GROUP BY status",
         ids,
     )
-    assert {r["status"]: r["count"] for r in statuses} == {Status.DONE.value: len(ids)}
+    unfinished = await broker.pool.fetch(
+        "SELECT id, workflow_id, step, status, attempts, last_error FROM koyojobs_jobs "
+        "WHERE id = ANY($1::bigint[]) AND status <> 'done' ORDER BY id",
+        ids,
+    )
+    assert {r["status"]: r["count"] for r in statuses} == {Status.DONE.value: len(ids)}, [
+        dict(r) for r in unfinished
+    ]
     for run in runs:
         found = await broker.get_workflow(run.id)
         assert found is not None and found.status is Status.DONE
