@@ -160,7 +160,11 @@ class Lane:
         limit while it waits for a slot, which a worker with a free slot could use.
         """
         ahead = 0 if self.worker.limited else self.pace.ahead
-        return self.pool_size + ahead - len(self._runs)
+        # Never below zero: runs claimed ahead when the pace allowed more, or a
+        # stale run beside its new one, can outnumber the slots and today's
+        # ahead. A negative LIMIT is refused as bad data, and the outcomes
+        # riding on that round were then stored as failed.
+        return max(0, self.pool_size + ahead - len(self._runs))
 
     # -- claiming -----------------------------------------------------------
 

@@ -57,6 +57,7 @@ async def test_no_step_starts_early_and_none_is_stranded_under_kills_and_cut_con
         "module": "tests.faults.workflow_jobs",
     }
     workers = [await worker_processes(**options) for _ in range(3)]
+    every = list(workers)  # the killed ones too: their logs say what their runs did
     graphs = [_graph(log, n) for n in range(WORKFLOWS)]
     upstream = [{s.name: [u.name for u in s.after] for s in wf.steps} for wf in graphs]
     runs = [await wf.enqueue() for wf in graphs]
@@ -73,6 +74,7 @@ async def test_no_step_starts_early_and_none_is_stranded_under_kills_and_cut_con
             victim = rng.randrange(len(workers))
             await workers[victim].kill()
             workers[victim] = await worker_processes(**options)
+            every.append(workers[victim])
             faults["kills"] += 1
         else:
             faults["terminated"] += await broker.pool.fetchval(
@@ -108,9 +110,21 @@ async def test_no_step_starts_early_and_none_is_stranded_under_kills_and_cut_con
         "WHERE id = ANY($1::bigint[]) AND status <> 'done' ORDER BY id",
         ids,
     )
-    assert {r["status"]: r["count"] for r in statuses} == {Status.DONE.value: len(ids)}, [
-        dict(r) for r in unfinished
-    ]
+    assert {r["status"]: r["count"] for r in statuses} == {Status.DONE.value: len(ids)}, "\n".join(
+        [
+            f"workflow {r['workflow_id']} step {r['step']} {r['status']} after {r['attempts']} "
+            f"attempts: {r['last_error']}"
+            for r in unfinished
+        ]
+        + [
+            line.rstrip()
+            for w in every
+            for line in w.lines
+            if any(
+                f"job_id={r['id']} " in line or f"job_id={r['id']}\n" in line for r in unfinished
+            )
+        ][:60]
+    )
     for run in runs:
         found = await broker.get_workflow(run.id)
         assert found is not None and found.status is Status.DONE
