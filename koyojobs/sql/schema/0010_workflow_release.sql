@@ -200,7 +200,10 @@ $$;
 --   failed or cancelled, with its count of upstream steps not done; and so on
 --   downstream, wave by wave (a step of a second failed branch stays
 --   cancelled: nothing would ever release it).
--- Steps that ran already ("always" ones) are left as they are. Returns how
+-- A cancelled unique step is revived only while no other job holds its key
+-- (pending, ready or running, or retried by the calling statement): else it
+-- stays cancelled, as a retry of a unique job would. Steps that ran already
+-- ("always" ones) are left as they are. Returns how
 -- many steps it changed. The retried steps count as not done whatever the
 -- calling statement's snapshot says of them.
 CREATE FUNCTION koyojobs_revive_dependents(p_ids bigint[])
@@ -274,6 +277,12 @@ BEGIN
                                 WHERE e.job_id = j.id
                                   AND u.status IN ('failed', 'cancelled')
                                   AND u.id <> ALL (p_ids))
+               -- A unique step (0011) only while no other job holds its key.
+               AND (j.unique_key IS NULL
+                    OR NOT EXISTS (SELECT FROM koyojobs_jobs AS k
+                                    WHERE k.unique_key = j.unique_key AND k.id <> j.id
+                                      AND (k.status IN ('pending', 'ready', 'running')
+                                           OR k.id = ANY (p_ids))))
             RETURNING j.id
         )
         SELECT coalesce(array_agg(id), '{}') INTO v_revived FROM revived;
