@@ -34,7 +34,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, overload
 
-from . import synchronous
+from . import instrumentation, synchronous
 from .coalesce_threads import ThreadCoalescer
 from .context import current_broker, current_job, job_loop
 from .database import _redacted, _take_statement_cache_size
@@ -221,14 +221,24 @@ def _enqueue(calls: list[JobCall[Any]], connection: Any, function: str, wanted: 
         return [synchronous.run_inline_blocking(call) for call in calls]
     if not calls:
         return []
-    if kind == "own" and function == "enqueue":
-        # Calls of many threads at once share statements (koyojobs.coalesce_threads).
+    observer = instrumentation.observer
+    if kind == "own" and function == "enqueue" and observer is None:
+        # Calls of many threads at once share statements (koyojobs.coalesce_threads);
+        # not with OpenTelemetry on: each caller's span carries its own trace.
         return [_coalescer().enqueue(calls[0])]
-    return _insert(kind, connection, calls)
+    if observer is None:
+        return _insert(kind, connection, calls, None)
+    # As Broker.enqueue: a send span, and its context stored with each job.
+    with observer.enqueue(calls) as (trace_context, inserted):
+        ids = _insert(kind, connection, calls, trace_context)
+        inserted(ids)
+    return ids
 
 
-def _insert(kind: str, connection: Any, calls: list[JobCall[Any]]) -> list[int]:
-    insert = insert_for(calls, Serializer.from_options(_settings.secret))
+def _insert(
+    kind: str, connection: Any, calls: list[JobCall[Any]], trace_context: str | None
+) -> list[int]:
+    insert = insert_for(calls, Serializer.from_options(_settings.secret), trace_context)
     rows = _fetch(kind, connection, _STATEMENTS[insert.query], insert.parameters)
     return ids_from(insert, calls, rows)
 
@@ -244,7 +254,7 @@ def _coalescer() -> ThreadCoalescer:
         with _lock:
             _coalescers.clear()
             coalescer = _coalescers.setdefault(
-                pid, ThreadCoalescer(lambda calls: _insert("own", None, calls))
+                pid, ThreadCoalescer(lambda calls: _insert("own", None, calls, None))
             )
     return coalescer
 

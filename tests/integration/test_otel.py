@@ -241,3 +241,30 @@ async def test_a_workflow_enqueued_from_sync_code_stores_the_callers_trace(
 async def test_without_instrumentation_steps_store_no_trace(broker: Broker) -> None:
     run = await _fan_out().enqueue()
     assert await _stored_trace_ids(broker, run.id) == [""] * 4
+
+
+async def test_a_job_enqueued_from_sync_code_stores_the_callers_trace(
+    broker: Broker, dsn: str, telemetry: Telemetry
+) -> None:
+    tracer = telemetry.tracer_provider.get_tracer("app")
+
+    def enqueue() -> list[int]:  # a view's thread: one job in its transaction, one on its own
+        with tracer.start_as_current_span("POST /orders"):
+            with psycopg.connect(dsn) as conn:
+                inside = sync.enqueue(jobs.echo("in the transaction"), connection=conn)
+            return [inside, sync.enqueue(jobs.echo("on its own"))]
+
+    sync.configure(dsn=dsn)
+    try:
+        ids = await asyncio.to_thread(enqueue)
+    finally:
+        sync.configure()
+    request = next(s for s in telemetry.finished() if s.name == "POST /orders")
+    sends = [s for s in telemetry.finished() if s.name == "send default"]
+    assert request.context is not None and len(sends) == 2
+    assert all(s.parent is not None and s.parent.span_id == request.context.span_id for s in sends)
+    rows = await broker.pool.fetch(
+        "SELECT trace_context FROM koyojobs_jobs WHERE id = ANY($1::bigint[])", ids
+    )
+    trace_id = f"{request.context.trace_id:032x}"
+    assert [json.loads(r[0])["traceparent"].split("-")[1] for r in rows] == [trace_id] * 2
