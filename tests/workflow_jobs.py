@@ -7,12 +7,29 @@ import threading
 from datetime import timedelta
 from typing import Any
 
-from koyojobs import JobOutcome, chain, current_job, define_job, report_progress, sync, upstream
+from koyojobs import (
+    Broker,
+    JobOutcome,
+    Status,
+    chain,
+    current_job,
+    define_job,
+    report_progress,
+    sync,
+    upstream,
+)
 
 # In-process observations, reset by the tests that read them.
 runs: list[str] = []
 seen_upstream: dict[str, dict[str, Any]] = {}
 gate = threading.Event()
+
+
+async def step_statuses(broker: Broker, workflow_id: int) -> dict[str, Status]:
+    """Each step's status in workflow ``workflow_id``, by step name."""
+    wf = await broker.get_workflow(workflow_id)
+    assert wf is not None
+    return {name: job.status for name, job in wf.steps.items()}
 
 
 @define_job(name="wf.step")

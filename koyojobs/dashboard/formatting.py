@@ -116,13 +116,7 @@ def visible(name: object) -> Markup:
         >>> print(visible("d\u0435fault").split(" ", 1)[1])
         <span class="lookalike" title="mixes scripts">(d\u0435fault)</span>
     """
-    if name is None:
-        return Markup("")
-    text = str(name)
-    shown = _marked(text, "", _HIDDEN_CHAR)
-    if looks_mixed(text):
-        shown += _LOOKALIKE.format(_spelled(text))
-    return shown
+    return _shown(name, _HIDDEN_CHAR, _LOOKALIKE)
 
 
 def visible_svg(name: object) -> Markup:
@@ -132,12 +126,16 @@ def visible_svg(name: object) -> Markup:
         >>> print(visible_svg("a<b‮c"))
         a&lt;b<tspan class="hidden-char">‮</tspan>c
     """
+    return _shown(name, _HIDDEN_TSPAN, _LOOKALIKE_TSPAN)
+
+
+def _shown(name: object, hidden: Markup, lookalike: Markup) -> Markup:
     if name is None:
         return Markup("")
     text = str(name)
-    shown = _marked(text, "", _HIDDEN_TSPAN)
+    shown = _marked(text, "", hidden)
     if looks_mixed(text):
-        shown += _LOOKALIKE_TSPAN.format(_spelled(text))
+        shown += lookalike.format(_spelled(text))
     return shown
 
 

@@ -12,6 +12,7 @@ from koyojobs import Broker, Status, Workflow, define_job
 from koyojobs.outcomes import Decision, as_columns, succeeded
 from koyojobs.sql import QUERIES
 from koyojobs.testing import drain
+from tests.workflow_jobs import step_statuses
 
 runs: list[str] = []
 broken: set[str] = set()
@@ -39,12 +40,6 @@ async def held(label: str) -> str:
     return label
 
 
-async def _statuses(broker: Broker, workflow_id: int) -> dict[str, Status]:
-    wf = await broker.get_workflow(workflow_id)
-    assert wf is not None
-    return {name: job.status for name, job in wf.steps.items()}
-
-
 async def test_retrying_a_failed_step_revives_the_steps_its_failure_cancelled(
     broker: Broker,
 ) -> None:
@@ -58,7 +53,7 @@ async def test_retrying_a_failed_step_revives_the_steps_its_failure_cancelled(
     run = await wf.enqueue()
     broken.add("bad")
     await drain(broker)
-    assert await _statuses(broker, run.id) == {
+    assert await step_statuses(broker, run.id) == {
         "fetch": Status.DONE,
         "bad": Status.FAILED,
         "other": Status.DONE,
@@ -97,19 +92,19 @@ async def test_a_step_of_a_second_failed_branch_stays_cancelled_until_that_one_i
     run = await wf.enqueue()
     broken.update({"left", "right"})
     await drain(broker)
-    assert (await _statuses(broker, run.id))["join"] is Status.CANCELLED
+    assert (await step_statuses(broker, run.id))["join"] is Status.CANCELLED
 
     broken.clear()
     assert await broker.retry_job(run.job_ids["left"])
     # Reviving it now would strand it: "right" failed and would never release it.
-    assert (await _statuses(broker, run.id))["join"] is Status.CANCELLED
+    assert (await step_statuses(broker, run.id))["join"] is Status.CANCELLED
     await drain(broker)
-    assert (await _statuses(broker, run.id))["join"] is Status.CANCELLED
+    assert (await step_statuses(broker, run.id))["join"] is Status.CANCELLED
 
     assert await broker.retry_many(ids=[run.job_ids["right"]]) == 1
-    assert (await _statuses(broker, run.id))["join"] is Status.PENDING
+    assert (await step_statuses(broker, run.id))["join"] is Status.PENDING
     await drain(broker)
-    assert await _statuses(broker, run.id) == {
+    assert await step_statuses(broker, run.id) == {
         "left": Status.DONE,
         "right": Status.DONE,
         "join": Status.DONE,
@@ -126,12 +121,12 @@ async def test_a_retried_step_counts_again_for_an_always_step_still_waiting(
     run = await wf.enqueue()
     broken.add("first")
     await drain(broker)  # "first" fails; "cleanup" still waits for "slow"
-    assert (await _statuses(broker, run.id))["cleanup"] is Status.PENDING
+    assert (await step_statuses(broker, run.id))["cleanup"] is Status.PENDING
 
     broken.clear()
     assert await broker.retry_job(run.job_ids["first"])
     await drain(broker)  # "first" ends again: "cleanup" must still wait for "slow"
-    assert (await _statuses(broker, run.id))["cleanup"] is Status.PENDING
+    assert (await step_statuses(broker, run.id))["cleanup"] is Status.PENDING
     assert "cleanup" not in runs
 
     await drain(broker, "wfops-held")
@@ -148,7 +143,7 @@ async def test_a_bulk_cancel_cancels_the_dependents_of_the_steps_it_cancels(
     wf.add(held("cleanup"), after=waiting, name="cleanup", always=True)
     run = await wf.enqueue()
     assert await broker.cancel_many(queue="default") == 1
-    assert await _statuses(broker, run.id) == {
+    assert await step_statuses(broker, run.id) == {
         "first": Status.CANCELLED,
         "waiting": Status.CANCELLED,
         "cleanup": Status.READY,
@@ -165,7 +160,7 @@ async def test_a_bulk_cancel_takes_pending_steps_and_their_dependents(broker: Br
     wf.add(held("third"), after=second, name="third")
     run = await wf.enqueue()
     assert await broker.cancel_many(queue="default", status="pending") == 1
-    assert await _statuses(broker, run.id) == {
+    assert await step_statuses(broker, run.id) == {
         "first": Status.READY,
         "second": Status.CANCELLED,
         "third": Status.CANCELLED,
@@ -218,7 +213,7 @@ async def test_two_cascades_over_shared_steps_at_once_do_not_deadlock(
             one.fetch(claim, "default", 0, 30.0, "w", *ended("a_bad", "a_ok")),
             two.fetch(claim, "default", 0, 30.0, "w", *ended("b_bad", "b_ok")),
         )
-    statuses = await _statuses(broker, run.id)
+    statuses = await step_statuses(broker, run.id)
     assert {statuses[f"x{n}"] for n in range(1500)} == {Status.CANCELLED}
     assert {statuses[f"y{n}"] for n in range(1500)} == {Status.CANCELLED}
 
@@ -283,7 +278,7 @@ async def test_a_failed_upstream_of_a_sharded_fan_in_cancels_it_and_its_retry_re
     broken.clear()
     runs.clear()
     assert await broker.retry_job(run.job_ids["part7"])
-    assert (await _statuses(broker, run.id))["total"] is Status.PENDING
+    assert (await step_statuses(broker, run.id))["total"] is Status.PENDING
     await drain(broker)
     assert runs == ["part7", "total"]
 
@@ -297,9 +292,9 @@ async def test_retrying_a_done_upstream_step_of_a_sharded_fan_in_makes_it_wait_a
     # part0 ran already; run again, it must end again before "total" starts.
     assert await broker.retry_job(run.job_ids["part0"])
     await _end_parts(broker, run.job_ids, names[39:])
-    assert (await _statuses(broker, run.id))["total"] is Status.PENDING
+    assert (await step_statuses(broker, run.id))["total"] is Status.PENDING
     await _end_parts(broker, run.job_ids, ["part0"])
-    assert (await _statuses(broker, run.id))["total"] is Status.READY
+    assert (await step_statuses(broker, run.id))["total"] is Status.READY
 
 
 async def test_an_always_step_counting_in_shards_runs_once_every_upstream_step_ended(
@@ -311,6 +306,6 @@ async def test_an_always_step_counting_in_shards_runs_once_every_upstream_step_e
     run = await wf.enqueue()
     broken.update({"part3", "part20"})
     await _end_parts(broker, run.job_ids, [f"part{n}" for n in range(39)])
-    assert (await _statuses(broker, run.id))["cleanup"] is Status.PENDING
+    assert (await step_statuses(broker, run.id))["cleanup"] is Status.PENDING
     await _end_parts(broker, run.job_ids, ["part39"])
-    assert (await _statuses(broker, run.id))["cleanup"] is Status.READY
+    assert (await step_statuses(broker, run.id))["cleanup"] is Status.READY

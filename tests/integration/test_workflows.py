@@ -25,12 +25,6 @@ def _reset() -> None:
     wj.seen_upstream.clear()
 
 
-async def _statuses(broker: Broker, workflow_id: int) -> dict[str, Status]:
-    wf = await broker.get_workflow(workflow_id)
-    assert wf is not None
-    return {name: job.status for name, job in wf.steps.items()}
-
-
 def _onboarding() -> Workflow:
     wf = Workflow("onboard user 42")
     fetch = wf.add(wj.step("fetch"), name="fetch")
@@ -43,7 +37,7 @@ def _onboarding() -> Workflow:
 async def test_steps_wait_for_their_upstream_steps_and_run_in_order(broker: Broker) -> None:
     run = await _onboarding().enqueue()
     assert list(run.job_ids) == ["fetch", "resize-64", "resize-256", "notify", "cleanup"]
-    assert await _statuses(broker, run.id) == {
+    assert await wj.step_statuses(broker, run.id) == {
         "fetch": Status.READY,
         "resize-64": Status.PENDING,
         "resize-256": Status.PENDING,
@@ -93,7 +87,7 @@ async def test_sync_enqueue_joins_a_psycopg_transaction(broker: Broker, dsn: str
     rolled_back = await asyncio.to_thread(enqueue, False)
     assert await broker.get_workflow(rolled_back) is None
     committed = await asyncio.to_thread(enqueue, True)
-    assert await _statuses(broker, committed) == {
+    assert await wj.step_statuses(broker, committed) == {
         "wf.step": Status.READY,
         "wf.step-2": Status.PENDING,
     }
@@ -105,7 +99,7 @@ async def test_sync_enqueue_joins_a_psycopg_transaction(broker: Broker, dsn: str
             return sync.enqueue(Workflow("solo").then(wj.step("solo")), connection=conn).id
 
     solo = await asyncio.to_thread(enqueue_one_step)
-    assert await _statuses(broker, solo) == {"wf.step": Status.READY}
+    assert await wj.step_statuses(broker, solo) == {"wf.step": Status.READY}
 
 
 async def test_a_failed_step_cancels_its_dependents_transitively_but_always_steps_run(
@@ -151,7 +145,7 @@ async def test_cancelling_a_step_cancels_its_dependents_and_releases_always_ones
     wf.add(wj.step("cleanup"), after=third, name="cleanup", always=True)
     run = await wf.enqueue()
     assert await broker.cancel(run.job_ids["second"])  # a pending step
-    assert await _statuses(broker, run.id) == {
+    assert await wj.step_statuses(broker, run.id) == {
         "first": Status.READY,
         "second": Status.CANCELLED,
         "third": Status.CANCELLED,
@@ -240,7 +234,7 @@ async def test_a_step_failed_by_the_rescue_cancels_its_dependents(broker: Broker
     await asyncio.sleep(0.05)  # the lease of 10 ms lapses
     rescued = await broker.pool.fetch(QUERIES["rescue_lapsed"])
     assert [r["status"] for r in rescued] == ["failed"]
-    assert await _statuses(broker, run.id) == {
+    assert await wj.step_statuses(broker, run.id) == {
         "lost": Status.FAILED,
         "next": Status.CANCELLED,
         "cleanup": Status.READY,
